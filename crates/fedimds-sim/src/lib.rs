@@ -1,0 +1,32 @@
+//! A faithful local stand-in for the upstreams fedimds talks to: Azure IMDS, the App Service
+//! identity endpoint (api 2019-08-01) and Entra's v2 token endpoint.
+//!
+//! The simulator signs managed-identity tokens like IMDS does, verifies client assertions like
+//! Entra does (signature, time window, federated-credential match in Entra's order) and answers
+//! with the real wire shapes, so the daemon can be tested end to end without a cloud. Scripted
+//! faults, per-route counters and a log of every exchange let tests prove retry, caching and
+//! single-flight behaviour. It serves the daemon's tests, `fedimds demo` and `fedimds sim`, and
+//! must never ship as part of the daemon's request path.
+//!
+//! # Layout
+//!
+//! - [`config`]: the world the simulator knows (tenants, identities, apps, lifetimes).
+//! - [`demo`]: a ready-made world with fixed ids, for the demo and for tests.
+//! - [`fault`]: scripted replies per route ([`Route`], [`Fault`]).
+//! - `token`: signing keys, claim sets and the JWT helpers.
+//! - `imds`, `app_service`, `entra`: one module per upstream, each owning its wire shapes.
+//! - `server`: the [`Sim`] handle, shared state and the axum router.
+
+pub mod config;
+pub mod demo;
+pub mod fault;
+
+mod app_service;
+mod entra;
+mod imds;
+mod server;
+mod token;
+
+pub use config::{App, FederatedCredential, Identity, SimConfig};
+pub use fault::{Fault, Route};
+pub use server::{Counters, ExchangeRecord, Sim};

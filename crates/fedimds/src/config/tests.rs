@@ -1,0 +1,202 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, "test.toml", &no_env)
+}
+
+const MINIMAL: &str = r#"
+[[targets]]
+name = "litware"
+tenant_id = "11111111-1111-1111-1111-111111111111"
+client_id = "22222222-2222-2222-2222-222222222222"
+"#;
+
+#[test]
+fn minimal_config_gets_safe_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.server.listen, DEFAULT_LISTEN.parse().unwrap());
+    assert!(c.server.listen.ip().is_loopback());
+    assert_eq!(c.cloud.name, CloudName::Public);
+    assert_eq!(
+        c.cloud.authority_host.as_str(),
+        "https://login.microsoftonline.com/"
+    );
+    assert_eq!(c.source.audience, "api://AzureADTokenExchange");
+    assert!(
+        matches!(&c.source.kind, SourceKind::Imds { endpoint, client_id: None } if endpoint.as_str() == "http://169.254.169.254/")
+    );
+    assert_eq!(c.upstream.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+}
+
+#[test]
+fn cloud_profiles_set_host_and_audience() {
+    let c = parse(&format!("[cloud]\nname = \"usgov\"\n{MINIMAL}")).unwrap();
+    assert_eq!(
+        c.cloud.authority_host.as_str(),
+        "https://login.microsoftonline.us/"
+    );
+    assert_eq!(c.source.audience, "api://AzureADTokenExchangeUSGov");
+    let c = parse(&format!("[cloud]\nname = \"china\"\n{MINIMAL}")).unwrap();
+    assert_eq!(c.source.audience, "api://AzureADTokenExchangeChina");
+}
+
+fn invalid_key(text: &str) -> String {
+    match parse(text) {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected an invalid key, got {other:?}"),
+    }
+}
+
+#[test]
+fn plain_http_only_to_loopback() {
+    assert_eq!(
+        invalid_key(&format!(
+            "[cloud]\nauthority_host = \"http://login.example.com\"\n{MINIMAL}"
+        )),
+        "cloud.authority_host"
+    );
+    parse(&format!(
+        "[cloud]\nauthority_host = \"http://127.0.0.1:9\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(
+        invalid_key(&format!(
+            "[source]\nendpoint = \"http://10.0.0.1\"\n{MINIMAL}"
+        )),
+        "source.endpoint"
+    );
+}
+
+#[test]
+fn non_loopback_listen_must_be_asked_for_and_needs_a_secret() {
+    assert_eq!(
+        invalid_key(&format!("[server]\nlisten = \"0.0.0.0:8181\"\n{MINIMAL}")),
+        "server.listen"
+    );
+    assert_eq!(
+        invalid_key(&format!(
+            "[server]\nlisten = \"0.0.0.0:8181\"\nallow_remote = true\n{MINIMAL}"
+        )),
+        "server.identity_header"
+    );
+    parse(&format!(
+        "[server]\nlisten = \"0.0.0.0:8181\"\nallow_remote = true\nidentity_header = \"0123456789abcdef0123\"\n{MINIMAL}"
+    ))
+    .unwrap();
+}
+
+#[test]
+fn errors_name_key_value_and_expectation() {
+    let err = parse(&format!("[cloud]\nname = \"mars\"\n{MINIMAL}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cloud.name") && err.contains("mars") && err.contains("usgov"),
+        "{err}"
+    );
+    let err = parse("[[targets]]\ntenant_id = \"common\"\nclient_id = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("targets[0].tenant_id") && err.contains("common"),
+        "{err}"
+    );
+    assert_eq!(invalid_key("targets = []"), "targets");
+    let err = parse("[server]\nlisen = \"x\"\n").unwrap_err().to_string();
+    assert!(err.contains("lisen"), "unknown keys are named: {err}");
+}
+
+#[test]
+fn target_rules() {
+    let two_defaults = format!(
+        "{MINIMAL}default = true\n{}default = true\n",
+        MINIMAL.replace("litware", "other")
+    );
+    assert_eq!(invalid_key(&two_defaults), "targets[].default");
+    let dup = format!("{MINIMAL}{MINIMAL}");
+    assert_eq!(invalid_key(&dup), "targets[1].name");
+    assert_eq!(
+        invalid_key(&format!("{MINIMAL}resources = [\"https://x/.default\"]\n")),
+        "targets[0].resources"
+    );
+    assert_eq!(
+        invalid_key(&format!(
+            "{MINIMAL}resources = [\"https://a\"]\nprefetch = [\"https://b\"]\n"
+        )),
+        "targets.litware.prefetch"
+    );
+}
+
+#[test]
+fn source_falls_back_to_environment() {
+    let env = |name: &str| match name {
+        ENV_IDENTITY_ENDPOINT => Some("http://127.0.0.1:41/msi/token".to_owned()),
+        ENV_IDENTITY_HEADER => Some("s3cret".to_owned()),
+        _ => None,
+    };
+    let c = Config::from_toml(
+        &format!("[source]\nkind = \"app-service\"\n{MINIMAL}"),
+        "t",
+        &env,
+    )
+    .unwrap();
+    match c.source.kind {
+        SourceKind::AppService {
+            endpoint, header, ..
+        } => {
+            assert_eq!(endpoint.as_str(), "http://127.0.0.1:41/msi/token");
+            assert_eq!(header.expose(), "s3cret");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        invalid_key(&format!("[source]\nkind = \"token-file\"\n{MINIMAL}")),
+        "source.path"
+    );
+}
+
+#[test]
+fn durations() {
+    let c = parse(&format!(
+        "[upstream]\nconnect_timeout = \"500ms\"\nrequest_timeout = 7\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(c.upstream.connect_timeout, Duration::from_millis(500));
+    assert_eq!(c.upstream.request_timeout, Duration::from_secs(7));
+    assert_eq!(
+        invalid_key(&format!(
+            "[upstream]\nconnect_timeout = \"soon\"\n{MINIMAL}"
+        )),
+        "upstream.connect_timeout"
+    );
+}
+
+#[test]
+fn allow_lists() {
+    let c = parse(&format!("{MINIMAL}resources = [\"https://graph.microsoft.com/\"]\nallowed_tenants = [\"contoso.com\"]\n")).unwrap();
+    let t = &c.targets[0];
+    assert!(t.allows_resource("https://graph.microsoft.com"));
+    assert!(!t.allows_resource("https://vault.azure.net"));
+    assert!(t.allows_tenant("CONTOSO.com"));
+    assert!(t.allows_tenant("11111111-1111-1111-1111-111111111111"));
+    assert!(!t.allows_tenant("fabrikam.com"));
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    let example = include_str!("../../../../config/fedimds.example.toml");
+    let c = parse(example).unwrap();
+    assert_eq!(c.targets[0].name, "litware");
+    // The demo config in config/ is exactly what `fedimds demo` builds (comments aside).
+    let shipped: Vec<&str> = include_str!("../../../../config/demo.toml")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let built = crate::demo::config_toml("http://127.0.0.1:8282", DEFAULT_LISTEN.parse().unwrap());
+    assert_eq!(shipped, built.lines().collect::<Vec<_>>());
+    parse(&built).unwrap();
+}

@@ -1,0 +1,127 @@
+//! `fedimds demo` and `fedimds sim`: the built-in simulator, alone or with a daemon wired to it,
+//! so fedimds can be tried, and SDKs pointed at it, with no Azure at all.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use fedimds_sim::{demo, Sim, SimConfig};
+
+use crate::config::{self, Config};
+use crate::server::{self, App};
+
+/// The daemon config for the demo world, pointed at a simulator at `sim_url`. It is also a
+/// worked example of the config format.
+pub fn config_toml(sim_url: &str, listen: SocketAddr) -> String {
+    format!(
+        r#"[server]
+listen = "{listen}"
+
+[source]
+kind = "imds"
+endpoint = "{sim_url}"
+client_id = "{mi}"
+
+[cloud]
+name = "public"
+authority_host = "{sim_url}"
+
+[[targets]]
+name = "litware"
+tenant_id = "{target}"
+client_id = "{app}"
+default = true
+allowed_tenants = ["{other}"]
+
+[[targets]]
+name = "contoso"
+tenant_id = "{other}"
+client_id = "{app}"
+
+[[targets]]
+name = "unconsented"
+tenant_id = "{target}"
+client_id = "{unconsented}"
+"#,
+        mi = demo::MI_CLIENT_ID,
+        target = demo::TARGET_TENANT,
+        other = demo::OTHER_TARGET_TENANT,
+        app = demo::APP_CLIENT_ID,
+        unconsented = demo::UNCONSENTED_APP_CLIENT_ID,
+    )
+}
+
+/// The validated demo config.
+pub fn config(sim_url: &str, listen: SocketAddr) -> Config {
+    let no_env = |_: &str| None;
+    Config::from_toml(&config_toml(sim_url, listen), "demo", &no_env)
+        .unwrap_or_else(|e| unreachable!("the demo config is valid: {e}"))
+}
+
+/// Runs the simulator and a daemon wired to it until `shutdown`, after printing how to use it.
+pub async fn run(
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let sim = Sim::start(SimConfig::demo(), SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| format!("cannot start the simulator: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        format!("cannot listen on {listen}: {e} (choose another address with --listen)")
+    })?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = App::new(config(&sim.url(), addr)).map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        instructions(addr, app.identity_header.expose(), &sim.url())
+    );
+    server::run(app, listener, shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Runs only the simulator until `shutdown`.
+pub async fn run_sim(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let sim = Sim::start(SimConfig::demo(), listen)
+        .await
+        .map_err(|e| format!("cannot start the simulator on {listen}: {e}"))?;
+    let url = sim.url();
+    println!(
+        "fedimds simulator on {url}\n  IMDS:          {url}/metadata/identity/oauth2/token\n  App Service:   {url}/msi/token  (X-IDENTITY-HEADER: {header})\n  Entra:         {url}/{{tenant}}/oauth2/v2.0/token\n\nA daemon config for it:\n\n{config}",
+        header = demo::IDENTITY_HEADER,
+        config = config_toml(&url, config::DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!())),
+    );
+    shutdown.await;
+    Ok(())
+}
+
+/// What `demo` prints: the lines that point each client at the daemon.
+pub fn instructions(addr: SocketAddr, identity_header: &str, sim_url: &str) -> String {
+    let base = format!("http://{addr}");
+    format!(
+        r#"fedimds demo: daemon on {base}, simulated IMDS and Entra on {sim_url}
+Tokens are for target tenant {target} (app {app}).
+
+curl (IMDS):
+  curl -s -H 'Metadata: true' '{base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://graph.microsoft.com'
+
+curl (App Service):
+  curl -s -H 'X-IDENTITY-HEADER: {identity_header}' '{base}/msi/token?api-version=2019-08-01&resource=https://graph.microsoft.com'
+
+Python azure-identity (IMDS mode):
+  AZURE_POD_IDENTITY_AUTHORITY_HOST={base} python3 -c "from azure.identity import ManagedIdentityCredential as C; print(C().get_token('https://graph.microsoft.com/.default').token)"
+
+Node @azure/identity (App Service mode):
+  IDENTITY_ENDPOINT={base}/msi/token IDENTITY_HEADER={identity_header} node -e "new (require('@azure/identity').ManagedIdentityCredential)().getToken('https://graph.microsoft.com/.default').then(t => console.log(t.token))"
+
+Rust azure_identity (App Service mode; its IMDS address is fixed at 169.254.169.254):
+  export IDENTITY_ENDPOINT={base}/msi/token IDENTITY_HEADER={identity_header}
+  # ManagedIdentityCredential::new(None)?.get_token(&["https://graph.microsoft.com/.default"], None).await?
+
+Other targets: add tenant_id={other} (allowed for litware), or prefix the path with /targets/contoso.
+A misconfigured target, to see fedimds's diagnosis: /targets/unconsented/metadata/identity/oauth2/token
+Stop with Ctrl-C."#,
+        target = demo::TARGET_TENANT,
+        app = demo::APP_CLIENT_ID,
+        other = demo::OTHER_TARGET_TENANT,
+    )
+}

@@ -1,0 +1,301 @@
+//! The wire dialects. Each dialect module parses and checks its own requests and renders its
+//! own answers; what they share is here: the request every dialect boils down to
+//! ([`TokenRequest`]), the reasons a request is refused ([`Refusal`], with the one place that
+//! decides status codes), the query parser, and the 200 body every client accepts.
+
+pub mod app_service;
+pub mod imds;
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::cache::CacheError;
+use crate::retry::Transience;
+use crate::target::TargetError;
+use crate::token::AccessToken;
+
+/// The dialects, for logs, metrics and audit lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `GET /metadata/identity/oauth2/token`.
+    Imds,
+    /// App Service / Functions / Automation 2019-08-01 at `/msi/token`.
+    AppService,
+}
+
+impl Dialect {
+    /// A stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Imds => "imds",
+            Dialect::AppService => "app-service",
+        }
+    }
+}
+
+/// A token request, whatever the dialect.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// The resource, decoded, exactly as sent (echoed back in the answer).
+    pub resource: String,
+    /// `client_id`.
+    pub client_id: Option<String>,
+    /// `object_id` and its aliases.
+    pub object_id: Option<String>,
+    /// `msi_res_id` and its aliases.
+    pub resource_id: Option<String>,
+    /// `tenant_id`.
+    pub tenant_id: Option<String>,
+}
+
+/// Why a request gets no token. [`Refusal::status`] is the one place that picks status codes,
+/// so they keep the meaning clients give them: 400 for anything permanent (clients stop and
+/// show the message); 503 with Retry-After only for a transient upstream failure.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// IMDS: no `Metadata: true` (also the answer to the SDKs' probes).
+    MissingMetadata,
+    /// The request came through a proxy (`X-Forwarded-For`): an SSRF attempt, most likely.
+    Forwarded,
+    /// A method the endpoint does not take.
+    MethodNotAllowed,
+    /// IMDS: api-version missing or unknown.
+    ApiVersion,
+    /// A malformed request, with what is wrong.
+    BadRequest(String),
+    /// The caller secret is missing or wrong.
+    Unauthorized(&'static str),
+    /// No target fits.
+    Target(TargetError),
+    /// Upstream failed.
+    Upstream(CacheError),
+}
+
+impl Refusal {
+    /// The HTTP status, and the Retry-After to send with it.
+    pub fn status(&self) -> (StatusCode, Option<Duration>) {
+        /// When a caller waited its bound and the fetch is still going: come back soon.
+        const BUSY_RETRY: Duration = Duration::from_secs(5);
+        match self {
+            Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
+            Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+            Refusal::Upstream(CacheError::Timeout) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Some(BUSY_RETRY))
+            }
+            Refusal::Upstream(CacheError::Upstream { error, retry_in }) => match error.transience()
+            {
+                Transience::Transient { .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some((*retry_in).max(Duration::from_secs(1))),
+                ),
+                Transience::Permanent => (StatusCode::BAD_REQUEST, None),
+            },
+            _ => (StatusCode::BAD_REQUEST, None),
+        }
+    }
+
+    /// The OAuth-style error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Upstream(CacheError::Upstream { error, .. }) => match error.transience() {
+                Transience::Permanent => "invalid_request",
+                Transience::Transient { .. } => "temporarily_unavailable",
+            },
+            Refusal::Upstream(CacheError::Timeout) => "temporarily_unavailable",
+            Refusal::Unauthorized(_) => "unauthorized_client",
+            Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "invalid_resource",
+            _ => "invalid_request",
+        }
+    }
+
+    /// A message a person can act on. Never contains a token or a secret.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::MissingMetadata => "Required metadata header not specified".to_owned(),
+            Refusal::Forwarded => "Requests with an X-Forwarded-For header are refused".to_owned(),
+            Refusal::MethodNotAllowed => "The method is not allowed on this endpoint".to_owned(),
+            Refusal::ApiVersion => "Bad request. api-version is invalid or was not specified in the request.".to_owned(),
+            Refusal::BadRequest(m) => m.clone(),
+            Refusal::Unauthorized(m) => (*m).to_owned(),
+            Refusal::Target(e) => e.to_string(),
+            Refusal::Upstream(CacheError::Timeout) => {
+                "The upstream has not answered yet; the token is still being fetched. Retry shortly.".to_owned()
+            }
+            Refusal::Upstream(CacheError::Upstream { error, .. }) => error.to_string(),
+        }
+    }
+}
+
+/// Query or form parameters, decoded, in order.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Parses `a=b&c=d` (raw or percent-encoded values). With `unique`, a key given twice is
+    /// refused, as real IMDS refuses it (two `resource`s could otherwise mean two things).
+    pub fn parse(text: &str, unique: bool) -> Result<Params, Refusal> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(text.as_bytes()) {
+            if unique && pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(Refusal::BadRequest(format!(
+                    "The query parameter '{k}' is given more than once"
+                )));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Params(pairs))
+    }
+
+    /// The first value of any of `keys`, if non-empty.
+    pub fn get(&self, keys: &[&str]) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, v)| !v.is_empty() && keys.contains(&k.as_str()))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Builds the dialect-independent request; `resource` is required.
+    pub fn token_request(&self, id_keys: &IdKeys) -> Result<TokenRequest, Refusal> {
+        let resource = self.get(&["resource"]).ok_or_else(|| {
+            Refusal::BadRequest("Required audience parameter 'resource' not specified".to_owned())
+        })?;
+        let req = TokenRequest {
+            resource: resource.to_owned(),
+            client_id: self.get(id_keys.client_id).map(str::to_owned),
+            object_id: self.get(id_keys.object_id).map(str::to_owned),
+            resource_id: self.get(id_keys.resource_id).map(str::to_owned),
+            tenant_id: self.get(&["tenant_id"]).map(str::to_owned),
+        };
+        let ids = [&req.client_id, &req.object_id, &req.resource_id]
+            .iter()
+            .filter(|v| v.is_some())
+            .count();
+        if ids > 1 {
+            return Err(Refusal::BadRequest(
+                "Only one of client_id, object_id or a resource id may be given".to_owned(),
+            ));
+        }
+        Ok(req)
+    }
+}
+
+/// The parameter names a dialect accepts for each kind of identity id.
+#[derive(Debug)]
+pub struct IdKeys {
+    /// Client id names.
+    pub client_id: &'static [&'static str],
+    /// Object id names.
+    pub object_id: &'static [&'static str],
+    /// Resource id names.
+    pub resource_id: &'static [&'static str],
+}
+
+/// Every alias any client sends (`client-protocols.md` §9), accepted everywhere: being lenient
+/// on the way in costs nothing and saves a user a puzzling "Identity not found".
+pub const ALL_ID_KEYS: IdKeys = IdKeys {
+    client_id: &["client_id", "clientid"],
+    object_id: &["object_id", "principal_id", "principalId"],
+    resource_id: &["msi_res_id", "mi_res_id", "resource_id", "msi-res-id"],
+};
+
+/// The one 200 body every client accepts (`client-protocols.md` §9): all values strings, both
+/// `expires_in` and `expires_on`, `resource` echoed exactly, `token_type`, `client_id`.
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    client_id: &'a str,
+    expires_in: String,
+    expires_on: String,
+    ext_expires_in: String,
+    not_before: String,
+    resource: &'a str,
+    token_type: &'static str,
+}
+
+/// Renders the 200 answer.
+pub fn token_response(token: &AccessToken, resource: &str, client_id: &str) -> Response {
+    let now = tokio::time::Instant::now();
+    let expires_in = token.expires_in(now);
+    let body = TokenBody {
+        access_token: token.secret.expose(),
+        client_id,
+        expires_in: expires_in.to_string(),
+        expires_on: token.expires_on.to_string(),
+        ext_expires_in: expires_in.to_string(),
+        not_before: token
+            .expires_on
+            .saturating_sub(token.lifetime.as_secs())
+            .to_string(),
+        resource,
+        token_type: "Bearer",
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    (no_store_json(), bytes).into_response()
+}
+
+/// Headers on every token endpoint answer: JSON, and never stored by a proxy or cache.
+pub fn no_store_json() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+/// Renders an error answer: status, Retry-After if any, JSON body.
+pub fn error_response(refusal: &Refusal, body: serde_json::Value) -> Response {
+    let (status, retry_after) = refusal.status();
+    let mut response = (status, no_store_json(), body.to_string()).into_response();
+    if let Some(wait) = retry_after {
+        // Whole seconds, rounded up: "0" would invite a hot loop.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    response
+}
+
+/// Whether a header holds `true` in any case (`Metadata: true`, Automation's `Metadata: True`).
+pub fn header_is_true(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_decode_and_refuse_duplicates() {
+        let p = Params::parse("resource=https://x&client_id=a%2Fb", true).unwrap();
+        assert_eq!(p.get(&["resource"]), Some("https://x"));
+        assert_eq!(p.get(&["client_id"]), Some("a/b"));
+        assert!(Params::parse("resource=a&resource=b", true).is_err());
+        assert!(Params::parse("resource=a&resource=b", false).is_ok());
+    }
+
+    #[test]
+    fn one_id_only() {
+        let p = Params::parse("resource=r&client_id=a&object_id=b", true).unwrap();
+        assert!(p.token_request(&ALL_ID_KEYS).is_err());
+        let p = Params::parse("resource=r&mi_res_id=/x", true).unwrap();
+        assert_eq!(
+            p.token_request(&ALL_ID_KEYS)
+                .unwrap()
+                .resource_id
+                .as_deref(),
+            Some("/x")
+        );
+        let p = Params::parse("client_id=a", true).unwrap();
+        assert!(p.token_request(&ALL_ID_KEYS).is_err());
+    }
+}

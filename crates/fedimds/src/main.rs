@@ -1,0 +1,70 @@
+//! The life of the process: command line, logging, config (exit 64 when bad), bind, serve
+//! until SIGTERM/SIGINT, drain.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use fedimds::cli::{Cli, Command};
+use fedimds::config::{self, Config};
+use fedimds::server::{self, App};
+
+/// `EX_USAGE`: the config is wrong; nothing was started.
+const EXIT_CONFIG: u8 = 64;
+/// `EX_SOFTWARE`/runtime failure: could not bind, or the server failed.
+const EXIT_RUNTIME: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    fedimds::logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_RUNTIME, format!("cannot start the runtime: {e}")),
+    };
+    let outcome = match cli.command {
+        Command::Serve { config } => match Config::load(&config, &config::process_env) {
+            Ok(config) => runtime.block_on(serve(config)),
+            Err(e) => return fail(EXIT_CONFIG, e.to_string()),
+        },
+        Command::Demo { listen } => runtime.block_on(fedimds::demo::run(listen, shutdown_signal())),
+        Command::Sim { listen } => {
+            runtime.block_on(fedimds::demo::run_sim(listen, shutdown_signal()))
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_RUNTIME, e),
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let app = App::new(config).map_err(|e| e.to_string())?;
+    server::run(app, listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Completes on SIGTERM (Kubernetes, systemd) or SIGINT (a terminal).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn fail(code: u8, message: String) -> ExitCode {
+    eprintln!("fedimds: {message}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,183 @@
+//! The two upstream legs together: the home-tenant assertion, then the exchange at Entra.
+//! This is what a cache miss or a refresh runs, once per key at a time.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::assertion::{AssertionError, AssertionProvider};
+use crate::config::{CloudName, Config};
+use crate::exchange::{self, Diagnosis, Exchange, ExchangeError, ExchangeRequest};
+use crate::retry::Transience;
+use crate::token::{AccessToken, Claims};
+
+/// User agent on every upstream call, so Entra and IMDS logs show who asked.
+const USER_AGENT: &str = concat!("fedimds/", env!("CARGO_PKG_VERSION"));
+
+/// AADSTS codes after which a fresh assertion is worth one more try.
+const FRESH_ASSERTION_CODES: [u32; 3] = [700024, 700027, 7000274];
+
+/// What a cached token is for: the cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenKey {
+    /// The cloud (Entra's host).
+    pub cloud: CloudName,
+    /// The target tenant.
+    pub tenant: Box<str>,
+    /// The multi-tenant app.
+    pub client_id: Box<str>,
+    /// The resource, exactly as asked (the scope is derived from it).
+    pub resource: Box<str>,
+}
+
+impl TokenKey {
+    /// The v2 scope for this key.
+    pub fn scope(&self) -> String {
+        exchange::scope_for(&self.resource)
+    }
+}
+
+/// Why no token could be had from upstream.
+#[derive(Debug, Clone)]
+pub enum FetchError {
+    /// The assertion source failed.
+    Assertion(AssertionError),
+    /// Entra refused or failed; the diagnosis says what to do.
+    Exchange {
+        /// Entra's answer.
+        error: ExchangeError,
+        /// The AADSTS code explained for this set-up.
+        diagnosis: Option<Diagnosis>,
+    },
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Assertion(e) => write!(f, "could not get the home-tenant assertion: {e}"),
+            FetchError::Exchange {
+                diagnosis: Some(d), ..
+            } => write!(f, "{d}"),
+            FetchError::Exchange {
+                error,
+                diagnosis: None,
+            } => write!(f, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+impl FetchError {
+    /// Whether trying again may succeed, and when.
+    pub fn transience(&self) -> Transience {
+        match self {
+            FetchError::Assertion(e) => e.transience(),
+            FetchError::Exchange { error, .. } => error.transience(),
+        }
+    }
+
+    /// The AADSTS code, if Entra gave one.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            FetchError::Exchange { error, .. } => error.code(),
+            FetchError::Assertion(_) => None,
+        }
+    }
+}
+
+/// The upstream: one assertion provider shared by every exchange.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The assertion source, with its cache.
+    pub assertion: AssertionProvider,
+    /// Entra.
+    pub exchange: Exchange,
+    audience: String,
+}
+
+impl Upstream {
+    /// Builds the HTTP client and both legs from the config.
+    pub fn new(config: &Config) -> Result<Upstream, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(config.upstream.connect_timeout)
+            .timeout(config.upstream.request_timeout)
+            // A redirect from IMDS or Entra is never legitimate; following one could send the
+            // assertion to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            // IMDS must never be reached through a proxy, and Entra calls carry assertions.
+            .no_proxy()
+            .build()?;
+        Ok(Upstream {
+            assertion: AssertionProvider::new(config.source.clone(), http.clone()),
+            exchange: Exchange::new(http, config.cloud.authority_host.clone()),
+            audience: config.source.audience.clone(),
+        })
+    }
+
+    /// Gets a token for `key`: assertion, then exchange; one retry with a fresh assertion when
+    /// Entra says the assertion was expired or badly signed.
+    pub async fn fetch(&self, key: &TokenKey) -> Result<AccessToken, FetchError> {
+        let scope = key.scope();
+        let req = ExchangeRequest {
+            tenant: &key.tenant,
+            client_id: &key.client_id,
+            scope: &scope,
+        };
+        let mut fresh_retry_left = true;
+        loop {
+            let assertion = self.assertion.get().await.map_err(FetchError::Assertion)?;
+            match self.exchange.token(req, &assertion.token).await {
+                Ok(token) => return Ok(token),
+                Err(e)
+                    if fresh_retry_left
+                        && e.code().is_some_and(|c| FRESH_ASSERTION_CODES.contains(&c)) =>
+                {
+                    tracing::warn!(error = %e, "Entra refused the assertion; retrying once with a fresh one");
+                    fresh_retry_left = false;
+                    self.assertion.invalidate().await;
+                }
+                Err(error) => {
+                    let diagnosis = match &error {
+                        ExchangeError::Rejected(r) => {
+                            Some(self.diagnose(r.code, req, Some(&assertion.claims)))
+                        }
+                        _ => None,
+                    };
+                    return Err(FetchError::Exchange { error, diagnosis });
+                }
+            }
+        }
+    }
+
+    /// Explains an AADSTS code for this upstream and request.
+    pub fn diagnose(
+        &self,
+        code: Option<u32>,
+        req: ExchangeRequest<'_>,
+        claims: Option<&Claims>,
+    ) -> Diagnosis {
+        exchange::diagnose(
+            code,
+            &exchange::Context {
+                authority_host: self.exchange.authority_host(),
+                tenant: req.tenant,
+                client_id: req.client_id,
+                scope: req.scope,
+                claims,
+                audience: &self.audience,
+            },
+        )
+    }
+}
+
+/// How long to remember a failure before asking upstream again for that key.
+pub fn failure_ttl(error: &FetchError, permanent_ttl: Duration) -> Duration {
+    /// After a transient failure that already went through the retry schedule, callers get
+    /// the error for a moment rather than each starting a new round.
+    const TRANSIENT_TTL: Duration = Duration::from_secs(5);
+    match error.transience() {
+        Transience::Permanent => permanent_ttl,
+        Transience::Transient { retry_after } => retry_after.unwrap_or(TRANSIENT_TTL),
+    }
+}

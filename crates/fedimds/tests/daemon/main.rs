@@ -1,0 +1,8 @@
+//! Black-box tests: the daemon on 127.0.0.1:0, against the simulator on 127.0.0.1:0, over real
+//! HTTP. One test binary; one module per concern.
+
+mod support;
+
+mod dialects;
+mod end_to_end;
+mod sources;

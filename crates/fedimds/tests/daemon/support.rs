@@ -1,0 +1,141 @@
+//! Starting a simulator and a daemon wired to it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fedimds::config::Config;
+use fedimds::server::{self, App};
+use fedimds_sim::{Sim, SimConfig};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub use fedimds_sim::demo;
+
+pub const GRAPH: &str = "https://graph.microsoft.com";
+pub const ARM: &str = "https://management.core.windows.net/";
+
+/// A running simulator and daemon. Dropping it stops both.
+pub struct Harness {
+    pub sim: Sim,
+    pub app: Arc<App>,
+    pub url: String,
+    pub http: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The demo world with the demo config.
+pub async fn start() -> Harness {
+    start_with(SimConfig::demo(), |toml| toml).await
+}
+
+/// A simulator world and a daemon config derived from the demo one by `edit`.
+pub async fn start_with(sim_config: SimConfig, edit: impl FnOnce(String) -> String) -> Harness {
+    let sim = Sim::start(sim_config, loopback())
+        .await
+        .expect("simulator starts");
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let toml = edit(fedimds::demo::config_toml(&sim.url(), addr));
+    let no_env = |_: &str| None;
+    let config =
+        Config::from_toml(&toml, "test", &no_env).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let app = App::new(config).expect("daemon state builds");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server::run(app.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    Harness {
+        sim,
+        app,
+        url: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        _stop: stop,
+    }
+}
+
+impl Harness {
+    /// GET an IMDS token: `path_and_query` after the base URL.
+    pub async fn imds(&self, path_and_query: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path_and_query}", self.url))
+            .header("Metadata", "true")
+            .send()
+            .await
+            .unwrap();
+        status_json(r).await
+    }
+
+    /// GET an IMDS token for `resource` with extra query parameters.
+    pub async fn imds_token(&self, resource: &str, extra: &str) -> (u16, Value) {
+        self.imds(&format!(
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}{extra}"
+        ))
+        .await
+    }
+
+    /// The access token Entra issued last, from the simulator's record.
+    pub fn last_issued(&self) -> String {
+        self.sim
+            .exchanges()
+            .into_iter()
+            .rev()
+            .find_map(|e| e.outcome.ok())
+            .expect("Entra issued a token")
+    }
+}
+
+pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
+    (status, body)
+}
+
+/// The claims of a token Entra issued.
+pub fn claims(token: &str) -> Value {
+    Sim::decode(token).expect("a JWT")
+}
+
+/// Asserts a 200 body is the one every client accepts: every value a string.
+pub fn assert_client_safe(body: &Value, resource: &str) {
+    for key in [
+        "access_token",
+        "client_id",
+        "expires_in",
+        "expires_on",
+        "ext_expires_in",
+        "not_before",
+        "resource",
+        "token_type",
+    ] {
+        assert!(body[key].is_string(), "{key} must be a string in {body}");
+    }
+    assert_eq!(body["resource"], resource);
+    assert_eq!(body["token_type"], "Bearer");
+    let expires_in: u64 = body["expires_in"].as_str().unwrap().parse().unwrap();
+    let expires_on: u64 = body["expires_on"].as_str().unwrap().parse().unwrap();
+    assert!(
+        expires_in > 3000 && expires_in <= 3599,
+        "expires_in {expires_in}"
+    );
+    assert!(
+        expires_on > 1_700_000_000,
+        "expires_on is epoch seconds: {expires_on}"
+    );
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "fedimds-test-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
