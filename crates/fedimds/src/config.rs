@@ -20,9 +20,13 @@ pub const ENV_IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
 pub const ENV_IDENTITY_HEADER: &str = "IDENTITY_HEADER";
 /// Token-file source: the projected service-account token, as workload identity sets it.
 pub const ENV_FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
+/// `server.identity_header` when the file has none, so a Kubernetes Secret can supply it.
+pub const ENV_SERVER_IDENTITY_HEADER: &str = "FEDIMDS_IDENTITY_HEADER";
 
 /// Loopback only, on a port nothing of Azure's uses.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8181";
+/// Where Arc clients insist on reading challenge key files.
+pub const DEFAULT_ARC_KEY_DIR: &str = "/var/opt/azcmagent/tokens";
 /// Real IMDS.
 pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
 /// Upstream connect timeout: a local IMDS or a healthy Entra front door answers in
@@ -121,6 +125,8 @@ struct RawServer {
     identity_header: Option<String>,
     identity_header_file: Option<PathBuf>,
     miss_timeout: Option<RawDuration>,
+    arc_key_dir: Option<PathBuf>,
+    arc_key_group: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +242,10 @@ pub struct Server {
     pub identity_header_file: Option<PathBuf>,
     /// Longest a caller waits on a cold miss.
     pub miss_timeout: Duration,
+    /// Where the Arc dialect writes its challenge key files.
+    pub arc_key_dir: PathBuf,
+    /// The group that may read them (mode 0640); none = fedimds's user only (0600).
+    pub arc_key_group: Option<u32>,
 }
 
 /// Where the home-tenant assertion comes from.
@@ -437,7 +447,7 @@ impl RawConfig {
     pub fn validate(self, env: Env<'_>) -> Result<Config, ConfigError> {
         let cloud = self.cloud.validate()?;
         Ok(Config {
-            server: self.server.validate()?,
+            server: self.server.validate(env)?,
             source: self.source.validate(&cloud, env)?,
             upstream: Upstream {
                 connect_timeout: duration(
@@ -471,7 +481,10 @@ fn duration(
 }
 
 impl RawServer {
-    fn validate(self) -> Result<Server, ConfigError> {
+    fn validate(mut self, env: Env<'_>) -> Result<Server, ConfigError> {
+        if self.identity_header.is_none() {
+            self.identity_header = env(ENV_SERVER_IDENTITY_HEADER);
+        }
         let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             invalid(
@@ -517,6 +530,10 @@ impl RawServer {
                 "server.miss_timeout",
                 DEFAULT_MISS_TIMEOUT,
             )?,
+            arc_key_dir: self
+                .arc_key_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ARC_KEY_DIR)),
+            arc_key_group: self.arc_key_group,
         })
     }
 }

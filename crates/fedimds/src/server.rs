@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::cache::{Lookup, TokenCache};
 use crate::config::Config;
+use crate::dialect::arc::{self, ArcKeys, ArcRequest};
 use crate::dialect::{self, app_service, imds, Dialect, Refusal, TokenRequest};
 use crate::target::{self, Selector};
 use crate::token::{AccessToken, Secret};
@@ -57,6 +58,8 @@ pub struct App {
     pub cache: TokenCache,
     /// The App Service-style caller secret.
     pub identity_header: Secret,
+    /// The Arc dialect's outstanding challenge keys.
+    pub arc_keys: ArcKeys,
     ready: AtomicBool,
 }
 
@@ -77,7 +80,12 @@ impl App {
             })?;
         }
         let ready = config.targets.iter().all(|t| t.prefetch.is_empty());
+        let arc_keys = ArcKeys::new(
+            config.server.arc_key_dir.clone(),
+            config.server.arc_key_group,
+        );
         Ok(Arc::new(App {
+            arc_keys,
             config,
             cache,
             identity_header,
@@ -185,7 +193,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metadata/identity/oauth2/token", any(imds_token))
         .route("/metadata/identity/oauth2/token/", any(imds_token))
         .route("/msi/token", any(app_service_token))
-        .route("/msi/token/", any(app_service_token));
+        .route("/msi/token/", any(app_service_token))
+        .route("/arc/metadata/identity/oauth2/token", any(arc_token))
+        .route("/arc/metadata/identity/oauth2/token/", any(arc_token));
     let prefixed = Router::new()
         .route(
             "/targets/{name}/metadata/identity/oauth2/token",
@@ -196,7 +206,15 @@ pub fn router(app: Arc<App>) -> Router {
             any(imds_token_for),
         )
         .route("/targets/{name}/msi/token", any(app_service_token_for))
-        .route("/targets/{name}/msi/token/", any(app_service_token_for));
+        .route("/targets/{name}/msi/token/", any(app_service_token_for))
+        .route(
+            "/targets/{name}/arc/metadata/identity/oauth2/token",
+            any(arc_token_for),
+        )
+        .route(
+            "/targets/{name}/arc/metadata/identity/oauth2/token/",
+            any(arc_token_for),
+        );
     Router::new()
         .merge(endpoints)
         .merge(prefixed)
@@ -286,19 +304,49 @@ async fn serve_app_service(
     query: Option<&str>,
     body: &[u8],
 ) -> Response {
-    let req = match app_service::parse(method, headers, query, body, &app.identity_header) {
-        Ok(req) => req,
-        Err(refusal) => {
-            return refused(
-                Dialect::AppService,
-                prefix,
-                None,
-                &refusal,
-                app_service::error,
-            )
-        }
+    let dialect = app_service::dialect_of(method, headers, query);
+    // Cloud Shell speaks OAuth-style errors, like IMDS; the rest App Service's shape.
+    let render: fn(&Refusal) -> Response = match dialect {
+        Dialect::CloudShell => imds::error,
+        _ => app_service::error,
     };
-    respond(app, Dialect::AppService, prefix, &req, app_service::error).await
+    match app_service::parse(dialect, method, headers, query, body, &app.identity_header) {
+        Ok(req) => respond(app, dialect, prefix, &req, render).await,
+        Err(refusal) => refused(dialect, prefix, None, &refusal, render),
+    }
+}
+
+async fn arc_token(
+    State(app): State<Arc<App>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    serve_arc(&app, None, &method, &headers, q.as_deref()).await
+}
+
+async fn arc_token_for(
+    State(app): State<Arc<App>>,
+    UrlPath(name): UrlPath<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    serve_arc(&app, Some(&name), &method, &headers, q.as_deref()).await
+}
+
+async fn serve_arc(
+    app: &App,
+    prefix: Option<&str>,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Response {
+    match app.arc_keys.parse(method, headers, query) {
+        Ok(ArcRequest::Challenge(challenge)) => challenge,
+        Ok(ArcRequest::Token(req)) => respond(app, Dialect::Arc, prefix, &req, arc::error).await,
+        Err(refusal) => refused(Dialect::Arc, prefix, None, &refusal, arc::error),
+    }
 }
 
 async fn respond(
@@ -316,7 +364,7 @@ async fn respond(
                 Some(id) => id,
                 None => resolved_client_id(app, prefix, req),
             };
-            dialect::token_response(&token, &req.resource, client_id)
+            dialect::token_response(&token, req, client_id)
         }
         Err(refusal) => refused(dialect, prefix, Some(&req.resource), &refusal, render_error),
     }

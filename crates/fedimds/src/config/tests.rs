@@ -132,6 +132,36 @@ fn target_rules() {
 }
 
 #[test]
+fn server_identity_header_falls_back_to_environment() {
+    let env = |name: &str| {
+        (name == ENV_SERVER_IDENTITY_HEADER).then(|| "from-a-kubernetes-secret".to_owned())
+    };
+    let c = Config::from_toml(MINIMAL, "t", &env).unwrap();
+    let header = c
+        .server
+        .identity_header
+        .expect("taken from the environment");
+    assert_eq!(header.expose(), "from-a-kubernetes-secret");
+    // The file wins over the environment.
+    let c = Config::from_toml(
+        &format!("[server]\nidentity_header = \"from-the-file-0123456\"\n{MINIMAL}"),
+        "t",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.server.identity_header.map(|h| h.expose().to_owned()),
+        Some("from-the-file-0123456".to_owned())
+    );
+    // Still checked for length.
+    let short = |name: &str| (name == ENV_SERVER_IDENTITY_HEADER).then(|| "short".to_owned());
+    let err = Config::from_toml(MINIMAL, "t", &short)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.identity_header"), "{err}");
+}
+
+#[test]
 fn source_falls_back_to_environment() {
     let env = |name: &str| match name {
         ENV_IDENTITY_ENDPOINT => Some("http://127.0.0.1:41/msi/token".to_owned()),

@@ -1,19 +1,41 @@
-//! The App Service dialect (Functions and Automation use it too): `/msi/token` with the
-//! `X-IDENTITY-HEADER` secret, api-version 2019-08-01; GET with a query, or Automation's POST
-//! with a form body (and no api-version at all in Automation's own examples).
+//! The `/msi/token` family, told apart by headers and api-version:
+//! - **App Service 2019-08-01** (Functions, Automation): `X-IDENTITY-HEADER`; GET with a query,
+//!   or Automation's form POST, where api-version may be absent and `Metadata: True` is sent.
+//! - **Legacy 2017-09-01** (`MSI_ENDPOINT` + `MSI_SECRET`, which SDKs call "Azure ML"): the
+//!   `secret` header (the same secret) and `clientid`.
+//! - **Cloud Shell** (`MSI_ENDPOINT` alone): a form POST with `resource=` and `Metadata: true`,
+//!   no secret; trusted like IMDS (loopback plus the Metadata header).
 
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use serde_json::json;
 
-use super::{error_response, Params, Refusal, TokenRequest, ALL_ID_KEYS};
+use super::{error_response, header_is_true, Dialect, Params, Refusal, TokenRequest, ALL_ID_KEYS};
 use crate::token::Secret;
 
-/// The api-version of this dialect.
+/// The current App Service api-version.
 pub const API_VERSION: &str = "2019-08-01";
+/// The legacy api-version.
+pub const LEGACY_API_VERSION: &str = "2017-09-01";
 
-/// Checks the caller secret and parses the request.
+/// Which member of the family a request speaks.
+pub fn dialect_of(method: &Method, headers: &HeaderMap, query: Option<&str>) -> Dialect {
+    if headers.contains_key("x-identity-header") {
+        Dialect::AppService
+    } else if headers.contains_key("secret")
+        || query.is_some_and(|q| q.contains(LEGACY_API_VERSION))
+    {
+        Dialect::AppService2017
+    } else if method == Method::POST && header_is_true(headers, "metadata") {
+        Dialect::CloudShell
+    } else {
+        Dialect::AppService
+    }
+}
+
+/// Checks the caller and parses the request, for the member `dialect` (see [`dialect_of`]).
 pub fn parse(
+    dialect: Dialect,
     method: &Method,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -23,42 +45,50 @@ pub fn parse(
     if headers.contains_key("x-forwarded-for") {
         return Err(Refusal::Forwarded);
     }
-    match headers.get("x-identity-header") {
-        None => {
-            return Err(Refusal::Unauthorized(
-                "The X-IDENTITY-HEADER header is missing",
-            ))
-        }
-        Some(v) if !secret.matches(v.as_bytes()) => {
-            return Err(Refusal::Unauthorized(
-                "The X-IDENTITY-HEADER value is not the one this endpoint expects",
-            ))
-        }
-        Some(_) => {}
+    let (header, versions): (&str, &[&str]) = match dialect {
+        Dialect::AppService2017 => ("secret", &[LEGACY_API_VERSION]),
+        Dialect::CloudShell => ("", &[]),
+        _ => ("x-identity-header", &[API_VERSION]),
+    };
+    if !header.is_empty() {
+        check_secret(headers, header, secret)?;
     }
     let params = match *method {
-        Method::GET => Params::parse(query.unwrap_or_default(), true)?,
+        Method::GET if dialect != Dialect::CloudShell => {
+            Params::parse(query.unwrap_or_default(), true)?
+        }
         Method::POST => {
             let form = std::str::from_utf8(body)
                 .map_err(|_| Refusal::BadRequest("The form body is not UTF-8".to_owned()))?;
             // Automation scripts put everything in the body; a query is accepted too.
-            let joined = match query {
-                Some(q) if !q.is_empty() => format!("{q}&{form}"),
-                _ => form.to_owned(),
-            };
-            Params::parse(&joined, true)?
+            match query {
+                Some(q) if !q.is_empty() => Params::parse(&format!("{q}&{form}"), true)?,
+                _ => Params::parse(form, true)?,
+            }
         }
         _ => return Err(Refusal::MethodNotAllowed),
     };
     match params.get(&["api-version"]) {
-        None | Some(API_VERSION) => {}
-        Some(other) => {
+        Some(v) if !versions.is_empty() && !versions.contains(&v) => {
             return Err(Refusal::BadRequest(format!(
-                "api-version '{other}' is not supported here; use {API_VERSION}"
+                "api-version '{v}' is not supported here; use {}",
+                versions.join(" or ")
             )))
         }
+        _ => {}
     }
     params.token_request(&ALL_ID_KEYS)
+}
+
+fn check_secret(headers: &HeaderMap, name: &'static str, secret: &Secret) -> Result<(), Refusal> {
+    match headers.get(name) {
+        None if name == "secret" => Err(Refusal::Unauthorized("The secret header is missing")),
+        None => Err(Refusal::Unauthorized("The X-IDENTITY-HEADER header is missing")),
+        Some(v) if !secret.matches(v.as_bytes()) => Err(Refusal::Unauthorized(
+            "The X-IDENTITY-HEADER (or secret) value is not the one this endpoint expects (IDENTITY_HEADER / MSI_SECRET)",
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// App Service's error shape: `{"statusCode","message","correlationId"}`.
@@ -83,4 +113,103 @@ pub fn correlation_id() -> String {
         (b >> 48) & 0x3fff | 0x8000,
         b & 0xffff_ffff_ffff
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn family_members_are_told_apart() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(
+            dialect_of(&get, &headers(&[("x-identity-header", "s")]), None),
+            Dialect::AppService
+        );
+        assert_eq!(
+            dialect_of(&get, &headers(&[("secret", "s")]), None),
+            Dialect::AppService2017
+        );
+        assert_eq!(
+            dialect_of(&get, &headers(&[]), Some("api-version=2017-09-01")),
+            Dialect::AppService2017
+        );
+        assert_eq!(
+            dialect_of(&post, &headers(&[("metadata", "true")]), None),
+            Dialect::CloudShell
+        );
+        assert_eq!(
+            dialect_of(
+                &post,
+                &headers(&[("metadata", "True"), ("x-identity-header", "s")]),
+                None
+            ),
+            Dialect::AppService
+        );
+        assert_eq!(dialect_of(&get, &headers(&[]), None), Dialect::AppService);
+    }
+
+    #[test]
+    fn legacy_checks_the_secret_header_and_takes_clientid() {
+        let secret = Secret::new("0123456789abcdef");
+        let h = headers(&[("secret", "0123456789abcdef")]);
+        let req = parse(
+            Dialect::AppService2017,
+            &Method::GET,
+            &h,
+            Some("api-version=2017-09-01&resource=r&clientid=c"),
+            b"",
+            &secret,
+        )
+        .unwrap();
+        assert_eq!(req.client_id.as_deref(), Some("c"));
+        let bad = headers(&[("secret", "nope")]);
+        assert!(matches!(
+            parse(
+                Dialect::AppService2017,
+                &Method::GET,
+                &bad,
+                Some("api-version=2017-09-01&resource=r"),
+                b"",
+                &secret
+            ),
+            Err(Refusal::Unauthorized(_))
+        ));
+    }
+
+    #[test]
+    fn cloud_shell_is_a_form_post() {
+        let secret = Secret::new("0123456789abcdef");
+        let h = headers(&[("metadata", "true")]);
+        let req = parse(
+            Dialect::CloudShell,
+            &Method::POST,
+            &h,
+            None,
+            b"resource=https%3A%2F%2Fx",
+            &secret,
+        )
+        .unwrap();
+        assert_eq!(req.resource, "https://x");
+        assert!(matches!(
+            parse(
+                Dialect::CloudShell,
+                &Method::GET,
+                &h,
+                Some("resource=r"),
+                b"",
+                &secret
+            ),
+            Err(Refusal::MethodNotAllowed)
+        ));
+    }
 }

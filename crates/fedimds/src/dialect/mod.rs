@@ -4,6 +4,7 @@
 //! decides status codes), the query parser, and the 200 body every client accepts.
 
 pub mod app_service;
+pub mod arc;
 pub mod imds;
 
 use std::time::Duration;
@@ -24,6 +25,12 @@ pub enum Dialect {
     Imds,
     /// App Service / Functions / Automation 2019-08-01 at `/msi/token`.
     AppService,
+    /// Legacy App Service 2017-09-01 (`MSI_ENDPOINT` + `MSI_SECRET`) at `/msi/token`.
+    AppService2017,
+    /// Cloud Shell (`MSI_ENDPOINT` alone): form POST at `/msi/token`.
+    CloudShell,
+    /// Azure Arc's challenge flow at `/arc/metadata/identity/oauth2/token`.
+    Arc,
 }
 
 impl Dialect {
@@ -32,6 +39,9 @@ impl Dialect {
         match self {
             Dialect::Imds => "imds",
             Dialect::AppService => "app-service",
+            Dialect::AppService2017 => "app-service-2017",
+            Dialect::CloudShell => "cloud-shell",
+            Dialect::Arc => "arc",
         }
     }
 }
@@ -214,10 +224,16 @@ struct TokenBody<'a> {
     not_before: String,
     resource: &'a str,
     token_type: &'static str,
+    /// Echoed when the caller selected by object id (Arc clients check the echo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_id: Option<&'a str>,
+    /// Echoed when the caller selected by resource id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msi_res_id: Option<&'a str>,
 }
 
-/// Renders the 200 answer.
-pub fn token_response(token: &AccessToken, resource: &str, client_id: &str) -> Response {
+/// Renders the 200 answer for `req`; `client_id` is the identity used.
+pub fn token_response(token: &AccessToken, req: &TokenRequest, client_id: &str) -> Response {
     let now = tokio::time::Instant::now();
     let expires_in = token.expires_in(now);
     let body = TokenBody {
@@ -230,8 +246,10 @@ pub fn token_response(token: &AccessToken, resource: &str, client_id: &str) -> R
             .expires_on
             .saturating_sub(token.lifetime.as_secs())
             .to_string(),
-        resource,
+        resource: &req.resource,
         token_type: "Bearer",
+        object_id: req.object_id.as_deref(),
+        msi_res_id: req.resource_id.as_deref(),
     };
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     (no_store_json(), bytes).into_response()

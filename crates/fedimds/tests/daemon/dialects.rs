@@ -103,3 +103,167 @@ async fn imds_rules() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn legacy_2017_uses_the_secret_header_and_clientid() {
+    let h = start().await;
+    let secret = h.app.identity_header.expose().to_owned();
+    let r = h
+        .http
+        .get(format!(
+            "{}/msi/token?api-version=2017-09-01&resource={GRAPH}&clientid=contoso",
+            h.url
+        ))
+        .header("secret", &secret)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_eq!(status, 200, "{body}");
+    assert_client_safe(&body, GRAPH);
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        demo::OTHER_TARGET_TENANT
+    );
+    // expires_on is epoch seconds, not the old date form that breaks MSAL Python.
+    assert!(body["expires_on"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .all(|c| c.is_ascii_digit()));
+
+    let r = h
+        .http
+        .get(format!(
+            "{}/msi/token?api-version=2017-09-01&resource={GRAPH}",
+            h.url
+        ))
+        .header("secret", "not-the-secret")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["message"].as_str().unwrap().contains("MSI_SECRET"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn cloud_shell_form_post() {
+    let h = start().await;
+    let r = h
+        .http
+        .post(format!("{}/msi/token", h.url))
+        .header("Metadata", "true")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("resource=https%3A%2F%2Fgraph.microsoft.com")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_eq!(status, 200, "{body}");
+    assert_client_safe(&body, GRAPH);
+    assert_eq!(body["access_token"].as_str().unwrap(), h.last_issued());
+
+    // Without Metadata (and without any secret) it is not Cloud Shell, and gets no token.
+    let r = h
+        .http
+        .post(format!("{}/msi/token", h.url))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("resource=https%3A%2F%2Fgraph.microsoft.com")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test]
+async fn arc_challenge_then_key_file_then_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir("arc");
+    let dir_text = dir.display().to_string();
+    let h = start_with(fedimds_sim::SimConfig::demo(), |toml| {
+        toml.replacen(
+            "[server]\n",
+            &format!("[server]\narc_key_dir = \"{dir_text}\"\n"),
+            1,
+        )
+        .replacen(
+            "name = \"contoso\"",
+            "name = \"contoso\"\nobject_id = \"obj-contoso\"",
+            1,
+        )
+    })
+    .await;
+    let url = format!("{}/arc/metadata/identity/oauth2/token?api-version=2020-06-01&resource={GRAPH}&object_id=obj-contoso", h.url);
+
+    let r = h
+        .http
+        .get(&url)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let realm = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let path = realm
+        .strip_prefix("Basic realm=")
+        .expect("Basic realm=<path>");
+    assert!(
+        path.starts_with(&dir_text) && path.ends_with(".key"),
+        "{path}"
+    );
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "only fedimds's user may read the key by default"
+    );
+    let key = std::fs::read_to_string(path).unwrap();
+
+    // A wrong key gets no token.
+    let r = h
+        .http
+        .get(&url)
+        .header("Metadata", "true")
+        .header("Authorization", "Basic wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    let r = h
+        .http
+        .get(&url)
+        .header("Metadata", "true")
+        .header("Authorization", format!("Basic {key}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_eq!(status, 200, "{body}");
+    assert_client_safe(&body, GRAPH);
+    assert_eq!(
+        body["object_id"], "obj-contoso",
+        "the user-assigned id is echoed"
+    );
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        demo::OTHER_TARGET_TENANT
+    );
+
+    // Each key works once, and its file is gone.
+    assert!(!std::path::Path::new(path).exists());
+    let r = h
+        .http
+        .get(&url)
+        .header("Metadata", "true")
+        .header("Authorization", format!("Basic {key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let _ = std::fs::remove_dir_all(dir);
+}
