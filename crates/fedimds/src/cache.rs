@@ -1,10 +1,16 @@
 //! The target-token cache: bounded, one upstream fetch per key at a time, refresh ahead of
 //! expiry in the background, failures remembered so a crowd of callers cannot hammer Entra.
 //!
-//! The hit path is one moka lookup and one lock-free `ArcSwap` load. Fetches run in their own
-//! task, so a caller that gives up (its wait bound, or its connection closing) never cancels
-//! the fetch that other callers, and the next one, are waiting for.
+//! The hit path is one moka lookup, one lock-free `ArcSwap` load and one relaxed atomic read.
+//! Fetches run in their own task, so a caller that gives up (its wait bound, or its connection
+//! closing) never cancels the fetch that other callers, and the next one, are waiting for.
+//!
+//! Refresh ahead: when a token is stored, a timer is set for its refresh point. When it fires,
+//! the key is refreshed only if a caller used it since the last fetch; an idle key is left to
+//! expire and age out of the cache. A failed refresh keeps the old token in service while it
+//! is valid, and is retried when the remembered failure lapses.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,8 +27,9 @@ use crate::upstream::{failure_ttl, FetchError, TokenKey, Upstream};
 pub enum Lookup {
     /// Served from the cache.
     Hit,
-    /// Served from the cache; a background refresh has been started or is running.
-    HitRefreshing,
+    /// Served from the cache while a refresh is due, running, or failing: the token is valid
+    /// but older than its refresh point.
+    Stale,
     /// Fetched while the caller waited.
     Miss,
 }
@@ -32,7 +39,7 @@ impl Lookup {
     pub fn as_str(self) -> &'static str {
         match self {
             Lookup::Hit => "hit",
-            Lookup::HitRefreshing => "refresh",
+            Lookup::Stale => "stale",
             Lookup::Miss => "miss",
         }
     }
@@ -59,6 +66,8 @@ type Outcome = Result<Arc<AccessToken>, Arc<FetchError>>;
 struct Slot {
     /// The current token; read lock-free on every hit.
     token: ArcSwapOption<AccessToken>,
+    /// Set by callers, cleared by the refresh timer: "someone still wants this key".
+    used: AtomicBool,
     /// Fetch bookkeeping, touched only on misses and refreshes. A std mutex: it is never
     /// held across an await.
     state: Mutex<SlotState>,
@@ -70,6 +79,8 @@ struct SlotState {
     inflight: Option<watch::Receiver<Option<Outcome>>>,
     /// The last failure and until when it stands.
     failure: Option<(Arc<FetchError>, Instant)>,
+    /// Failed fetches in a row, for backing off through a long outage.
+    failures_in_a_row: u32,
 }
 
 impl Slot {
@@ -77,19 +88,42 @@ impl Slot {
         // A panic elsewhere cannot leave SlotState inconsistent (every write is one field).
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn mark_used(&self) {
+        // Read first: on the hot path the flag is almost always set already, and a plain load
+        // keeps the cache line shared between cores.
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
-/// The cache of target-tenant tokens.
-pub struct TokenCache {
+/// Counts of what the cache did, for metrics.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Background refreshes started.
+    pub refreshes: std::sync::atomic::AtomicU64,
+    /// Background refreshes that failed while a valid token stayed in service.
+    pub refresh_failures: std::sync::atomic::AtomicU64,
+}
+
+struct Inner {
     slots: moka::sync::Cache<TokenKey, Arc<Slot>>,
     upstream: Arc<Upstream>,
     error_ttl: Duration,
+    stats: CacheStats,
+}
+
+/// The cache of target-tenant tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache")
-            .field("keys", &self.slots.entry_count())
+            .field("keys", &self.inner.slots.entry_count())
             .finish()
     }
 }
@@ -98,18 +132,26 @@ impl TokenCache {
     /// An empty cache in front of `upstream`.
     pub fn new(upstream: Arc<Upstream>, settings: &CacheSettings) -> Self {
         TokenCache {
-            slots: moka::sync::Cache::builder()
-                .max_capacity(settings.max_keys)
-                .time_to_idle(settings.idle_ttl)
-                .build(),
-            upstream,
-            error_ttl: settings.error_ttl,
+            inner: Arc::new(Inner {
+                slots: moka::sync::Cache::builder()
+                    .max_capacity(settings.max_keys)
+                    .time_to_idle(settings.idle_ttl)
+                    .build(),
+                upstream,
+                error_ttl: settings.error_ttl,
+                stats: CacheStats::default(),
+            }),
         }
     }
 
     /// The upstream behind the cache.
     pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.upstream
+        &self.inner.upstream
+    }
+
+    /// What the cache did so far.
+    pub fn stats(&self) -> &CacheStats {
+        &self.inner.stats
     }
 
     /// A valid token for `key`: from the cache, or fetched while the caller waits at most `wait`.
@@ -118,19 +160,21 @@ impl TokenCache {
         key: &TokenKey,
         wait: Duration,
     ) -> Result<(Arc<AccessToken>, Lookup), CacheError> {
-        let slot = match self.slots.get(key) {
+        let slot = match self.inner.slots.get(key) {
             Some(slot) => slot,
-            None => self.slots.get_with_by_ref(key, Default::default),
+            None => self.inner.slots.get_with_by_ref(key, Default::default),
         };
+        slot.mark_used();
         let now = Instant::now();
         if let Some(token) = slot.token.load_full() {
             if token.is_valid(now) {
                 if now < token.refresh_at {
                     return Ok((token, Lookup::Hit));
                 }
-                // Due for refresh: serve this one, refresh behind the caller's back.
-                self.start_fetch(key, &slot, now);
-                return Ok((token, Lookup::HitRefreshing));
+                // Past its refresh point: the timer's refresh is running, failing, or was
+                // skipped while the key was idle. Serve this one; make sure one is under way.
+                self.refresh(key, &slot, now);
+                return Ok((token, Lookup::Stale));
             }
         }
         let mut rx = {
@@ -145,17 +189,22 @@ impl TokenCache {
             }
             match &state.inflight {
                 Some(rx) => rx.clone(),
-                None => self.spawn_fetch(key.clone(), slot.clone(), &mut state),
+                None => spawn_fetch(&self.inner, key.clone(), slot.clone(), &mut state),
             }
         };
         let outcome = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
         match outcome {
             Ok(Ok(done)) => match done.as_ref() {
                 Some(Ok(token)) => Ok((token.clone(), Lookup::Miss)),
-                Some(Err(error)) => Err(CacheError::Upstream {
-                    error: error.clone(),
-                    retry_in: failure_ttl(error, self.error_ttl),
-                }),
+                Some(Err(error)) => {
+                    let until = slot.state().failure.as_ref().map(|(_, until)| *until);
+                    Err(CacheError::Upstream {
+                        error: error.clone(),
+                        retry_in: until.map_or(Duration::from_secs(1), |u| {
+                            u.saturating_duration_since(Instant::now())
+                        }),
+                    })
+                }
                 None => Err(CacheError::Timeout),
             },
             // Timed out, or the fetch task vanished (runtime shutting down).
@@ -164,61 +213,120 @@ impl TokenCache {
     }
 
     /// Starts a background refresh unless one is running or a remembered failure says wait.
-    fn start_fetch(&self, key: &TokenKey, slot: &Arc<Slot>, now: Instant) {
-        let mut state = slot.state();
-        let backing_off = state
-            .failure
-            .as_ref()
-            .is_some_and(|(_, until)| now < *until);
-        if state.inflight.is_none() && !backing_off {
-            self.spawn_fetch(key.clone(), slot.clone(), &mut state);
-        }
-    }
-
-    fn spawn_fetch(
-        &self,
-        key: TokenKey,
-        slot: Arc<Slot>,
-        state: &mut SlotState,
-    ) -> watch::Receiver<Option<Outcome>> {
-        let (tx, rx) = watch::channel(None);
-        state.inflight = Some(rx.clone());
-        let upstream = self.upstream.clone();
-        let error_ttl = self.error_ttl;
-        tokio::spawn(async move {
-            let outcome = match upstream.fetch(&key).await {
-                Ok(token) => {
-                    let token = Arc::new(token);
-                    slot.token.store(Some(token.clone()));
-                    tracing::debug!(tenant = %key.tenant, resource = %key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");
-                    Ok(token)
-                }
-                Err(error) => {
-                    let error = Arc::new(error);
-                    tracing::warn!(tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource, error = %error, "token fetch failed");
-                    Err(error)
-                }
-            };
-            let mut state = slot.state();
-            state.inflight = None;
-            state.failure = match &outcome {
-                Ok(_) => None,
-                Err(e) => Some((e.clone(), Instant::now() + failure_ttl(e, error_ttl))),
-            };
-            // Nobody waiting is fine: the token is stored in the slot either way.
-            let _ = tx.send(Some(outcome));
-        });
-        rx
+    fn refresh(&self, key: &TokenKey, slot: &Arc<Slot>, now: Instant) {
+        start_refresh(&self.inner, key, slot, now);
     }
 
     /// Number of keys held (approximate; for metrics and tests).
     pub fn len(&self) -> u64 {
-        self.slots.run_pending_tasks();
-        self.slots.entry_count()
+        self.inner.slots.run_pending_tasks();
+        self.inner.slots.entry_count()
     }
 
     /// True when no key is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Seconds until expiry of every cached token, for metrics.
+    pub fn expiries(&self) -> Vec<(TokenKey, u64)> {
+        let now = Instant::now();
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|(key, slot)| {
+                slot.token
+                    .load_full()
+                    .map(|t| ((*key).clone(), t.expires_in(now)))
+            })
+            .collect()
+    }
+}
+
+fn start_refresh(inner: &Arc<Inner>, key: &TokenKey, slot: &Arc<Slot>, now: Instant) {
+    let mut state = slot.state();
+    let backing_off = state
+        .failure
+        .as_ref()
+        .is_some_and(|(_, until)| now < *until);
+    if state.inflight.is_none() && !backing_off {
+        inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        spawn_fetch(inner, key.clone(), slot.clone(), &mut state);
+    }
+}
+
+fn spawn_fetch(
+    inner: &Arc<Inner>,
+    key: TokenKey,
+    slot: Arc<Slot>,
+    state: &mut SlotState,
+) -> watch::Receiver<Option<Outcome>> {
+    let (tx, rx) = watch::channel(None);
+    state.inflight = Some(rx.clone());
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        // The timer below decides on "used since this fetch", so clear the flag first.
+        slot.used.store(false, Ordering::Relaxed);
+        let outcome = match inner.upstream.fetch(&key).await {
+            Ok(token) => {
+                let token = Arc::new(token);
+                slot.token.store(Some(token.clone()));
+                tracing::debug!(tenant = %key.tenant, resource = %key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");
+                Ok(token)
+            }
+            Err(error) => Err(Arc::new(error)),
+        };
+        let next_attempt = {
+            let mut state = slot.state();
+            state.inflight = None;
+            state.failure = match &outcome {
+                Ok(_) => None,
+                Err(e) => Some((
+                    e.clone(),
+                    Instant::now() + failure_ttl(e, inner.error_ttl, state.failures_in_a_row),
+                )),
+            };
+            state.failures_in_a_row = if outcome.is_ok() {
+                0
+            } else {
+                state.failures_in_a_row.saturating_add(1)
+            };
+            match (&outcome, slot.token.load_full()) {
+                (Ok(token), _) => Some(token.refresh_at),
+                // A failed refresh with a valid token in service: log it (once, here), keep
+                // serving, and try again when the failure lapses.
+                (Err(error), Some(old)) if old.is_valid(Instant::now()) => {
+                    inner.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource,
+                        expires_in_s = old.expires_in(Instant::now()), error = %error,
+                        "token refresh failed; serving the cached token until it expires"
+                    );
+                    state.failure.as_ref().map(|(_, until)| *until)
+                }
+                (Err(error), _) => {
+                    tracing::warn!(tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource, error = %error, "token fetch failed");
+                    None
+                }
+            }
+        };
+        // Nobody waiting is fine: the token is stored in the slot either way.
+        let _ = tx.send(Some(outcome));
+        if let Some(at) = next_attempt {
+            tokio::spawn(refresh_timer(Arc::downgrade(&inner), key, slot, at));
+        }
+    });
+    rx
+}
+
+/// Sleeps until `at`, then refreshes the key if it is still cached and was used since the
+/// last fetch. Holds the cache only weakly, so a dropped cache stops its timers.
+async fn refresh_timer(inner: std::sync::Weak<Inner>, key: TokenKey, slot: Arc<Slot>, at: Instant) {
+    tokio::time::sleep_until(at).await;
+    let Some(inner) = inner.upgrade() else { return };
+    // contains_key does not count as a use for the idle timeout; get would.
+    let still_cached = inner.slots.contains_key(&key);
+    if still_cached && slot.used.load(Ordering::Relaxed) {
+        start_refresh(&inner, &key, &slot, Instant::now());
     }
 }

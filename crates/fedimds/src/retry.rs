@@ -36,10 +36,10 @@ const fn secs(s: u64) -> Duration {
 }
 
 /// IMDS: retry 404/410/429/5xx and timeouts; a 410 means "back within 70 s", so the schedule
-/// spans a little more than that (Microsoft's guidance: 0, 2, 6, 14, 30 s, then longer).
+/// spans more than that even with jitter (Microsoft's guidance: 0, 2, 6, 14, 30 s, then longer).
 pub const IMDS_SCHEDULE: Schedule = Schedule {
     waits: &[secs(1), secs(2), secs(4), secs(8), secs(16), secs(32)],
-    deadline: secs(75),
+    deadline: secs(100),
 };
 
 /// Entra: retry 429/5xx/timeouts, the first retry at least 5 s after the answer (Entra's

@@ -16,6 +16,13 @@ const USER_AGENT: &str = concat!("fedimds/", env!("CARGO_PKG_VERSION"));
 /// AADSTS codes after which a fresh assertion is worth one more try.
 const FRESH_ASSERTION_CODES: [u32; 3] = [700024, 700027, 7000274];
 
+/// Federated-credential mismatches, which Entra also reports for a few minutes after a
+/// credential is added (propagation) and, rarely, intermittently: worth one retry, a little later.
+const FIC_CODES: [u32; 4] = [70021, 700211, 700212, 700213];
+
+/// The wait before that retry.
+const FIC_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// What a cached token is for: the cache key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenKey {
@@ -171,13 +178,16 @@ impl Upstream {
     }
 }
 
-/// How long to remember a failure before asking upstream again for that key.
-pub fn failure_ttl(error: &FetchError, permanent_ttl: Duration) -> Duration {
-    /// After a transient failure that already went through the retry schedule, callers get
-    /// the error for a moment rather than each starting a new round.
-    const TRANSIENT_TTL: Duration = Duration::from_secs(5);
+/// How long to remember a failure before asking upstream again for that key: a permanent
+/// error for `permanent_ttl`; a transient one for the upstream's Retry-After, else a backoff
+/// that doubles with each failure in a row (5 s up to 5 min), so a long outage costs Entra a
+/// trickle of requests, not a stream.
+pub fn failure_ttl(error: &FetchError, permanent_ttl: Duration, failures_before: u32) -> Duration {
+    const FIRST: Duration = Duration::from_secs(5);
+    const MAX: Duration = Duration::from_secs(300);
     match error.transience() {
         Transience::Permanent => permanent_ttl,
-        Transience::Transient { retry_after } => retry_after.unwrap_or(TRANSIENT_TTL),
+        Transience::Transient { retry_after } => retry_after
+            .unwrap_or_else(|| FIRST.saturating_mul(1 << failures_before.min(6)).min(MAX)),
     }
 }

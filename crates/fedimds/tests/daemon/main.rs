@@ -5,4 +5,5 @@ mod support;
 
 mod dialects;
 mod end_to_end;
+mod resilience;
 mod sources;
