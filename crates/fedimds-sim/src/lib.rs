@@ -8,6 +8,17 @@
 //! single-flight behaviour. It serves the daemon's tests, `fedimds demo` and `fedimds sim`, and
 //! must never ship as part of the daemon's request path.
 //!
+//! # Read-only debug routes
+//!
+//! For tests in other processes (the benchmark, the SDK conformance suite), the simulator also
+//! answers two read-only routes that a real upstream would not have:
+//!
+//! - `GET /_sim/counters`: `{"imds": n, "app_service": n, "entra": n}`, the requests per route;
+//! - `GET /_sim/exchanges`: every request Entra's route received, in order, as a JSON array of
+//!   `{"tenant", "client_id", "scope", "access_token"}` (or `"error"` instead of
+//!   `"access_token"`: an `AADSTS…` code, or `fault:<status>`). It exposes issued tokens, which
+//!   is fine only because the simulator is never a real upstream.
+//!
 //! # Layout
 //!
 //! - [`config`]: the world the simulator knows (tenants, identities, apps, lifetimes).

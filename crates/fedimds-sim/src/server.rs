@@ -372,8 +372,35 @@ fn router(state: Arc<State>) -> Router {
         .route("/msi/token", get(app_service::token))
         .route("/msi/token/", get(app_service::token))
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
+        // For processes outside this one (the benchmark): the per-route request counts.
+        .route("/_sim/counters", get(counters))
+        // For the SDK conformance suite: what Entra issued, to compare with what clients got.
+        .route("/_sim/exchanges", get(exchanges))
         .fallback(not_found)
         .with_state(state)
+}
+
+async fn counters(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Response {
+    let c = lock(&state.counters).clone();
+    Json(json!({"imds": c.imds, "app_service": c.app_service, "entra": c.entra})).into_response()
+}
+
+/// Every Entra exchange so far, in order: `tenant`, `client_id`, `scope`, and either the issued
+/// `access_token` or the `error` (an AADSTS code, or `fault:<status>`).
+async fn exchanges(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Response {
+    let records: Vec<Value> = lock(&state.exchanges)
+        .iter()
+        .map(|r| {
+            let mut record =
+                json!({"tenant": r.tenant, "client_id": r.client_id, "scope": r.scope});
+            match &r.outcome {
+                Ok(token) => record["access_token"] = json!(token),
+                Err(error) => record["error"] = json!(error),
+            }
+            record
+        })
+        .collect();
+    Json(Value::Array(records)).into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {

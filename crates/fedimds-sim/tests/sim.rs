@@ -730,6 +730,30 @@ async fn refresh_in_is_sent_when_configured() {
 }
 
 #[tokio::test]
+async fn counters_are_served_for_other_processes() {
+    let sim = start(SimConfig::demo()).await;
+    let counters = || async {
+        let response = reqwest::get(format!("{}/_sim/counters", sim.url()))
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 200);
+        response.json::<Value>().await.expect("json")
+    };
+    assert_eq!(
+        counters().await,
+        json!({"imds": 0, "app_service": 0, "entra": 0})
+    );
+    let assertion = mi_token(&sim, EXCHANGE_AUDIENCE).await;
+    let (status, body) = exchange(&sim, TARGET_TENANT, APP_CLIENT_ID, ARM_SCOPE, &assertion).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        counters().await,
+        json!({"imds": 1, "app_service": 0, "entra": 1})
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn unknown_paths_are_json_404_and_shutdown_stops_serving() {
     let sim = start(SimConfig::demo()).await;
     let url = sim.url();
@@ -740,4 +764,39 @@ async fn unknown_paths_are_json_404_and_shutdown_stops_serving() {
     assert_eq!(body["error"], "not_found");
     sim.shutdown().await;
     assert!(reqwest::get(format!("{url}/nope")).await.is_err());
+}
+
+#[tokio::test]
+async fn exchanges_are_served_for_other_processes() {
+    let sim = start(SimConfig::demo()).await;
+    let exchanges = || async {
+        let response = reqwest::get(format!("{}/_sim/exchanges", sim.url()))
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 200);
+        response.json::<Value>().await.expect("json")
+    };
+    assert_eq!(exchanges().await, json!([]));
+    let assertion = mi_token(&sim, EXCHANGE_AUDIENCE).await;
+    let (status, body) = exchange(&sim, TARGET_TENANT, APP_CLIENT_ID, ARM_SCOPE, &assertion).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = exchange_raw(
+        &sim,
+        TARGET_TENANT,
+        UNCONSENTED_APP_CLIENT_ID,
+        ARM_SCOPE,
+        &assertion,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        exchanges().await,
+        json!([
+            {"tenant": TARGET_TENANT, "client_id": APP_CLIENT_ID, "scope": ARM_SCOPE,
+             "access_token": body["access_token"]},
+            {"tenant": TARGET_TENANT, "client_id": UNCONSENTED_APP_CLIENT_ID, "scope": ARM_SCOPE,
+             "error": "AADSTS700016"},
+        ])
+    );
+    sim.shutdown().await;
 }

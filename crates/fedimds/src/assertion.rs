@@ -3,6 +3,7 @@
 //! cached, shared by every exchange, and replaced well before it expires.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -10,6 +11,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{Source, SourceKind};
+use crate::metrics::{Metrics, UpstreamName};
 use crate::retry::{self, Attempt, Transience};
 use crate::token::{refresh_delay, unix_now, Claims, Secret};
 
@@ -146,6 +148,7 @@ impl Assertion {
 pub struct AssertionProvider {
     source: Source,
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
     /// One lock for fetch and cache: concurrent exchanges all wait on the one fetch in flight,
     /// so a stampede costs one upstream call.
     cached: Mutex<Option<Assertion>>,
@@ -153,10 +156,11 @@ pub struct AssertionProvider {
 
 impl AssertionProvider {
     /// A provider for this source, using the shared upstream HTTP client.
-    pub fn new(source: Source, http: reqwest::Client) -> Self {
+    pub fn new(source: Source, http: reqwest::Client, metrics: Arc<Metrics>) -> Self {
         AssertionProvider {
             source,
             http,
+            metrics,
             cached: Mutex::new(None),
         }
     }
@@ -230,6 +234,14 @@ impl AssertionProvider {
     }
 
     async fn fetch_once(&self, kind: &SourceKind) -> Attempt<Assertion, AssertionError> {
+        let started = Instant::now();
+        let result = self.fetch_once_unmeasured(kind).await;
+        self.metrics
+            .upstream(UpstreamName::Assertion, result.is_ok(), started.elapsed());
+        result
+    }
+
+    async fn fetch_once_unmeasured(&self, kind: &SourceKind) -> Attempt<Assertion, AssertionError> {
         let name = source_name(kind);
         let audience = self.source.audience.as_str();
         let request = match kind {

@@ -109,7 +109,8 @@ pub struct CacheStats {
 
 struct Inner {
     slots: moka::sync::Cache<TokenKey, Arc<Slot>>,
-    upstream: Arc<Upstream>,
+    /// Swapped on reload; each fetch uses the one in force when it starts.
+    upstream: arc_swap::ArcSwap<Upstream>,
     error_ttl: Duration,
     stats: CacheStats,
 }
@@ -137,7 +138,7 @@ impl TokenCache {
                     .max_capacity(settings.max_keys)
                     .time_to_idle(settings.idle_ttl)
                     .build(),
-                upstream,
+                upstream: arc_swap::ArcSwap::new(upstream),
                 error_ttl: settings.error_ttl,
                 stats: CacheStats::default(),
             }),
@@ -145,8 +146,13 @@ impl TokenCache {
     }
 
     /// The upstream behind the cache.
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.inner.upstream
+    pub fn upstream(&self) -> Arc<Upstream> {
+        self.inner.upstream.load_full()
+    }
+
+    /// Puts a new upstream behind the cache (reload); fetches in flight finish on the old one.
+    pub fn set_upstream(&self, upstream: Arc<Upstream>) {
+        self.inner.upstream.store(upstream);
     }
 
     /// What the cache did so far.
@@ -267,7 +273,8 @@ fn spawn_fetch(
     tokio::spawn(async move {
         // The timer below decides on "used since this fetch", so clear the flag first.
         slot.used.store(false, Ordering::Relaxed);
-        let outcome = match inner.upstream.fetch(&key).await {
+        let upstream = inner.upstream.load_full();
+        let outcome = match upstream.fetch(&key).await {
             Ok(token) => {
                 let token = Arc::new(token);
                 slot.token.store(Some(token.clone()));

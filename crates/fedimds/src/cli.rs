@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
+
+use crate::config::provenance::Origin;
 
 /// A local Azure managed-identity endpoint that serves tokens for a target tenant.
 #[derive(Debug, Parser)]
@@ -32,6 +35,19 @@ pub enum Command {
         #[arg(long, default_value = crate::config::DEFAULT_LISTEN)]
         listen: SocketAddr,
     },
+    /// Validate the config, then walk the chain for real (assertion, then each target's
+    /// exchange) and say what is wrong and how to fix it. Exit 0 when everything passed.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short, env = crate::config::ENV_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print the effective config, secrets redacted, with where each value came from.
+    Config {
+        /// The TOML config file.
+        #[arg(long, short, env = crate::config::ENV_CONFIG)]
+        config: PathBuf,
+    },
     /// Run only the simulator of IMDS, the App Service identity endpoint and Entra.
     Sim {
         /// Where the simulator listens.
@@ -47,4 +63,18 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Where the running subcommand's `--config` came from: the flag or `FEDIMDS_CONFIG`. Parses
+/// the command line a second time (it already parsed once), so `Cli` stays a plain derive.
+pub fn config_origin() -> Origin {
+    let matches = Cli::command().get_matches();
+    match matches
+        .subcommand()
+        .and_then(|(_, m)| m.value_source("config"))
+    {
+        Some(ValueSource::EnvVariable) => Origin::Env(crate::config::ENV_CONFIG),
+        Some(ValueSource::CommandLine) => Origin::Flag("--config"),
+        _ => Origin::Default,
+    }
 }

@@ -25,6 +25,16 @@ pub const ENV_SERVER_IDENTITY_HEADER: &str = "FEDIMDS_IDENTITY_HEADER";
 
 /// Loopback only, on a port nothing of Azure's uses.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8181";
+/// The admin listener (health, readiness, metrics): loopback, next to the token port.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8182";
+/// Open connections at most; past this, accepting waits (backpressure, not failure).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// A client must send its whole request head within this, or is dropped (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head (request line plus headers); SDK requests are under 2 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Mode of the Unix socket: owner and group may connect.
+pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
 /// Where Arc clients insist on reading challenge key files.
 pub const DEFAULT_ARC_KEY_DIR: &str = "/var/opt/azcmagent/tokens";
 /// Real IMDS.
@@ -115,6 +125,37 @@ pub struct RawConfig {
     cache: RawCache,
     #[serde(default)]
     targets: Vec<RawTarget>,
+    #[serde(default)]
+    callers: Vec<RawCaller>,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaller {
+    name: Option<String>,
+    secret: Option<String>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    source: Option<String>,
+    targets: Option<Vec<String>>,
+    resources: Option<Vec<String>>,
+    rate: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +168,12 @@ struct RawServer {
     miss_timeout: Option<RawDuration>,
     arc_key_dir: Option<PathBuf>,
     arc_key_group: Option<u32>,
+    unix_socket: Option<PathBuf>,
+    unix_socket_mode: Option<u32>,
+    allowed_hosts: Option<Vec<String>>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<RawDuration>,
+    max_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -229,6 +276,12 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The target tenants and apps, in file order.
     pub targets: Vec<Target>,
+    /// Per-caller policy; empty = every caller may use every target.
+    pub callers: Vec<CallerRule>,
+    /// The admin listener.
+    pub admin: Admin,
+    /// The audit log.
+    pub audit: AuditSink,
 }
 
 /// The token listener.
@@ -246,6 +299,59 @@ pub struct Server {
     pub arc_key_dir: PathBuf,
     /// The group that may read them (mode 0640); none = fedimds's user only (0600).
     pub arc_key_group: Option<u32>,
+    /// A Unix socket to serve on as well, callers identified by their uid/gid.
+    pub unix_socket: Option<PathBuf>,
+    /// Its mode.
+    pub unix_socket_mode: u32,
+    /// Host header values accepted besides loopback names and 169.254.169.254 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Whether this listener can be reached from off the host (then every request needs a secret).
+    pub allow_remote: bool,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Time to send a request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Its address; `None` = no admin listener.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    /// Nowhere.
+    Off,
+    /// Standard output (diagnostic logs go to standard error).
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+/// Who a caller is and what it may have.
+#[derive(Debug, Clone)]
+pub struct CallerRule {
+    /// For audit lines and errors.
+    pub name: String,
+    /// The caller's own secret (sent as X-IDENTITY-HEADER or secret).
+    pub secret: Option<Secret>,
+    /// Unix socket peer uid.
+    pub uid: Option<u32>,
+    /// Unix socket peer gid.
+    pub gid: Option<u32>,
+    /// Source network: address and prefix length.
+    pub source: Option<(std::net::IpAddr, u8)>,
+    /// Target names it may use; `None` = any.
+    pub targets: Option<Vec<String>>,
+    /// Resources it may ask for; `None` = any.
+    pub resources: Option<Vec<String>>,
+    /// Requests per second (burst of the same size); `None` = unlimited.
+    pub rate: Option<f64>,
 }
 
 /// Where the home-tenant assertion comes from.
@@ -466,8 +572,29 @@ impl RawConfig {
                 idle_ttl: duration(&self.cache.idle_ttl, "cache.idle_ttl", DEFAULT_IDLE_TTL)?,
                 error_ttl: duration(&self.cache.error_ttl, "cache.error_ttl", DEFAULT_ERROR_TTL)?,
             },
+            callers: Vec::new(),
             targets: validate_targets(self.targets)?,
+            admin: Admin {
+                listen: match self.admin.listen.as_deref() {
+                    Some("off") => None,
+                    other => {
+                        let text = other.unwrap_or(DEFAULT_ADMIN_LISTEN);
+                        Some(text.parse().map_err(|_| {
+                            invalid("admin.listen", text, "an IP address and port, or \"off\"")
+                        })?)
+                    }
+                },
+            },
+            audit: match self.audit.path.as_deref() {
+                None | Some("off") => AuditSink::Off,
+                Some("-") | Some("stdout") => AuditSink::Stdout,
+                Some(path) => AuditSink::File(PathBuf::from(path)),
+            },
             cloud,
+        })
+        .and_then(|mut config: Config| {
+            config.callers = validate_callers(self.callers, &config.targets)?;
+            Ok(config)
         })
     }
 }
@@ -534,6 +661,23 @@ impl RawServer {
                 .arc_key_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_ARC_KEY_DIR)),
             arc_key_group: self.arc_key_group,
+            unix_socket: self.unix_socket,
+            unix_socket_mode: self.unix_socket_mode.unwrap_or(DEFAULT_UNIX_SOCKET_MODE),
+            allowed_hosts: self.allowed_hosts.unwrap_or_default(),
+            allow_remote: self.allow_remote == Some(true),
+            max_connections: self
+                .max_connections
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                .max(1),
+            header_read_timeout: duration(
+                &self.header_read_timeout,
+                "server.header_read_timeout",
+                DEFAULT_HEADER_READ_TIMEOUT,
+            )?,
+            max_header_bytes: self
+                .max_header_bytes
+                .unwrap_or(DEFAULT_MAX_HEADER_BYTES)
+                .max(8192),
         })
     }
 }
@@ -736,6 +880,104 @@ fn validate_targets(raw: Vec<RawTarget>) -> Result<Vec<Target>, ConfigError> {
     }
     Ok(targets)
 }
+
+fn validate_callers(
+    raw: Vec<RawCaller>,
+    targets: &[Target],
+) -> Result<Vec<CallerRule>, ConfigError> {
+    let mut names = HashSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let key = |k: &str| format!("callers[{i}].{k}");
+            let name = c.name.unwrap_or_else(|| format!("caller-{i}"));
+            if !names.insert(name.clone()) {
+                return Err(invalid(key("name"), &name, "a name no other caller uses"));
+            }
+            if c.secret.is_none() && c.uid.is_none() && c.gid.is_none() && c.source.is_none() {
+                return Err(invalid(
+                    key("secret"),
+                    "",
+                    "at least one of secret, uid, gid or source to recognise the caller by",
+                ));
+            }
+            if c.secret.as_ref().is_some_and(|s| s.len() < 16) {
+                return Err(invalid(
+                    key("secret"),
+                    "(redacted)",
+                    "a secret of at least 16 characters",
+                ));
+            }
+            let source = c
+                .source
+                .as_deref()
+                .map(|text| {
+                    parse_cidr(text).ok_or_else(|| {
+                        invalid(
+                            key("source"),
+                            text,
+                            "an IP address or network, e.g. \"10.0.0.0/8\"",
+                        )
+                    })
+                })
+                .transpose()?;
+            let targets_allowed = match c.targets {
+                Some(list) if list.iter().any(|t| t == "*") => None,
+                Some(list) => {
+                    for t in &list {
+                        if !targets.iter().any(|known| &known.name == t) {
+                            return Err(invalid(
+                                key("targets"),
+                                t,
+                                "the name of a configured target, or \"*\"",
+                            ));
+                        }
+                    }
+                    Some(list)
+                }
+                None => {
+                    return Err(invalid(
+                        key("targets"),
+                        "",
+                        "the target names this caller may use ([\"*\"] for all)",
+                    ))
+                }
+            };
+            if c.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                return Err(invalid(
+                    key("rate"),
+                    format!("{:?}", c.rate),
+                    "a positive number of requests per second",
+                ));
+            }
+            Ok(CallerRule {
+                name,
+                secret: c.secret.map(Secret::new),
+                uid: c.uid,
+                gid: c.gid,
+                source,
+                targets: targets_allowed,
+                resources: c.resources,
+                rate: c.rate,
+            })
+        })
+        .collect()
+}
+
+/// `10.0.0.0/8`, `::1/128`, or a bare address (a /32 or /128).
+fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a.parse::<std::net::IpAddr>().ok()?, l.parse::<u8>().ok()?),
+        None => {
+            let a: std::net::IpAddr = text.parse().ok()?;
+            (a, if a.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((addr, len))
+}
+
+pub mod provenance;
 
 #[cfg(test)]
 mod tests;

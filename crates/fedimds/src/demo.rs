@@ -69,12 +69,23 @@ pub async fn run(
         format!("cannot listen on {listen}: {e} (choose another address with --listen)")
     })?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // The admin listener on any free port beside the daemon, so the demo never collides.
+    let admin = tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+        .await
+        .map_err(|e| format!("cannot listen for the admin endpoints: {e}"))?;
+    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
     let app = App::new(config(&sim.url(), addr)).map_err(|e| e.to_string())?;
     println!(
         "{}",
-        instructions(addr, app.identity_header.expose(), &sim.url())
+        instructions(addr, app.identity_header().expose(), &sim.url())
     );
-    server::run(app, listener, shutdown)
+    println!("Metrics: curl -s http://{admin_addr}/metrics\n");
+    let listeners = server::Listeners {
+        token: listener,
+        unix: None,
+        admin: Some(admin),
+    };
+    server::run(app, listeners, shutdown)
         .await
         .map_err(|e| e.to_string())
 }

@@ -2,6 +2,7 @@
 //! and turns Entra's rejections (AADSTS codes) into a diagnosis a person can act on.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -9,6 +10,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::assertion::NumberOrString;
+use crate::metrics::{Metrics, UpstreamName};
 use crate::retry::{self, Transience};
 use crate::token::{AccessToken, Claims, Secret};
 
@@ -114,6 +116,7 @@ impl Rejection {
 pub struct Exchange {
     http: reqwest::Client,
     authority_host: Url,
+    metrics: Arc<Metrics>,
 }
 
 /// What an exchange is for.
@@ -147,10 +150,11 @@ struct ErrorResponse {
 
 impl Exchange {
     /// A client for Entra at `authority_host`.
-    pub fn new(http: reqwest::Client, authority_host: Url) -> Self {
+    pub fn new(http: reqwest::Client, authority_host: Url, metrics: Arc<Metrics>) -> Self {
         Exchange {
             http,
             authority_host,
+            metrics,
         }
     }
 
@@ -173,8 +177,24 @@ impl Exchange {
         .await
     }
 
-    /// A single request to Entra, no retries.
+    /// A single request to Entra, no retries, measured.
     pub async fn token_once(
+        &self,
+        req: ExchangeRequest<'_>,
+        assertion: &Secret,
+    ) -> Result<AccessToken, ExchangeError> {
+        let started = Instant::now();
+        let result = self.token_once_unmeasured(req, assertion).await;
+        self.metrics
+            .upstream(UpstreamName::Entra, result.is_ok(), started.elapsed());
+        if let Err(ExchangeError::Rejected(r)) = &result {
+            // Every upstream error line carries Entra's ids, for Microsoft support.
+            tracing::warn!(tenant = req.tenant, client_id = req.client_id, scope = req.scope, error = %r.error, code = ?r.code, trace_id = %r.trace_id, correlation_id = %r.correlation_id, "Entra refused the token request");
+        }
+        result
+    }
+
+    async fn token_once_unmeasured(
         &self,
         req: ExchangeRequest<'_>,
         assertion: &Secret,

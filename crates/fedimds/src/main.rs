@@ -1,6 +1,7 @@
 //! The life of the process: command line, logging, config (exit 64 when bad), bind, serve
-//! until SIGTERM/SIGINT, drain.
+//! (reloading the config on SIGHUP or when its file changes) until SIGTERM/SIGINT, drain.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -22,9 +23,32 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Serve { config } => match Config::load(&config, &config::process_env) {
-            Ok(config) => runtime.block_on(serve(config)),
+            Ok(loaded) => runtime.block_on(serve(config, loaded)),
             Err(e) => return fail(EXIT_CONFIG, e.to_string()),
         },
+        Command::Check { config: path } => match Config::load(&path, &config::process_env) {
+            Ok(config) => {
+                let mut stdout = std::io::stdout();
+                let passed =
+                    runtime.block_on(fedimds::check::run_file(&path, &config, &mut stdout));
+                return if passed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_RUNTIME)
+                };
+            }
+            Err(e) => return fail(EXIT_CONFIG, e.to_string()),
+        },
+        Command::Config { config: path } => {
+            match config::provenance::load(&path, &config::process_env) {
+                Ok((_, entries)) => {
+                    let origin = fedimds::cli::config_origin();
+                    print!("{}", config::provenance::render(&entries, &path, &origin));
+                    Ok(())
+                }
+                Err(e) => return fail(EXIT_CONFIG, e.to_string()),
+            }
+        }
         Command::Demo { listen } => runtime.block_on(fedimds::demo::run(listen, shutdown_signal())),
         Command::Sim { listen } => {
             runtime.block_on(fedimds::demo::run_sim(listen, shutdown_signal()))
@@ -36,12 +60,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
+    let listeners = server::Listeners::bind(&config).await?;
     let app = App::new(config).map_err(|e| e.to_string())?;
-    server::run(app, listener, shutdown_signal())
+    tokio::spawn(fedimds::reload::watch(app.clone(), path));
+    server::run(app, listeners, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }

@@ -1,25 +1,33 @@
-//! The HTTP side: shared state, the router, and the serve loop with graceful shutdown.
+//! The HTTP side: shared state ([`App`]), the token and admin routers, the one request path
+//! every dialect shares (guards, caller policy, target, cache, audit, metrics), reload, and
+//! the serve loop with graceful shutdown.
 
-use std::future::{Future, IntoFuture as _};
+use std::collections::HashMap;
+use std::future::Future;
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::Router;
-use tokio::net::TcpListener;
+use axum::{Extension, Router};
+use tokio::net::{TcpListener, UnixListener};
 
+use crate::audit::{self, Audit};
 use crate::cache::{Lookup, TokenCache};
-use crate::config::Config;
+use crate::caller::{self, Caller, Peer, RateLimits};
+use crate::config::{Config, Target};
 use crate::dialect::arc::{self, ArcKeys, ArcRequest};
 use crate::dialect::{self, app_service, imds, Dialect, Refusal, TokenRequest};
+use crate::listener::{self, Limits, Listener};
+use crate::metrics::Metrics;
 use crate::target::{self, Selector};
 use crate::token::{AccessToken, Secret};
 use crate::upstream::{TokenKey, Upstream};
@@ -27,8 +35,9 @@ use crate::upstream::{TokenKey, Upstream};
 /// Largest form body accepted (Automation's POST carries two short parameters).
 const MAX_BODY: usize = 16 * 1024;
 
-/// How long in-flight requests get to finish after shutdown is asked for.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long in-flight requests get to finish after shutdown is asked for: short, so a
+/// Kubernetes Job with fedimds as a sidecar finishes promptly.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +45,12 @@ pub enum StartError {
     /// The upstream HTTP client could not be built (TLS roots).
     #[error("cannot build the upstream HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-    /// The generated secret could not be written.
-    #[error("cannot write the identity header file {path}: {source}")]
-    SecretFile {
-        /// The file.
+    /// A file could not be written or opened.
+    #[error("cannot open {what} {path}: {source}")]
+    File {
+        /// Which file.
+        what: &'static str,
+        /// Where.
         path: String,
         /// Why.
         source: std::io::Error,
@@ -49,48 +60,78 @@ pub enum StartError {
     Random(String),
 }
 
+/// What a reload replaces at once.
+#[derive(Debug)]
+pub struct Settings {
+    /// The validated config.
+    pub config: Config,
+    /// The App Service-style caller secret.
+    pub identity_header: Secret,
+    rate_limits: RateLimits,
+    /// Target names as shared label values for metrics.
+    labels: HashMap<String, Arc<str>>,
+}
+
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct App {
-    /// The validated config.
-    pub config: Config,
+    settings: ArcSwap<Settings>,
     /// The token cache, in front of the upstream.
     pub cache: TokenCache,
-    /// The App Service-style caller secret.
-    pub identity_header: Secret,
     /// The Arc dialect's outstanding challenge keys.
     pub arc_keys: ArcKeys,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    audit: Audit,
     ready: AtomicBool,
 }
 
 impl App {
-    /// Builds the state: upstream client, cache, and the caller secret (generated and written
-    /// to `identity_header_file` when not configured).
+    /// Builds the state: upstream client, cache, audit log, and the caller secret (generated
+    /// and written to `identity_header_file` when not configured). Call within the runtime.
     pub fn new(config: Config) -> Result<Arc<App>, StartError> {
-        let upstream = Arc::new(Upstream::new(&config)?);
+        let metrics = Arc::new(Metrics::default());
+        let upstream = Arc::new(Upstream::with_metrics(&config, metrics.clone())?);
         let cache = TokenCache::new(upstream, &config.cache);
         let identity_header = match &config.server.identity_header {
             Some(s) => s.clone(),
             None => generate_secret()?,
         };
         if let Some(path) = &config.server.identity_header_file {
-            write_secret_file(path, &identity_header).map_err(|source| StartError::SecretFile {
+            write_secret_file(path, &identity_header).map_err(|source| StartError::File {
+                what: "the identity header file",
                 path: path.display().to_string(),
                 source,
             })?;
         }
+        let audit = Audit::start(&config.audit).map_err(|source| StartError::File {
+            what: "the audit log",
+            path: format!("{:?}", config.audit),
+            source,
+        })?;
         let ready = config.targets.iter().all(|t| t.prefetch.is_empty());
         let arc_keys = ArcKeys::new(
             config.server.arc_key_dir.clone(),
             config.server.arc_key_group,
         );
         Ok(Arc::new(App {
-            arc_keys,
-            config,
+            settings: ArcSwap::from_pointee(Settings::new(config, identity_header)),
             cache,
-            identity_header,
+            arc_keys,
+            metrics,
+            audit,
             ready: AtomicBool::new(ready),
         }))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {
+        self.settings.load()
+    }
+
+    /// The App Service-style caller secret in force.
+    pub fn identity_header(&self) -> Secret {
+        self.settings.load().identity_header.clone()
     }
 
     /// True once every prefetch succeeded.
@@ -98,29 +139,68 @@ impl App {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Resolves the target and gets the token: the path every dialect shares.
-    pub async fn token(
+    /// Swaps in a new, already validated config. Cached tokens survive: they are keyed by
+    /// tenant, app and resource, so every target that did not change keeps its tokens. The
+    /// listeners, the admin address and the audit sink stay as they were started.
+    pub fn reload(&self, config: Config) -> Result<(), StartError> {
+        let old = self.settings.load();
+        if config.server.listen != old.config.server.listen
+            || config.server.unix_socket != old.config.server.unix_socket
+            || config.admin.listen != old.config.admin.listen
+            || config.audit != old.config.audit
+        {
+            tracing::warn!("listen addresses and the audit sink change only on restart");
+        }
+        let upstream = Upstream::with_metrics(&config, self.metrics.clone())?;
+        self.cache.set_upstream(Arc::new(upstream));
+        let identity_header = config
+            .server
+            .identity_header
+            .clone()
+            .unwrap_or_else(|| old.identity_header.clone());
+        self.settings
+            .store(Arc::new(Settings::new(config, identity_header)));
+        Ok(())
+    }
+
+    /// Whether `presented` is the identity header or a caller's own secret.
+    fn secret_known(settings: &Settings, presented: &[u8]) -> bool {
+        settings.identity_header.matches(presented)
+            || settings
+                .config
+                .callers
+                .iter()
+                .any(|c| c.secret.as_ref().is_some_and(|s| s.matches(presented)))
+    }
+
+    /// Resolves the target and gets its token, with no caller checks: prefetch's path.
+    async fn token_for(
         &self,
+        settings: &Settings,
         prefix: Option<&str>,
         req: &TokenRequest,
     ) -> Result<(Arc<AccessToken>, Lookup), Refusal> {
-        let selector = Selector {
-            prefix,
-            client_id: req.client_id.as_deref(),
-            object_id: req.object_id.as_deref(),
-            resource_id: req.resource_id.as_deref(),
-            tenant_id: req.tenant_id.as_deref(),
-        };
-        let resolved =
-            target::resolve(&self.config, &selector, &req.resource).map_err(Refusal::Target)?;
+        let resolved = target::resolve(&settings.config, &selector(prefix, req), &req.resource)
+            .map_err(Refusal::Target)?;
+        self.cache_get(settings, resolved.target, resolved.tenant, &req.resource)
+            .await
+    }
+
+    async fn cache_get(
+        &self,
+        settings: &Settings,
+        target: &Target,
+        tenant: &str,
+        resource: &str,
+    ) -> Result<(Arc<AccessToken>, Lookup), Refusal> {
         let key = TokenKey {
-            cloud: self.config.cloud.name,
-            tenant: resolved.tenant.into(),
-            client_id: resolved.target.client_id.as_str().into(),
-            resource: req.resource.as_str().into(),
+            cloud: settings.config.cloud.name,
+            tenant: tenant.into(),
+            client_id: target.client_id.as_str().into(),
+            resource: resource.into(),
         };
         self.cache
-            .get(&key, self.config.server.miss_timeout)
+            .get(&key, settings.config.server.miss_timeout)
             .await
             .map_err(Refusal::Upstream)
     }
@@ -129,7 +209,8 @@ impl App {
     pub async fn prefetch(self: Arc<Self>) {
         /// Between rounds of failed prefetches: the fetch itself already retried.
         const PAUSE: Duration = Duration::from_secs(5);
-        let mut pending: Vec<(String, String)> = self
+        let settings = self.settings();
+        let mut pending: Vec<(String, String)> = settings
             .config
             .targets
             .iter()
@@ -142,7 +223,7 @@ impl App {
                     resource: resource.clone(),
                     ..Default::default()
                 };
-                match self.token(Some(&target), &req).await {
+                match self.token_for(&settings, Some(&target), &req).await {
                     Ok(_) => tracing::info!(target = %target, resource = %resource, "prefetched"),
                     Err(refusal) => {
                         tracing::warn!(target = %target, resource = %resource, error = %refusal.message(), "prefetch failed; will retry");
@@ -160,6 +241,32 @@ impl App {
     }
 }
 
+impl Settings {
+    fn new(config: Config, identity_header: Secret) -> Settings {
+        let labels = config
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), Arc::from(t.name.as_str())))
+            .collect();
+        Settings {
+            rate_limits: RateLimits::new(&config),
+            labels,
+            config,
+            identity_header,
+        }
+    }
+}
+
+fn selector<'a>(prefix: Option<&'a str>, req: &'a TokenRequest) -> Selector<'a> {
+    Selector {
+        prefix,
+        client_id: req.client_id.as_deref(),
+        object_id: req.object_id.as_deref(),
+        resource_id: req.resource_id.as_deref(),
+        tenant_id: req.tenant_id.as_deref(),
+    }
+}
+
 fn generate_secret() -> Result<Secret, StartError> {
     // 256 bits from the OS, hex-encoded: safe in a header and in an environment variable.
     let mut bytes = [0u8; 32];
@@ -170,8 +277,7 @@ fn generate_secret() -> Result<Secret, StartError> {
 }
 
 fn write_secret_file(path: &Path, secret: &Secret) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     // Write a sibling then rename, so a reader never sees a half-written secret.
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -187,41 +293,42 @@ fn write_secret_file(path: &Path, secret: &Secret) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// The router: token endpoints (also under `/targets/{name}`), and health.
+// === routers ===
+
+/// The token router: every dialect's endpoint (also under `/targets/{name}`), and health.
 pub fn router(app: Arc<App>) -> Router {
-    let endpoints = Router::new()
-        .route("/metadata/identity/oauth2/token", any(imds_token))
-        .route("/metadata/identity/oauth2/token/", any(imds_token))
-        .route("/msi/token", any(app_service_token))
-        .route("/msi/token/", any(app_service_token))
-        .route("/arc/metadata/identity/oauth2/token", any(arc_token))
-        .route("/arc/metadata/identity/oauth2/token/", any(arc_token));
-    let prefixed = Router::new()
-        .route(
-            "/targets/{name}/metadata/identity/oauth2/token",
-            any(imds_token_for),
-        )
-        .route(
-            "/targets/{name}/metadata/identity/oauth2/token/",
-            any(imds_token_for),
-        )
-        .route("/targets/{name}/msi/token", any(app_service_token_for))
-        .route("/targets/{name}/msi/token/", any(app_service_token_for))
-        .route(
-            "/targets/{name}/arc/metadata/identity/oauth2/token",
-            any(arc_token_for),
-        )
-        .route(
-            "/targets/{name}/arc/metadata/identity/oauth2/token/",
-            any(arc_token_for),
-        );
-    Router::new()
-        .merge(endpoints)
-        .merge(prefixed)
+    let mut router = Router::new();
+    for prefix in ["", "/targets/{name}"] {
+        for path in [
+            "/metadata/identity/oauth2/token",
+            "/metadata/identity/oauth2/token/",
+        ] {
+            router = router.route(&format!("{prefix}{path}"), any(imds_token));
+        }
+        for path in ["/msi/token", "/msi/token/"] {
+            router = router.route(&format!("{prefix}{path}"), any(app_service_token));
+        }
+        for path in [
+            "/arc/metadata/identity/oauth2/token",
+            "/arc/metadata/identity/oauth2/token/",
+        ] {
+            router = router.route(&format!("{prefix}{path}"), any(arc_token));
+        }
+    }
+    router
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// The admin router: liveness, readiness, metrics.
+pub fn admin_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(app)
 }
 
@@ -233,208 +340,421 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn not_found() -> Response {
+async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
-        StatusCode::NOT_FOUND,
-        dialect::no_store_json(),
-        r#"{"error":"not_found","error_description":"No such endpoint. Token endpoints: /metadata/identity/oauth2/token (IMDS), /msi/token (App Service)"}"#,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        app.metrics.render(&app.cache),
     )
         .into_response()
 }
 
-async fn imds_token(
-    State(app): State<Arc<App>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    serve_imds(&app, None, &method, &headers, q.as_deref()).await
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        dialect::no_store_json(),
+        r#"{"error":"not_found","error_description":"No such endpoint. Token endpoints: /metadata/identity/oauth2/token (IMDS), /msi/token (App Service), /arc/metadata/identity/oauth2/token (Arc)"}"#,
+    )
+        .into_response()
 }
 
-async fn imds_token_for(
+// === the request path ===
+
+/// Requests reaching the router without a listener (tests' `oneshot`) count as loopback.
+fn peer_of(peer: Option<Extension<Peer>>) -> Peer {
+    peer.map_or(
+        Peer::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        |Extension(p)| p,
+    )
+}
+
+/// One token request on its way through.
+struct Call<'a> {
+    app: &'a App,
+    settings: arc_swap::Guard<Arc<Settings>>,
+    dialect: Dialect,
+    prefix: Option<&'a str>,
+    peer: Peer,
+    headers: &'a HeaderMap,
+    render: fn(&Refusal) -> Response,
+}
+
+async fn imds_token(
     State(app): State<Arc<App>>,
-    UrlPath(name): UrlPath<String>,
+    name: Option<UrlPath<String>>,
+    peer: Option<Extension<Peer>>,
     method: Method,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    serve_imds(&app, Some(&name), &method, &headers, q.as_deref()).await
+    let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
+    let call = Call::new(
+        &app,
+        Dialect::Imds,
+        prefix,
+        peer_of(peer),
+        &headers,
+        imds::error,
+    );
+    let parsed = call
+        .guard()
+        .and_then(|()| imds::parse(&method, &headers, q.as_deref()));
+    call.answer(parsed).await
 }
 
 async fn app_service_token(
     State(app): State<Arc<App>>,
+    name: Option<UrlPath<String>>,
+    peer: Option<Extension<Peer>>,
     method: Method,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    serve_app_service(&app, None, &method, &headers, q.as_deref(), &body).await
-}
-
-async fn app_service_token_for(
-    State(app): State<Arc<App>>,
-    UrlPath(name): UrlPath<String>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    serve_app_service(&app, Some(&name), &method, &headers, q.as_deref(), &body).await
-}
-
-async fn serve_imds(
-    app: &App,
-    prefix: Option<&str>,
-    method: &Method,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Response {
-    let req = match imds::parse(method, headers, query) {
-        Ok(req) => req,
-        Err(refusal) => return refused(Dialect::Imds, prefix, None, &refusal, imds::error),
-    };
-    respond(app, Dialect::Imds, prefix, &req, imds::error).await
-}
-
-async fn serve_app_service(
-    app: &App,
-    prefix: Option<&str>,
-    method: &Method,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    body: &[u8],
-) -> Response {
-    let dialect = app_service::dialect_of(method, headers, query);
+    let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
+    let dialect = app_service::dialect_of(&method, &headers, q.as_deref());
     // Cloud Shell speaks OAuth-style errors, like IMDS; the rest App Service's shape.
     let render: fn(&Refusal) -> Response = match dialect {
         Dialect::CloudShell => imds::error,
         _ => app_service::error,
     };
-    match app_service::parse(dialect, method, headers, query, body, &app.identity_header) {
-        Ok(req) => respond(app, dialect, prefix, &req, render).await,
-        Err(refusal) => refused(dialect, prefix, None, &refusal, render),
-    }
+    let call = Call::new(&app, dialect, prefix, peer_of(peer), &headers, render);
+    let settings = &call.settings;
+    let known = |presented: &[u8]| App::secret_known(settings, presented);
+    let parsed = call
+        .guard()
+        .and_then(|()| app_service::parse(dialect, &method, &headers, q.as_deref(), &body, &known));
+    call.answer(parsed).await
 }
 
 async fn arc_token(
     State(app): State<Arc<App>>,
+    name: Option<UrlPath<String>>,
+    peer: Option<Extension<Peer>>,
     method: Method,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    serve_arc(&app, None, &method, &headers, q.as_deref()).await
-}
-
-async fn arc_token_for(
-    State(app): State<Arc<App>>,
-    UrlPath(name): UrlPath<String>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    serve_arc(&app, Some(&name), &method, &headers, q.as_deref()).await
-}
-
-async fn serve_arc(
-    app: &App,
-    prefix: Option<&str>,
-    method: &Method,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Response {
-    match app.arc_keys.parse(method, headers, query) {
-        Ok(ArcRequest::Challenge(challenge)) => challenge,
-        Ok(ArcRequest::Token(req)) => respond(app, Dialect::Arc, prefix, &req, arc::error).await,
-        Err(refusal) => refused(Dialect::Arc, prefix, None, &refusal, arc::error),
-    }
-}
-
-async fn respond(
-    app: &App,
-    dialect: Dialect,
-    prefix: Option<&str>,
-    req: &TokenRequest,
-    render_error: fn(&Refusal) -> Response,
-) -> Response {
-    match app.token(prefix, req).await {
-        Ok((token, lookup)) => {
-            tracing::debug!(dialect = dialect.as_str(), target = prefix.unwrap_or("-"), resource = %req.resource, cache = lookup.as_str(), "token served");
-            // Echo the id the caller named (Arc clients insist); else the app's client id.
-            let client_id = match req.client_id.as_deref() {
-                Some(id) => id,
-                None => resolved_client_id(app, prefix, req),
-            };
-            dialect::token_response(&token, req, client_id)
-        }
-        Err(refusal) => refused(dialect, prefix, Some(&req.resource), &refusal, render_error),
-    }
-}
-
-fn resolved_client_id<'a>(app: &'a App, prefix: Option<&str>, req: &TokenRequest) -> &'a str {
-    let selector = Selector {
+    let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
+    let call = Call::new(
+        &app,
+        Dialect::Arc,
         prefix,
-        client_id: None,
-        object_id: req.object_id.as_deref(),
-        resource_id: req.resource_id.as_deref(),
-        tenant_id: req.tenant_id.as_deref(),
-    };
-    target::resolve(&app.config, &selector, &req.resource)
-        .map_or("", |r| r.target.client_id.as_str())
+        peer_of(peer),
+        &headers,
+        arc::error,
+    );
+    match call
+        .guard()
+        .and_then(|()| app.arc_keys.parse(&method, &headers, q.as_deref()))
+    {
+        Ok(ArcRequest::Challenge(challenge)) => challenge,
+        Ok(ArcRequest::Token(req)) => call.answer(Ok(req)).await,
+        Err(refusal) => call.answer(Err(refusal)).await,
+    }
 }
 
-/// Logs a refusal once, here where it is handled, and renders it in the dialect's shape.
-fn refused(
-    dialect: Dialect,
-    prefix: Option<&str>,
-    resource: Option<&str>,
-    refusal: &Refusal,
-    render: fn(&Refusal) -> Response,
-) -> Response {
-    let (status, _) = refusal.status();
-    match refusal {
-        // Probes arrive on every SDK start: not worth more than debug.
-        Refusal::MissingMetadata => tracing::debug!(
-            dialect = dialect.as_str(),
-            "request without Metadata header (probe)"
-        ),
-        _ => tracing::info!(
-            dialect = dialect.as_str(),
-            target = prefix.unwrap_or("-"),
-            resource = resource.unwrap_or("-"),
-            status = status.as_u16(),
-            reason = %refusal.message(),
-            "token refused"
-        ),
+/// A token served, with what the audit line needs.
+struct Served<'s> {
+    token: Arc<AccessToken>,
+    lookup: Lookup,
+    target: &'s Target,
+    tenant: &'s str,
+}
+
+/// A refusal, with whatever was known when it was decided.
+struct Refused<'s> {
+    refusal: Refusal,
+    target: Option<&'s Target>,
+    tenant: Option<&'s str>,
+}
+
+impl<'s> From<Refusal> for Refused<'s> {
+    fn from(refusal: Refusal) -> Self {
+        Refused {
+            refusal,
+            target: None,
+            tenant: None,
+        }
     }
-    render(refusal)
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        app: &'a App,
+        dialect: Dialect,
+        prefix: Option<&'a str>,
+        peer: Peer,
+        headers: &'a HeaderMap,
+        render: fn(&Refusal) -> Response,
+    ) -> Self {
+        Call {
+            app,
+            settings: app.settings.load(),
+            dialect,
+            prefix,
+            peer,
+            headers,
+            render,
+        }
+    }
+
+    /// Checks that come before any dialect parsing: the Host header (DNS rebinding), and on a
+    /// listener reachable from off the host, a known secret on every request.
+    fn guard(&self) -> Result<(), Refusal> {
+        let config = &self.settings.config;
+        if matches!(self.peer, Peer::Tcp(_)) && !caller::host_allowed(self.headers, config) {
+            return Err(Refusal::ForeignHost);
+        }
+        if config.server.allow_remote {
+            let presented = caller::presented_secret(self.headers);
+            if !presented.is_some_and(|p| App::secret_known(&self.settings, p)) {
+                return Err(Refusal::Unauthorized("This listener is reachable from the network: every request needs the caller secret in X-IDENTITY-HEADER"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves a parsed request (or renders its refusal), then audits and counts it.
+    async fn answer(&self, parsed: Result<TokenRequest, Refusal>) -> Response {
+        let req = match parsed {
+            Ok(req) => req,
+            Err(refusal) => return self.refused(None, &refusal.into()),
+        };
+        match self.serve(&req).await {
+            Ok(served) => self.served(&req, &served),
+            Err(refused) => self.refused(Some(&req), &refused),
+        }
+    }
+
+    async fn serve<'s>(&'s self, req: &'s TokenRequest) -> Result<Served<'s>, Refused<'s>> {
+        let settings: &Settings = &self.settings;
+        let config = &settings.config;
+        let caller = caller::identify(config, &self.peer, caller::presented_secret(self.headers))
+            .ok_or(Refusal::Forbidden(
+            "no [[callers]] rule matches this caller".to_owned(),
+        ))?;
+        settings
+            .rate_limits
+            .take(&caller)
+            .map_err(Refusal::RateLimited)?;
+        let resolved = target::resolve(config, &selector(self.prefix, req), &req.resource)
+            .map_err(Refusal::Target)?;
+        let (target, tenant) = (resolved.target, resolved.tenant);
+        let refused = |refusal| Refused {
+            refusal,
+            target: Some(target),
+            tenant: Some(tenant),
+        };
+        if !caller.may_use(&target.name, &req.resource) {
+            return Err(refused(Refusal::Forbidden(outside_grant(
+                &caller,
+                target,
+                &req.resource,
+            ))));
+        }
+        let (token, lookup) = self
+            .app
+            .cache_get(settings, target, tenant, &req.resource)
+            .await
+            .map_err(refused)?;
+        Ok(Served {
+            token,
+            lookup,
+            target,
+            tenant,
+        })
+    }
+
+    fn served(&self, req: &TokenRequest, served: &Served<'_>) -> Response {
+        let app = self.app;
+        app.metrics.lookup(served.lookup);
+        if let Some(label) = self.settings.labels.get(&served.target.name) {
+            app.metrics.request(self.dialect.as_str(), label, 200);
+        }
+        if app.audit.is_on() {
+            app.audit.record(&audit::Entry {
+                event: "served",
+                dialect: self.dialect.as_str(),
+                caller: &self.caller_name(),
+                addr: self.peer.addr().map(|a| a.to_string()),
+                uid: self.peer.uid(),
+                target: Some(&served.target.name),
+                tenant: Some(served.tenant),
+                resource: Some(&req.resource),
+                status: 200,
+                cache: Some(served.lookup.as_str()),
+                fingerprint: Some(&served.token.fingerprint),
+                expires_on: Some(served.token.expires_on),
+                reason: None,
+            });
+        }
+        tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = %req.resource, cache = served.lookup.as_str(), "token served");
+        // Echo the id the caller named (Arc clients insist); else the app's client id.
+        let client_id = req.client_id.as_deref().unwrap_or(&served.target.client_id);
+        dialect::token_response(&served.token, req, client_id)
+    }
+
+    fn caller_name(&self) -> String {
+        caller::identify(
+            &self.settings.config,
+            &self.peer,
+            caller::presented_secret(self.headers),
+        )
+        .map_or_else(|| "-".to_owned(), |c| c.name().to_owned())
+    }
+
+    /// Logs a refusal once, here where it is handled, audits and counts it, and renders it.
+    fn refused(&self, req: Option<&TokenRequest>, refused: &Refused<'_>) -> Response {
+        let refusal = &refused.refusal;
+        let (status, _) = refusal.status();
+        let target = refused.target.map(|t| t.name.as_str()).or(self.prefix);
+        let resource = req.map(|r| r.resource.as_str());
+        match refusal {
+            // Probes arrive on every SDK start: not worth more than debug.
+            Refusal::MissingMetadata => tracing::debug!(
+                dialect = self.dialect.as_str(),
+                "request without Metadata header (probe)"
+            ),
+            _ => tracing::info!(
+                dialect = self.dialect.as_str(),
+                target = target.unwrap_or("-"),
+                resource = resource.unwrap_or("-"),
+                status = status.as_u16(),
+                reason = %refusal.message(),
+                "token refused"
+            ),
+        }
+        let label = target
+            .and_then(|t| self.settings.labels.get(t))
+            .cloned()
+            .unwrap_or_else(|| Arc::from("-"));
+        self.app
+            .metrics
+            .request(self.dialect.as_str(), &label, status.as_u16());
+        if self.app.audit.is_on() {
+            let reason = refusal.message();
+            self.app.audit.record(&audit::Entry {
+                event: "refused",
+                dialect: self.dialect.as_str(),
+                caller: &self.caller_name(),
+                addr: self.peer.addr().map(|a| a.to_string()),
+                uid: self.peer.uid(),
+                target,
+                tenant: refused.tenant,
+                resource,
+                status: status.as_u16(),
+                cache: None,
+                fingerprint: None,
+                expires_on: None,
+                reason: Some(&reason),
+            });
+        }
+        (self.render)(refusal)
+    }
+}
+
+fn outside_grant(caller: &Caller<'_>, target: &Target, resource: &str) -> String {
+    format!(
+        "caller '{}' may not get tokens for target '{}' and resource '{resource}' (see its [[callers]] entry)",
+        caller.name(),
+        target.name
+    )
+}
+
+// === serving ===
+
+/// The sockets to serve on, bound before serving so a bad address fails at start.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The token endpoints.
+    pub token: TcpListener,
+    /// The token endpoints on a Unix socket.
+    pub unix: Option<UnixListener>,
+    /// Health, readiness and metrics.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener the config names.
+    pub async fn bind(config: &Config) -> Result<Listeners, String> {
+        let token = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+        let unix = match &config.server.unix_socket {
+            Some(path) => Some(
+                listener::bind_unix(path, config.server.unix_socket_mode)
+                    .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let admin = match config.admin.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot listen on {addr} (admin.listen): {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { token, unix, admin })
+    }
 }
 
 /// Serves until `shutdown` completes, then drains in-flight requests for at most
 /// [`SHUTDOWN_GRACE`]. Prefetch runs alongside.
 pub async fn run(
     app: Arc<App>,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(listen = %addr, targets = app.config.targets.len(), "serving tokens");
+    let config = &app.settings().config;
+    let limits = Limits {
+        max_connections: config.server.max_connections,
+        header_read_timeout: config.server.header_read_timeout,
+        max_header_bytes: config.server.max_header_bytes,
+    };
+    tracing::info!(
+        listen = %listeners.token.local_addr()?,
+        unix = ?config.server.unix_socket,
+        admin = ?listeners.admin.as_ref().and_then(|l| l.local_addr().ok()),
+        targets = config.targets.len(),
+        "serving tokens"
+    );
     if !app.is_ready() {
         tokio::spawn(app.clone().prefetch());
     }
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = server => result,
-        () = async {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "in-flight requests did not finish in time; exiting");
-            Ok(())
-        }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(listener::serve(
+        Listener::Tcp(listeners.token),
+        router(app.clone()),
+        limits,
+        stop_rx.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    if let Some(unix) = listeners.unix {
+        tasks.spawn(listener::serve(
+            Listener::Unix(unix),
+            router(app.clone()),
+            limits,
+            stop_rx.clone(),
+            SHUTDOWN_GRACE,
+        ));
     }
+    if let Some(admin) = listeners.admin {
+        tasks.spawn(listener::serve(
+            Listener::Tcp(admin),
+            admin_router(app.clone()),
+            limits,
+            stop_rx.clone(),
+            SHUTDOWN_GRACE,
+        ));
+    }
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }

@@ -72,6 +72,8 @@ pub struct AccessToken {
     pub refresh_at: Instant,
     /// The lifetime Entra granted, for the wire's `ext_expires_in` and for metrics.
     pub lifetime: Duration,
+    /// The token's fingerprint for audit lines, computed once.
+    pub fingerprint: String,
 }
 
 impl AccessToken {
@@ -87,6 +89,7 @@ impl AccessToken {
         let elapsed = Instant::now().saturating_duration_since(sent_at);
         let expires_on = unix_now() + expires_in.saturating_sub(elapsed).as_secs();
         AccessToken {
+            fingerprint: secret.fingerprint(),
             secret,
             expires_at,
             expires_on,

@@ -2,11 +2,13 @@
 //! This is what a cache miss or a refresh runs, once per key at a time.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::assertion::{AssertionError, AssertionProvider};
 use crate::config::{CloudName, Config};
 use crate::exchange::{self, Diagnosis, Exchange, ExchangeError, ExchangeRequest};
+use crate::metrics::Metrics;
 use crate::retry::Transience;
 use crate::token::{AccessToken, Claims};
 
@@ -105,6 +107,14 @@ pub struct Upstream {
 impl Upstream {
     /// Builds the HTTP client and both legs from the config.
     pub fn new(config: &Config) -> Result<Upstream, reqwest::Error> {
+        Upstream::with_metrics(config, Arc::new(Metrics::default()))
+    }
+
+    /// The same, counting upstream calls into `metrics`.
+    pub fn with_metrics(
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, reqwest::Error> {
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(config.upstream.connect_timeout)
@@ -116,8 +126,8 @@ impl Upstream {
             .no_proxy()
             .build()?;
         Ok(Upstream {
-            assertion: AssertionProvider::new(config.source.clone(), http.clone()),
-            exchange: Exchange::new(http, config.cloud.authority_host.clone()),
+            assertion: AssertionProvider::new(config.source.clone(), http.clone(), metrics.clone()),
+            exchange: Exchange::new(http, config.cloud.authority_host.clone(), metrics),
             audience: config.source.audience.clone(),
         })
     }
@@ -131,7 +141,7 @@ impl Upstream {
             client_id: &key.client_id,
             scope: &scope,
         };
-        let mut fresh_retry_left = true;
+        let (mut fresh_retry_left, mut fic_retry_left) = (true, true);
         loop {
             let assertion = self.assertion.get().await.map_err(FetchError::Assertion)?;
             match self.exchange.token(req, &assertion.token).await {
@@ -143,6 +153,11 @@ impl Upstream {
                     tracing::warn!(error = %e, "Entra refused the assertion; retrying once with a fresh one");
                     fresh_retry_left = false;
                     self.assertion.invalidate().await;
+                }
+                Err(e) if fic_retry_left && e.code().is_some_and(|c| FIC_CODES.contains(&c)) => {
+                    tracing::warn!(error = %e, retry_in_s = FIC_RETRY_AFTER.as_secs(), "no federated credential matched; retrying once in case one was just added");
+                    fic_retry_left = false;
+                    tokio::time::sleep(FIC_RETRY_AFTER).await;
                 }
                 Err(error) => {
                     let diagnosis = match &error {

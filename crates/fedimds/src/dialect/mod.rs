@@ -78,6 +78,12 @@ pub enum Refusal {
     BadRequest(String),
     /// The caller secret is missing or wrong.
     Unauthorized(&'static str),
+    /// The Host header names neither this host nor an allowed name (DNS rebinding).
+    ForeignHost,
+    /// The caller may not have what it asked for ([[callers]] policy).
+    Forbidden(String),
+    /// The caller's request rate is over its limit; try again after this.
+    RateLimited(Duration),
     /// No target fits.
     Target(TargetError),
     /// Upstream failed.
@@ -92,6 +98,8 @@ impl Refusal {
         match self {
             Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
             Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+            Refusal::ForeignHost | Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, None),
+            Refusal::RateLimited(wait) => (StatusCode::TOO_MANY_REQUESTS, Some(*wait)),
             Refusal::Upstream(CacheError::Timeout) => {
                 (StatusCode::SERVICE_UNAVAILABLE, Some(BUSY_RETRY))
             }
@@ -115,7 +123,10 @@ impl Refusal {
                 Transience::Transient { .. } => "temporarily_unavailable",
             },
             Refusal::Upstream(CacheError::Timeout) => "temporarily_unavailable",
-            Refusal::Unauthorized(_) => "unauthorized_client",
+            Refusal::Unauthorized(_) | Refusal::Forbidden(_) | Refusal::ForeignHost => {
+                "unauthorized_client"
+            }
+            Refusal::RateLimited(_) => "slow_down",
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "invalid_resource",
             _ => "invalid_request",
@@ -131,6 +142,9 @@ impl Refusal {
             Refusal::ApiVersion => "Bad request. api-version is invalid or was not specified in the request.".to_owned(),
             Refusal::BadRequest(m) => m.clone(),
             Refusal::Unauthorized(m) => (*m).to_owned(),
+            Refusal::ForeignHost => "The Host header must name this host (localhost, 127.0.0.1, 169.254.169.254 or a name in server.allowed_hosts)".to_owned(),
+            Refusal::Forbidden(m) => m.clone(),
+            Refusal::RateLimited(wait) => format!("Too many requests from this caller; retry in {} ms", wait.as_millis()),
             Refusal::Target(e) => e.to_string(),
             Refusal::Upstream(CacheError::Timeout) => {
                 "The upstream has not answered yet; the token is still being fetched. Retry shortly.".to_owned()

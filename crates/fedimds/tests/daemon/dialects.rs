@@ -107,7 +107,7 @@ async fn imds_rules() {
 #[tokio::test]
 async fn legacy_2017_uses_the_secret_header_and_clientid() {
     let h = start().await;
-    let secret = h.app.identity_header.expose().to_owned();
+    let secret = h.app.identity_header().expose().to_owned();
     let r = h
         .http
         .get(format!(

@@ -23,7 +23,7 @@ async fn imds_round_trip_serves_the_target_tenant_token() {
 #[tokio::test]
 async fn app_service_round_trip_get_and_post() {
     let h = start().await;
-    let secret = h.app.identity_header.expose().to_owned();
+    let secret = h.app.identity_header().expose().to_owned();
     let r = h
         .http
         .get(format!(
@@ -281,7 +281,7 @@ async fn path_prefix_and_tenant_id_select_the_target() {
             "{}/targets/contoso/msi/token?api-version=2019-08-01&resource={GRAPH}",
             h.url
         ))
-        .header("X-IDENTITY-HEADER", h.app.identity_header.expose())
+        .header("X-IDENTITY-HEADER", h.app.identity_header().expose())
         .send()
         .await
         .unwrap();

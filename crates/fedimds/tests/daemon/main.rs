@@ -3,7 +3,9 @@
 
 mod support;
 
+mod check;
 mod dialects;
 mod end_to_end;
+mod operations;
 mod resilience;
 mod sources;

@@ -220,3 +220,31 @@ async fn readiness_follows_prefetch() {
     assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
     assert_eq!(h.sim.counters().entra, before);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_credential_mismatch_right_after_a_change_is_retried_once() {
+    let h = start().await;
+    // As Entra answers while a new federated credential propagates.
+    h.sim.push_fault(Route::Entra, Fault::aadsts(70021));
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.sim.counters().entra, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_assertion_is_reused_then_refreshed_at_half_life() {
+    let h = start().await;
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    // Keep the key in use for 13 hours: its token refreshes about every 55 minutes, each time
+    // with the cached 24 h assertion until that is half spent.
+    for _ in 0..(13 * 60) {
+        sleep(Duration::from_secs(60)).await;
+        assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    }
+    assert!(h.sim.counters().entra >= 14, "{:?}", h.sim.counters());
+    assert_eq!(
+        h.sim.counters().imds,
+        2,
+        "one assertion for 12 hours, then a fresh one"
+    );
+}

@@ -19,6 +19,7 @@ pub struct Harness {
     pub sim: Sim,
     pub app: Arc<App>,
     pub url: String,
+    pub admin_url: String,
     pub http: reqwest::Client,
     _stop: oneshot::Sender<()>,
 }
@@ -44,14 +45,22 @@ pub async fn start_with(sim_config: SimConfig, edit: impl FnOnce(String) -> Stri
     let config =
         Config::from_toml(&toml, "test", &no_env).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     let app = App::new(config).expect("daemon state builds");
+    let admin = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let admin_url = format!("http://{}", admin.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server::run(app.clone(), listener, async move {
+    let listeners = server::Listeners {
+        token: listener,
+        unix: None,
+        admin: Some(admin),
+    };
+    tokio::spawn(server::run(app.clone(), listeners, async move {
         let _ = stopped.await;
     }));
     Harness {
         sim,
         app,
         url: format!("http://{addr}"),
+        admin_url,
         http: reqwest::Client::new(),
         _stop: stop,
     }

@@ -1,0 +1,354 @@
+//! Who is asking, and what they may have: the connection's peer (address, or uid/gid from the
+//! kernel on the Unix socket), the secret it presented, and the `[[callers]]` rule that matches.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use tokio::time::Instant;
+
+use crate::config::{CallerRule, Config};
+
+/// The other end of a connection, as the listener saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A Unix socket peer, with the credentials the kernel reported (SO_PEERCRED).
+    Unix {
+        /// Its uid.
+        uid: u32,
+        /// Its gid.
+        gid: u32,
+        /// Its pid, when known.
+        pid: Option<i32>,
+    },
+}
+
+impl Peer {
+    /// The address, for TCP peers.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Peer::Tcp(a) => Some(*a),
+            Peer::Unix { .. } => None,
+        }
+    }
+
+    /// The uid, for Unix socket peers.
+    pub fn uid(&self) -> Option<u32> {
+        match self {
+            Peer::Unix { uid, .. } => Some(*uid),
+            Peer::Tcp(_) => None,
+        }
+    }
+}
+
+/// A caller recognised by a `[[callers]]` rule (or anyone, when there are no rules).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The rule, `None` when no rules are configured.
+    pub rule: Option<&'a CallerRule>,
+    /// Its index in `config.callers` (for the rate limiter).
+    pub index: Option<usize>,
+}
+
+impl Caller<'_> {
+    /// The name for audit lines.
+    pub fn name(&self) -> &str {
+        self.rule.map_or("-", |r| r.name.as_str())
+    }
+
+    /// Whether this caller may use `target` for `resource`.
+    pub fn may_use(&self, target: &str, resource: &str) -> bool {
+        let Some(rule) = self.rule else { return true };
+        let target_ok = rule
+            .targets
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|t| t == target));
+        let trim = |r: &str| r.trim_end_matches('/').to_ascii_lowercase();
+        let resource_ok = rule
+            .resources
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|r| trim(r) == trim(resource)));
+        target_ok && resource_ok
+    }
+}
+
+/// The caller secret from whichever header the dialect uses for it.
+pub fn presented_secret(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get("x-identity-header")
+        .or_else(|| headers.get("secret"))
+        .map(|v| v.as_bytes())
+}
+
+/// Finds the caller: the first rule whose every stated identifier matches. `None` when rules
+/// exist and none matches (such callers are refused).
+pub fn identify<'c>(config: &'c Config, peer: &Peer, secret: Option<&[u8]>) -> Option<Caller<'c>> {
+    if config.callers.is_empty() {
+        return Some(Caller {
+            rule: None,
+            index: None,
+        });
+    }
+    config.callers.iter().enumerate().find_map(|(index, rule)| {
+        let secret_ok = rule
+            .secret
+            .as_ref()
+            .is_none_or(|s| secret.is_some_and(|p| s.matches(p)));
+        let (uid, gid) = match peer {
+            Peer::Unix { uid, gid, .. } => (Some(*uid), Some(*gid)),
+            Peer::Tcp(_) => (None, None),
+        };
+        let uid_ok = rule.uid.is_none_or(|want| uid == Some(want));
+        let gid_ok = rule.gid.is_none_or(|want| gid == Some(want));
+        let source_ok = rule
+            .source
+            .is_none_or(|(net, len)| peer.addr().is_some_and(|a| in_network(a.ip(), net, len)));
+        (secret_ok && uid_ok && gid_ok && source_ok).then_some(Caller {
+            rule: Some(rule),
+            index: Some(index),
+        })
+    })
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    // Compare IPv4-mapped IPv6 peers as IPv4.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Whether a `Host` header names this host: a loopback name, IMDS's address, or one the
+/// config allows. Anything else is a DNS-rebinding attempt from a browser, or a mistake.
+pub fn host_allowed(headers: &HeaderMap, config: &Config) -> bool {
+    // HTTP/1.1 requires Host; a request without one did not come from a browser.
+    let Some(host) = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    let listen_ip = config.server.listen.ip();
+    name.eq_ignore_ascii_case("localhost")
+        || name == "169.254.169.254"
+        || name
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || (!listen_ip.is_unspecified() && ip == listen_ip))
+        || config
+            .server
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Token buckets, one per `[[callers]]` rule that sets `rate`.
+#[derive(Debug)]
+pub struct RateLimits {
+    buckets: Vec<Option<Mutex<Bucket>>>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimits {
+    /// Buckets for the config's callers, full.
+    pub fn new(config: &Config) -> Self {
+        let now = Instant::now();
+        RateLimits {
+            buckets: config
+                .callers
+                .iter()
+                .map(|c| {
+                    c.rate.map(|rate| {
+                        Mutex::new(Bucket {
+                            rate,
+                            tokens: rate.max(1.0),
+                            at: now,
+                        })
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes one request from the caller's bucket; `Err(wait)` when it is empty.
+    pub fn take(&self, caller: &Caller<'_>) -> Result<(), Duration> {
+        let Some(Some(bucket)) = caller.index.and_then(|i| self.buckets.get(i)) else {
+            return Ok(());
+        };
+        let mut b = bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let burst = b.rate.max(1.0);
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * b.rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / b.rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(callers: &str) -> Config {
+        let no_env = |_: &str| None;
+        Config::from_toml(
+            &format!(
+                "{callers}\n[[targets]]\nname = \"a\"\ntenant_id = \"t\"\nclient_id = \"c\"\n[[targets]]\nname = \"b\"\ntenant_id = \"t2\"\nclient_id = \"c2\"\n"
+            ),
+            "t",
+            &no_env,
+        )
+        .unwrap()
+    }
+
+    const RULES: &str = r#"
+[[callers]]
+name = "by-secret"
+secret = "0123456789abcdef-a"
+targets = ["a"]
+
+[[callers]]
+name = "by-uid"
+uid = 1000
+targets = ["b"]
+resources = ["https://graph.microsoft.com"]
+
+[[callers]]
+name = "by-net"
+source = "10.1.0.0/16"
+targets = ["*"]
+rate = 2
+"#;
+
+    #[test]
+    fn rules_match_by_every_stated_identifier() {
+        let c = config(RULES);
+        let tcp = |ip: &str| Peer::Tcp(SocketAddr::new(ip.parse().unwrap(), 5000));
+        let unix = |uid| Peer::Unix {
+            uid,
+            gid: 1,
+            pid: None,
+        };
+        assert_eq!(
+            identify(&c, &tcp("127.0.0.1"), Some(b"0123456789abcdef-a"))
+                .unwrap()
+                .name(),
+            "by-secret"
+        );
+        assert!(identify(&c, &tcp("127.0.0.1"), Some(b"wrong")).is_none());
+        assert_eq!(identify(&c, &unix(1000), None).unwrap().name(), "by-uid");
+        assert!(identify(&c, &unix(1001), None).is_none());
+        assert_eq!(
+            identify(&c, &tcp("10.1.2.3"), None).unwrap().name(),
+            "by-net"
+        );
+        assert_eq!(
+            identify(&c, &tcp("::ffff:10.1.2.3"), None).unwrap().name(),
+            "by-net"
+        );
+        assert!(identify(&c, &tcp("10.2.0.1"), None).is_none());
+        // No rules: everyone.
+        let open = config("");
+        assert!(identify(&open, &tcp("127.0.0.1"), None)
+            .unwrap()
+            .rule
+            .is_none());
+    }
+
+    #[test]
+    fn grants() {
+        let c = config(RULES);
+        let by_uid = identify(
+            &c,
+            &Peer::Unix {
+                uid: 1000,
+                gid: 1,
+                pid: None,
+            },
+            None,
+        )
+        .unwrap();
+        assert!(by_uid.may_use("b", "https://graph.microsoft.com/"));
+        assert!(!by_uid.may_use("b", "https://vault.azure.net"));
+        assert!(!by_uid.may_use("a", "https://graph.microsoft.com"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_refills() {
+        let c = config(RULES);
+        let limits = RateLimits::new(&c);
+        let caller = identify(&c, &Peer::Tcp("10.1.0.1:1".parse().unwrap()), None).unwrap();
+        assert!(limits.take(&caller).is_ok());
+        assert!(limits.take(&caller).is_ok());
+        let wait = limits.take(&caller).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(limits.take(&caller).is_ok());
+    }
+
+    #[test]
+    fn host_header_rules() {
+        let c = config("[server]\nallowed_hosts = [\"fedimds.internal\"]\n");
+        let with = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(axum::http::header::HOST, h.parse().unwrap());
+            host_allowed(&m, &c)
+        };
+        for ok in [
+            "localhost",
+            "localhost:8181",
+            "127.0.0.1:8181",
+            "[::1]:8181",
+            "169.254.169.254",
+            "fedimds.internal:8181",
+        ] {
+            assert!(with(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8181",
+            "10.0.0.5",
+            "localhost.evil.example",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
+    }
+}

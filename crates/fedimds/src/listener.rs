@@ -1,0 +1,157 @@
+//! Accepting connections: TCP and Unix sockets, each connection served by hyper with the
+//! limits that keep a local daemon alive under abuse (a cap on open connections, a deadline
+//! for the request head against slow senders, a bound on its size), the peer's identity put
+//! on every request, and a graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::Response;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, Semaphore};
+use tower::ServiceExt as _;
+
+use crate::caller::Peer;
+
+/// Limits on every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections at most; past this, accepting waits.
+    pub max_connections: usize,
+    /// Time to send a whole request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+}
+
+/// A bound socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix socket; peers are identified by their kernel credentials.
+    Unix(UnixListener),
+}
+
+/// Binds a Unix socket at `path` with `mode`, replacing a stale socket left by a previous run
+/// (never any other kind of file).
+pub fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// How long after an accept error (out of file descriptors, usually) to try again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `router` on `listener` until `stop` turns true, then lets open connections finish
+/// for at most `grace`.
+pub async fn serve(
+    listener: Listener,
+    router: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let accepted = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (io, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; retrying shortly");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let router = router.clone();
+        let service = tower::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(peer);
+            let router = router.clone();
+            async move {
+                Ok::<Response, Infallible>(
+                    router
+                        .oneshot(req.map(Body::new))
+                        .await
+                        .unwrap_or_else(|e| match e {}),
+                )
+            }
+        });
+        let connection =
+            graceful.watch(http.serve_connection(io, TowerToHyperService::new(service)));
+        tokio::spawn(async move {
+            // Errors here are the client's doing (reset, slow head, oversize head): nothing to do.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "open connections did not finish in time"
+        );
+    }
+}
+
+/// A boxed connection, so TCP and Unix share one serve loop.
+type Io = TokioIo<Box<dyn Stream>>;
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+async fn accept(listener: &Listener) -> io::Result<(Io, Peer)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, addr) = l.accept().await?;
+            // Token answers are small; do not let Nagle hold them back.
+            let _ = stream.set_nodelay(true);
+            Ok((TokioIo::new(Box::new(stream)), Peer::Tcp(addr)))
+        }
+        Listener::Unix(l) => {
+            let (stream, _) = l.accept().await?;
+            let cred = stream.peer_cred()?;
+            let peer = Peer::Unix {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                pid: cred.pid(),
+            };
+            Ok((TokioIo::new(Box::new(stream)), peer))
+        }
+    }
+}

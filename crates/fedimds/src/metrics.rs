@@ -1,0 +1,207 @@
+//! Prometheus metrics (OpenMetrics text at the admin listener's `/metrics`). No token data:
+//! labels are dialects, target names, tenants, resources and statuses.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::cache::{Lookup, TokenCache};
+
+/// A label value shared, not copied, on every request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Shared(pub Arc<str>);
+
+impl EncodeLabelValue for Shared {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    dialect: &'static str,
+    target: Shared,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LookupLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamKind {
+    upstream: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ExpiryLabels {
+    tenant: String,
+    client_id: String,
+    resource: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// The upstreams whose calls are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamName {
+    /// The assertion source (IMDS, identity endpoint, token file).
+    Assertion,
+    /// Entra's token endpoint.
+    Entra,
+}
+
+impl UpstreamName {
+    fn as_str(self) -> &'static str {
+        match self {
+            UpstreamName::Assertion => "assertion",
+            UpstreamName::Entra => "entra",
+        }
+    }
+}
+
+/// Every metric fedimds keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    lookups: Family<LookupLabels, Counter>,
+    upstream_calls: Family<UpstreamLabels, Counter>,
+    upstream_latency: Family<UpstreamKind, Histogram>,
+    build: Family<BuildLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            lookups: Family::default(),
+            upstream_calls: Family::default(),
+            upstream_latency: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+            }),
+            build: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// One token request answered.
+    pub fn request(&self, dialect: &'static str, target: &Arc<str>, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                dialect,
+                target: Shared(target.clone()),
+                status,
+            })
+            .inc();
+    }
+
+    /// How the cache answered a served request.
+    pub fn lookup(&self, lookup: Lookup) {
+        self.lookups
+            .get_or_create(&LookupLabels {
+                result: lookup.as_str(),
+            })
+            .inc();
+    }
+
+    /// One upstream call and how long it took.
+    pub fn upstream(&self, upstream: UpstreamName, ok: bool, took: Duration) {
+        let name = upstream.as_str();
+        self.upstream_calls
+            .get_or_create(&UpstreamLabels {
+                upstream: name,
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+        self.upstream_latency
+            .get_or_create(&UpstreamKind { upstream: name })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The OpenMetrics text: the standing metrics, plus the cache's figures read now.
+    pub fn render(&self, cache: &TokenCache) -> String {
+        let mut registry = Registry::with_prefix("fedimds");
+        registry.register(
+            "requests",
+            "Token requests answered, by dialect, target and HTTP status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Served tokens by how the cache had them: hit, stale (past its refresh point) or miss",
+            self.lookups.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Upstream calls by upstream (assertion source, Entra) and outcome",
+            self.upstream_calls.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Upstream call latency",
+            self.upstream_latency.clone(),
+        );
+        self.build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running version", self.build.clone());
+
+        let stats = cache.stats();
+        let refreshes = Counter::<u64>::default();
+        refreshes.inc_by(stats.refreshes.load(Ordering::Relaxed));
+        registry.register("cache_refreshes", "Background refreshes started", refreshes);
+        let failures = Counter::<u64>::default();
+        failures.inc_by(stats.refresh_failures.load(Ordering::Relaxed));
+        registry.register(
+            "cache_refresh_failures",
+            "Background refreshes that failed while the cached token stayed in service",
+            failures,
+        );
+        let keys = Gauge::<i64>::default();
+        keys.set(i64::try_from(cache.len()).unwrap_or(i64::MAX));
+        registry.register("cache_keys", "Cached (tenant, app, resource) keys", keys);
+        let expiry = Family::<ExpiryLabels, Gauge>::default();
+        for (key, seconds) in cache.expiries() {
+            expiry
+                .get_or_create(&ExpiryLabels {
+                    tenant: key.tenant.to_string(),
+                    client_id: key.client_id.to_string(),
+                    resource: key.resource.to_string(),
+                })
+                .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+        }
+        registry.register(
+            "token_expiry_seconds",
+            "Seconds until each cached token expires",
+            expiry,
+        );
+
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}

@@ -1,0 +1,461 @@
+//! `fedimds check` and `fedimds config` against the simulator: each misconfiguration the demo
+//! world can really have, each AADSTS code the simulator can be scripted to answer, and the
+//! binary's exit statuses.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use fedimds::config::Config;
+use fedimds::exchange;
+use fedimds_sim::{Fault, Route, Sim, SimConfig};
+
+use crate::support::{demo, temp_dir};
+
+async fn sim() -> Sim {
+    Sim::start(SimConfig::demo(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("simulator starts")
+}
+
+/// The demo config (litware, contoso, unconsented) for this simulator.
+fn demo_toml(sim: &Sim) -> String {
+    fedimds::demo::config_toml(&sim.url(), "127.0.0.1:0".parse().unwrap())
+}
+
+/// The demo config without the unconsented target: a healthy set-up.
+fn healthy_toml(sim: &Sim) -> String {
+    let toml = demo_toml(sim);
+    let cut = toml.find("[[targets]]\nname = \"unconsented\"").unwrap();
+    toml[..cut].to_owned()
+}
+
+/// Only the litware target.
+fn one_target_toml(sim: &Sim) -> String {
+    let toml = demo_toml(sim);
+    let cut = toml.find("[[targets]]\nname = \"contoso\"").unwrap();
+    toml[..cut].to_owned()
+}
+
+/// The healthy config with a token-file source reading `path`.
+fn token_file_toml(sim: &Sim, path: &Path) -> String {
+    one_target_toml(sim)
+        .replacen(
+            "kind = \"imds\"",
+            &format!("kind = \"token-file\"\npath = \"{}\"", path.display()),
+            1,
+        )
+        .replacen(&format!("endpoint = \"{}\"\n", sim.url()), "", 1)
+        .replacen(&format!("client_id = \"{}\"\n", demo::MI_CLIENT_ID), "", 1)
+}
+
+/// Runs the check on `toml`; asserts that nothing secret was printed.
+async fn check(sim: &Sim, toml: &str) -> (bool, String) {
+    let no_env = |_: &str| None;
+    let config =
+        Config::from_toml(toml, "test.toml", &no_env).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let mut out = Vec::new();
+    let passed = fedimds::check::run(&config, &mut out).await;
+    let text = String::from_utf8(out).expect("UTF-8 report");
+    assert_no_secret(sim, &text);
+    (passed, text)
+}
+
+fn assert_no_secret(sim: &Sim, text: &str) {
+    for token in sim.issued() {
+        assert!(!text.contains(&token), "a token was printed:\n{text}");
+    }
+    // Every JWT's header starts with this; no part of one may appear.
+    assert!(
+        !text.contains("eyJ"),
+        "something JWT-like was printed:\n{text}"
+    );
+    assert!(!text.contains(demo::IDENTITY_HEADER), "{text}");
+}
+
+fn meaning(code: u32) -> &'static str {
+    let host = url::Url::parse("https://login.microsoftonline.com").unwrap();
+    let cx = exchange::Context {
+        authority_host: &host,
+        tenant: "t",
+        client_id: "c",
+        scope: "s",
+        claims: None,
+        audience: "a",
+    };
+    exchange::diagnose(Some(code), &cx).meaning
+}
+
+/// Whether `text` says `phrase`, which the report may have wrapped over several lines.
+fn has(text: &str, phrase: &str) -> bool {
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    words(text).contains(&words(phrase))
+}
+
+/// The report block of one target: from its ✔/✘ line to the next target or the summary.
+fn block<'t>(text: &'t str, target: &str) -> &'t str {
+    let start = text
+        .find(&format!("✔ {target}\n"))
+        .or_else(|| text.find(&format!("✘ {target}\n")))
+        .unwrap_or_else(|| panic!("no {target} in\n{text}"));
+    // Both marks are three bytes long in UTF-8.
+    let rest = &text[start + "✔".len()..];
+    let end = ["\n  ✔ ", "\n  ✘ ", "\n\n"]
+        .iter()
+        .filter_map(|m| rest.find(m))
+        .min()
+        .unwrap_or(rest.len());
+    &text[start..start + "✔".len() + end]
+}
+
+fn k8s_file(sim: &Sim, issuer: &str, subject: &str, lifetime: Duration) -> std::path::PathBuf {
+    let dir = temp_dir("check");
+    let file = dir.join("token");
+    let token = sim.issue_k8s_token(issuer, subject, demo::EXCHANGE_AUDIENCE, lifetime);
+    std::fs::write(&file, token).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn healthy_set_up_passes_and_shows_claims_not_tokens() {
+    let sim = sim().await;
+    let (passed, text) = check(&sim, &healthy_toml(&sim)).await;
+    assert!(passed, "{text}");
+    let issuer = fedimds_sim::config::mi_issuer(demo::HOME_TENANT);
+    for line in [
+        format!("iss       {issuer}"),
+        format!("sub       {}", demo::MI_OBJECT_ID),
+        format!("aud       {}", demo::EXCHANGE_AUDIENCE),
+        format!("issuer    {issuer}"),
+        format!("subject   {}", demo::MI_OBJECT_ID),
+        format!("audience  {}", demo::EXCHANGE_AUDIENCE),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in\n{text}");
+    }
+    assert!(text.contains("exp       "), "{text}");
+    assert!(
+        text.contains(" GMT (in 2"),
+        "the expiry as a date and time left:\n{text}"
+    );
+    let litware = block(&text, "litware");
+    assert!(litware.contains("valid for 59 min 59 s"), "{litware}");
+    assert!(litware.contains("fingerprint "), "{litware}");
+    assert!(
+        litware.contains("https://management.azure.com/ (ARM"),
+        "{litware}"
+    );
+    assert!(block(&text, "contoso").starts_with("✔"), "{text}");
+    assert!(
+        text.contains("✔ all checks passed: the assertion and 2 targets"),
+        "{text}"
+    );
+    assert!(!text.contains('✘'), "{text}");
+    // One exchange per target, for the resource the report names.
+    let exchanges = sim.exchanges();
+    assert_eq!(exchanges.len(), 2, "{exchanges:?}");
+    assert_eq!(exchanges[0].scope, "https://management.azure.com//.default");
+}
+
+#[tokio::test]
+async fn the_first_prefetch_is_the_resource_checked() {
+    let sim = sim().await;
+    let toml = one_target_toml(&sim).replacen(
+        "default = true",
+        "default = true\nprefetch = [\"https://vault.azure.net\"]",
+        1,
+    );
+    let (passed, text) = check(&sim, &toml).await;
+    assert!(passed, "{text}");
+    assert!(
+        text.contains("https://vault.azure.net (its first prefetch)"),
+        "{text}"
+    );
+    assert_eq!(sim.exchanges()[0].scope, "https://vault.azure.net/.default");
+}
+
+#[tokio::test]
+async fn unconsented_app_gets_700016_with_the_consent_url() {
+    let sim = sim().await;
+    let (passed, text) = check(&sim, &demo_toml(&sim)).await;
+    assert!(!passed, "{text}");
+    assert!(block(&text, "litware").starts_with("✔"), "{text}");
+    let failed = block(&text, "unconsented");
+    assert!(failed.starts_with("✘"), "{failed}");
+    assert!(
+        failed.contains("AADSTS700016 (unauthorized_client, HTTP 400)"),
+        "{failed}"
+    );
+    assert!(has(failed, meaning(700016)), "{failed}");
+    let consent = format!(
+        "consent   {}/{}/adminconsent?client_id={}",
+        sim.url(),
+        demo::TARGET_TENANT,
+        demo::UNCONSENTED_APP_CLIENT_ID
+    );
+    assert!(failed.contains(&consent), "{failed}");
+    assert!(failed.contains("trace_id "), "{failed}");
+    assert!(failed.contains("correlation_id "), "{failed}");
+    assert!(
+        text.contains("✘ 1 of 3 targets failed (unconsented), 2 passed"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_audience_gets_700212_and_a_warning() {
+    let sim = sim().await;
+    let toml = one_target_toml(&sim).replacen(
+        "[cloud]",
+        "audience = \"api://SomethingElse\"\n\n[cloud]",
+        1,
+    );
+    let (passed, text) = check(&sim, &toml).await;
+    assert!(!passed, "{text}");
+    assert!(
+        text.contains("⚠ the audience is \"api://SomethingElse\", not the public cloud's"),
+        "{text}"
+    );
+    let failed = block(&text, "litware");
+    assert!(failed.contains("AADSTS700212"), "{failed}");
+    assert!(has(failed, meaning(700212)), "{failed}");
+}
+
+#[tokio::test]
+async fn aks_issuer_without_slash_gets_700211_and_a_warning() {
+    let sim = sim().await;
+    let issuer = "https://westeurope.oic.prod-aks.azure.com/tenant/cluster";
+    let file = k8s_file(&sim, issuer, demo::K8S_SUBJECT, Duration::from_secs(3600));
+    let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
+    assert!(!passed, "{text}");
+    assert!(
+        text.contains("⚠ this AKS issuer does not end in '/'"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("issuer    {issuer}\n")), "{text}");
+    let failed = block(&text, "litware");
+    assert!(failed.contains("AADSTS700211"), "{failed}");
+    assert!(has(failed, meaning(700211)), "{failed}");
+}
+
+#[tokio::test]
+async fn wrong_subject_gets_700213_and_the_k8s_hint() {
+    let sim = sim().await;
+    let subject = "system:serviceaccount:default:other";
+    let file = k8s_file(&sim, demo::K8S_ISSUER, subject, Duration::from_secs(3600));
+    let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
+    assert!(!passed, "{text}");
+    assert!(text.contains(&format!("subject   {subject}\n")), "{text}");
+    assert!(text.contains("with its trailing '/'"), "{text}");
+    let failed = block(&text, "litware");
+    assert!(failed.contains("AADSTS700213"), "{failed}");
+    assert!(has(failed, meaning(700213)), "{failed}");
+    // The right subject in the same file passes: the failure was the subject alone.
+    let file = k8s_file(
+        &sim,
+        demo::K8S_ISSUER,
+        demo::K8S_SUBJECT,
+        Duration::from_secs(3600),
+    );
+    let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
+    assert!(passed, "{text}");
+}
+
+#[tokio::test]
+async fn forged_assertion_gets_7000274() {
+    let sim = sim().await;
+    let dir = temp_dir("check-forged");
+    let file = dir.join("token");
+    let forged = sim.issue_forged_assertion(demo::MI_OBJECT_ID, demo::EXCHANGE_AUDIENCE);
+    std::fs::write(&file, &forged).unwrap();
+    let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
+    assert!(!passed, "{text}");
+    assert!(!text.contains(&forged), "{text}");
+    let failed = block(&text, "litware");
+    assert!(failed.contains("AADSTS7000274"), "{failed}");
+    assert!(has(failed, meaning(7000274)), "{failed}");
+}
+
+#[tokio::test]
+async fn stale_token_file_fails_before_any_exchange() {
+    let sim = sim().await;
+    let file = k8s_file(
+        &sim,
+        demo::K8S_ISSUER,
+        demo::K8S_SUBJECT,
+        Duration::from_secs(60),
+    );
+    let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
+    assert!(!passed, "{text}");
+    assert!(
+        text.contains("✘ the assertion from the token file expires in"),
+        "{text}"
+    );
+    assert!(text.contains("not being rotated"), "{text}");
+    assert!(text.contains("no target was checked"), "{text}");
+    assert_eq!(sim.counters().entra, 0);
+}
+
+#[tokio::test]
+async fn unknown_identity_is_explained() {
+    let sim = sim().await;
+    let toml = one_target_toml(&sim).replacen(
+        demo::MI_CLIENT_ID,
+        "bbbbbbbb-0000-4000-8000-0000000000ff",
+        1,
+    );
+    let (passed, text) = check(&sim, &toml).await;
+    assert!(!passed, "{text}");
+    assert!(text.contains("Identity not found"), "{text}");
+    assert!(
+        text.contains("no identity with client_id bbbbbbbb-0000-4000-8000-0000000000ff"),
+        "{text}"
+    );
+    assert!(text.contains("no target was checked"), "{text}");
+    assert_eq!(sim.counters().entra, 0);
+}
+
+/// Every code the simulator can be scripted to answer: the right diagnosis, a failure.
+#[tokio::test]
+async fn each_scripted_aadsts_code_is_diagnosed() {
+    let sim = sim().await;
+    let toml = one_target_toml(&sim);
+    let codes = [
+        700016, 70021, 700211, 700212, 700213, 700236, 700222, 700229, 700024, 700027, 7000274,
+        500011, 65001, 90002, 9001023, 1002012, 700022, 7000215, 90061, 50196,
+    ];
+    for code in codes {
+        sim.push_fault(Route::Entra, Fault::aadsts(code));
+        let (passed, text) = check(&sim, &toml).await;
+        assert!(!passed, "AADSTS{code}:\n{text}");
+        let failed = block(&text, "litware");
+        assert!(failed.starts_with("✘"), "AADSTS{code}:\n{failed}");
+        assert!(
+            failed.contains(&format!("error     AADSTS{code} (")),
+            "AADSTS{code}:\n{failed}"
+        );
+        let m = meaning(code);
+        assert_ne!(m, meaning(1), "AADSTS{code} has a diagnosis of its own");
+        assert!(has(failed, m), "AADSTS{code}:\n{failed}");
+        assert_eq!(
+            failed.contains("consent   "),
+            matches!(code, 700016 | 65001),
+            "AADSTS{code}:\n{failed}"
+        );
+        assert!(failed.contains("trace_id "), "AADSTS{code}:\n{failed}");
+        assert!(text.contains("✘ 1 of 1 target failed (litware)"), "{text}");
+    }
+    // token_once: exactly one Entra request per check, never a retry.
+    assert_eq!(sim.counters().entra, codes.len() as u64);
+}
+
+#[tokio::test]
+async fn entra_outage_is_reported_without_retrying() {
+    let sim = sim().await;
+    sim.push_fault(Route::Entra, Fault::status(503).forever());
+    let (passed, text) = check(&sim, &one_target_toml(&sim)).await;
+    assert!(!passed, "{text}");
+    assert!(text.contains("Entra answered HTTP 503"), "{text}");
+    assert_eq!(sim.counters().entra, 1);
+}
+
+// === the binary ===
+
+async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fedimds"));
+    cmd.args(args).env_remove("FEDIMDS_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // Blocking, on its own thread: the simulator keeps serving on this one.
+    tokio::task::spawn_blocking(move || cmd.output().expect("fedimds runs"))
+        .await
+        .unwrap()
+}
+
+fn write_config(toml: &str) -> std::path::PathBuf {
+    let path = temp_dir("check-bin").join("fedimds.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn binary_exits_64_on_a_bad_config() {
+    let path = write_config("[server]\nlisten = \"not an address\"\n");
+    for sub in ["check", "config"] {
+        let out = run_binary(&[sub, "--config", path.to_str().unwrap()], &[]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{sub}: {stderr}");
+        assert!(stderr.contains("server.listen"), "{sub}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn binary_exit_status_follows_the_check() {
+    let sim = sim().await;
+    let bad = write_config(&demo_toml(&sim));
+    let out = run_binary(&["check", "--config", bad.to_str().unwrap()], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("AADSTS700016"), "{stdout}");
+    assert!(stdout.starts_with(&format!("fedimds check · {}", bad.display())));
+    assert_no_secret(&sim, &stdout);
+    let good = write_config(&healthy_toml(&sim));
+    let out = run_binary(&["check"], &[("FEDIMDS_CONFIG", good.to_str().unwrap())]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("✔ all checks passed"), "{stdout}");
+}
+
+#[tokio::test]
+async fn binary_config_shows_origins_and_redacts() {
+    let secret = "file-secret-abcdefghijklmnop";
+    let toml = format!(
+        "[server]\nidentity_header = \"{secret}\"\n\n[source]\nkind = \"app-service\"\n\n\
+         [[targets]]\ntenant_id = \"t1\"\nclient_id = \"app1\"\n"
+    );
+    let path = write_config(&toml);
+    let env_secret = "env-secret-abcdefghijklmnop";
+    let out = run_binary(
+        &["config"],
+        &[
+            ("FEDIMDS_CONFIG", path.to_str().unwrap()),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"),
+            ("IDENTITY_HEADER", env_secret),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains(secret), "{stdout}");
+    assert!(!stdout.contains(env_secret), "{stdout}");
+    assert!(stdout.contains("(env FEDIMDS_CONFIG)"), "{stdout}");
+    let line = |start: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no {start} in\n{stdout}"))
+            .to_owned()
+    };
+    assert!(line("identity_header ").contains("(redacted)"), "{stdout}");
+    assert!(line("identity_header ").ends_with("# file"), "{stdout}");
+    assert!(
+        line("endpoint").ends_with("# env IDENTITY_ENDPOINT"),
+        "{stdout}"
+    );
+    assert!(
+        line("header ").ends_with("# env IDENTITY_HEADER"),
+        "{stdout}"
+    );
+    assert!(line("listen").contains("\"127.0.0.1:8181\""), "{stdout}");
+    assert!(line("listen").ends_with("# default"), "{stdout}");
+    let out = run_binary(
+        &["config", "--config", path.to_str().unwrap()],
+        &[
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"),
+            ("IDENTITY_HEADER", env_secret),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("(flag --config)"), "{stdout}");
+}

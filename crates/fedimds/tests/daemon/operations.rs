@@ -1,0 +1,159 @@
+//! Operating it: metrics on the admin listener, reload.
+
+use crate::support::*;
+
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+async fn scrape(h: &Harness) -> prometheus_parse::Scrape {
+    let text = h
+        .http
+        .get(format!("{}/metrics", h.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("eyJ"), "no token data in metrics");
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).expect("a Prometheus text-format parser reads it")
+}
+
+#[tokio::test]
+async fn metrics_move_as_requests_are_made() {
+    let h = start().await;
+    let before = scrape(&h).await;
+    assert_eq!(
+        sample(
+            &before,
+            "fedimds_requests_total",
+            &[("dialect", "imds"), ("status", "200")]
+        ),
+        0.0
+    );
+    assert_eq!(sample(&before, "fedimds_build_info", &[]), 1.0);
+
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    assert_eq!(h.imds_token(GRAPH, "&client_id=nobody").await.0, 400);
+    let after = scrape(&h).await;
+    assert_eq!(
+        sample(
+            &after,
+            "fedimds_requests_total",
+            &[
+                ("dialect", "imds"),
+                ("target", "litware"),
+                ("status", "200")
+            ]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "fedimds_requests_total",
+            &[("dialect", "imds"), ("status", "400")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "fedimds_cache_lookups_total", &[("result", "miss")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "fedimds_cache_lookups_total", &[("result", "hit")]),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "fedimds_upstream_requests_total",
+            &[("upstream", "entra"), ("outcome", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "fedimds_upstream_requests_total",
+            &[("upstream", "assertion"), ("outcome", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "fedimds_upstream_duration_seconds_count",
+            &[("upstream", "entra")]
+        ),
+        1.0
+    );
+    let expiry = sample(
+        &after,
+        "fedimds_token_expiry_seconds",
+        &[("tenant", demo::TARGET_TENANT), ("resource", GRAPH)],
+    );
+    assert!(expiry > 3000.0 && expiry <= 3599.0, "{expiry}");
+    assert_eq!(sample(&after, "fedimds_cache_keys", &[]), 1.0);
+}
+
+#[tokio::test]
+async fn reload_swaps_valid_configs_and_keeps_tokens_of_unchanged_targets() {
+    let h = start().await;
+    let (_, first) = h.imds_token(GRAPH, "").await;
+    let dir = temp_dir("reload");
+    let path = dir.join("fedimds.toml");
+
+    // A valid new config: contoso becomes the default target; litware is unchanged.
+    let text = fedimds::demo::config_toml(&h.sim.url(), "127.0.0.1:8181".parse().unwrap())
+        .replacen("default = true\n", "", 1)
+        .replacen(
+            "name = \"contoso\"",
+            "name = \"contoso\"\ndefault = true",
+            1,
+        );
+    std::fs::write(&path, &text).unwrap();
+    assert!(fedimds::reload::reload(&h.app, &path, "test"));
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        demo::OTHER_TARGET_TENANT,
+        "the new default"
+    );
+    let before = h.sim.counters().entra;
+    let (_, again) = h.imds(&format!("/targets/litware/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}")).await;
+    assert_eq!(
+        again["access_token"], first["access_token"],
+        "litware's cached token survived the reload"
+    );
+    assert_eq!(h.sim.counters().entra, before);
+
+    // An invalid one is refused; the previous config keeps serving.
+    std::fs::write(
+        &path,
+        "[[targets]]\ntenant_id = \"common\"\nclient_id = \"x\"\n",
+    )
+    .unwrap();
+    assert!(!fedimds::reload::reload(&h.app, &path, "test"));
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        demo::OTHER_TARGET_TENANT
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The legacy-IMDS capture, on real Linux networking (needs root):
+#
+# In a fresh network namespace, 169.254.169.254 is a local address where the simulator plays
+# the real IMDS and Entra (`fedimds sim`; its IMDS issues *home-tenant* tokens). The repo's one
+# capture script (deploy/capture/capture-imds.sh) installs the nat rule, fedimds runs as an
+# unprivileged uid (65534, excluded from the rule) on 127.0.0.1:8181, and clients that know
+# nothing of fedimds and set no variables ask "IMDS" for a token: curl, Python azure-identity's
+# ManagedIdentityCredential() and the Rust azure_identity crate (which hard-codes
+# 169.254.169.254). Each must get the *target-tenant* token: only fedimds serves those, so the
+# capture worked, and fedimds's own upstream calls (to 169.254.169.254, as uid 65534) were not
+# captured, or it could not have got one. Controls: before the rule, after its removal, and from
+# the excluded uid, the same request gets the home-tenant token.
+#
+# Everything runs inside the namespace, which is deleted at the end: no traffic leaves it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+
+HOME_TENANT=11111111-1111-4111-8111-111111111111
+TARGET_TENANT=22222222-2222-4222-8222-222222222222
+APP_CLIENT_ID=aaaaaaaa-0000-4000-8000-00000000a001
+MI_CLIENT_ID=bbbbbbbb-0000-4000-8000-00000000b001
+RESOURCE=https://graph.microsoft.com
+IMDS_URL="http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=$RESOURCE"
+FEDIMDS_UID=65534
+
+say() { echo "capture: $*"; }
+die() { echo "capture: FAIL: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces, iptables)"
+
+# --- what the test needs -------------------------------------------------------------------
+if ! command -v iptables >/dev/null || ! command -v ip >/dev/null || ! command -v setpriv >/dev/null; then
+  say "installing iptables, iproute2, util-linux"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 util-linux curl >/dev/null
+fi
+say "building fedimds and the Rust azure_identity client"
+cargo build --release --locked -q -p fedimds
+CARGO_TARGET_DIR=target/clients cargo build --release --locked -q \
+  --manifest-path tests/clients/azure-identity-rs/Cargo.toml
+rust_client=$root/target/clients/release/azure-identity-rs
+venv=$root/target/capture-venv
+if ! "$venv/bin/python" -c 'import azure.identity' 2>/dev/null; then
+  say "installing azure-identity into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check azure-identity==1.27.0
+fi
+
+# --- the namespace and its cleanup ---------------------------------------------------------
+ns="fedimds-capture-$$"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  local rc=$?
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if ip netns list | grep -qw "$ns"; then ip netns delete "$ns"; fi
+  if [ "$rc" != 0 ]; then
+    for log in "$work"/*.log; do [ -e "$log" ] && { echo "--- $log"; tail -n 40 "$log"; }; done
+  fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# (Background processes are started with `ip netns exec` itself, not through this function, so
+# that $! is the process: ip and setpriv exec it.)
+in_ns() { ip netns exec "$ns" "$@"; }
+# A client with an empty environment: it knows nothing of fedimds.
+bare() { in_ns env -i PATH=/usr/bin:/bin HOME="$work/home" "$@"; }
+
+ip netns add "$ns"
+in_ns ip link set lo up
+# The "real IMDS" address, local to the namespace (a dummy interface when the kernel has one).
+if in_ns ip link add imds0 type dummy 2>/dev/null; then
+  in_ns ip link set imds0 up
+  in_ns ip addr add 169.254.169.254/32 dev imds0
+else
+  in_ns ip addr add 169.254.169.254/32 dev lo
+fi
+mkdir -p "$work/home"
+
+# Waits until URL answers HTTP inside the namespace, while process PID lives.
+wait_http() {
+  local url=$1 pid=$2 what=$3
+  for _ in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || die "$what exited before it was ready"
+    if in_ns curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
+    sleep 0.1
+  done
+  die "$what not ready after 15 s"
+}
+
+# Prints tid and aud of the token a client printed (as JSON under KEY) on stdin.
+claims() { "$venv/bin/python" tests/capture/jwt_claims.py "$1" tid aud; }
+expect_tenant() {
+  local who=$1 want=$2 got=$3
+  local tid aud
+  tid=$(sed -n 's/^tid=//p' <<<"$got")
+  aud=$(sed -n 's/^aud=//p' <<<"$got")
+  [ "$tid" = "$want" ] || die "$who got a token for tenant '$tid', expected $want"
+  [ "${aud%/}" = "$RESOURCE" ] || die "$who got a token for audience '$aud', expected $RESOURCE"
+  say "ok: $who -> tid=$tid aud=$aud"
+}
+
+# --- the real IMDS (and Entra) --------------------------------------------------------------
+ip netns exec "$ns" "$root/target/release/fedimds" sim --listen 169.254.169.254:80 >"$work/sim.log" 2>&1 &
+pids+=($!)
+wait_http http://169.254.169.254/ "${pids[-1]}" "the simulator"
+
+out=$(bare curl -sS --max-time 10 -H Metadata:true "$IMDS_URL")
+expect_tenant "curl before capture (control)" "$HOME_TENANT" "$(claims access_token <<<"$out")"
+
+# --- fedimds, unprivileged, wired to the "real IMDS" -----------------------------------------
+install -m 0755 "$root/target/release/fedimds" "$work/fedimds"
+cat >"$work/fedimds.toml" <<EOF
+[server]
+listen = "127.0.0.1:8181"
+
+[source]
+kind = "imds"
+endpoint = "http://169.254.169.254"
+client_id = "$MI_CLIENT_ID"
+
+[cloud]
+name = "public"
+authority_host = "http://169.254.169.254"
+
+[[targets]]
+name = "litware"
+tenant_id = "$TARGET_TENANT"
+client_id = "$APP_CLIENT_ID"
+default = true
+EOF
+chmod 0755 "$work"
+chmod 0644 "$work/fedimds.toml"
+
+# --- the capture: the repo's one script, run twice (idempotent) ------------------------------
+in_ns sh deploy/capture/capture-imds.sh --uid "$FEDIMDS_UID" --port 8181 >/dev/null
+in_ns sh deploy/capture/capture-imds.sh --uid "$FEDIMDS_UID" --port 8181 | grep -q "already installed" \
+  || die "the second run did not find the rule installed"
+rules=$(in_ns iptables -t nat -S OUTPUT | grep -c -- '-d 169.254.169.254/32' || true)
+[ "$rules" = 1 ] || die "expected exactly one capture rule, found $rules"
+in_ns sh deploy/capture/capture-imds.sh --uid "$FEDIMDS_UID" --port 8181 --check \
+  || die "--check does not see the rule"
+say "ok: capture rule installed once"
+
+ip netns exec "$ns" setpriv --reuid="$FEDIMDS_UID" --regid="$FEDIMDS_UID" --clear-groups \
+  "$work/fedimds" serve --config "$work/fedimds.toml" >"$work/fedimds.log" 2>&1 &
+pids+=($!)
+wait_http http://127.0.0.1:8181/healthz "${pids[-1]}" "fedimds"
+daemon_uid=$(awk '/^Uid:/ {print $3}' "/proc/${pids[-1]}/status")   # the effective uid
+[ "$daemon_uid" = "$FEDIMDS_UID" ] || die "fedimds runs as uid $daemon_uid, expected $FEDIMDS_UID"
+
+# --- clients that know nothing of fedimds ----------------------------------------------------
+out=$(bare curl -sS --max-time 30 -H Metadata:true "$IMDS_URL")
+expect_tenant "curl" "$TARGET_TENANT" "$(claims access_token <<<"$out")"
+
+out=$(bare "$venv/bin/python" tests/capture/python_client.py "$RESOURCE/.default")
+expect_tenant "python azure-identity ManagedIdentityCredential()" "$TARGET_TENANT" "$(claims token <<<"$out")"
+
+out=$(bare "$rust_client" "$RESOURCE/.default")
+expect_tenant "rust azure_identity ManagedIdentityCredential" "$TARGET_TENANT" "$(claims token <<<"$out")"
+
+# fedimds's own uid is not captured: it still reaches the real IMDS.
+out=$(bare setpriv --reuid="$FEDIMDS_UID" --regid="$FEDIMDS_UID" --clear-groups \
+  curl -sS --max-time 10 -H Metadata:true "$IMDS_URL")
+expect_tenant "curl as fedimds's uid (excluded)" "$HOME_TENANT" "$(claims access_token <<<"$out")"
+
+# --- removal ---------------------------------------------------------------------------------
+in_ns sh deploy/capture/capture-imds.sh --uid "$FEDIMDS_UID" --port 8181 --remove >/dev/null
+if in_ns sh deploy/capture/capture-imds.sh --uid "$FEDIMDS_UID" --port 8181 --check; then
+  die "the rule is still there after --remove"
+fi
+out=$(bare curl -sS --max-time 10 -H Metadata:true "$IMDS_URL")
+expect_tenant "curl after --remove (control)" "$HOME_TENANT" "$(claims access_token <<<"$out")"
+
+say "all passed"
