@@ -303,6 +303,9 @@ pub fn header_is_true(headers: &HeaderMap, name: &str) -> bool {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

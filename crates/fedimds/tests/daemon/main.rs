@@ -6,6 +6,8 @@ mod support;
 mod check;
 mod dialects;
 mod end_to_end;
+mod leaks;
 mod operations;
 mod resilience;
+mod security;
 mod sources;

@@ -44,13 +44,17 @@ pub async fn start_with(sim_config: SimConfig, edit: impl FnOnce(String) -> Stri
     let no_env = |_: &str| None;
     let config =
         Config::from_toml(&toml, "test", &no_env).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let unix = config.server.unix_socket.as_ref().map(|path| {
+        fedimds::listener::bind_unix(path, config.server.unix_socket_mode)
+            .expect("unix socket binds")
+    });
     let app = App::new(config).expect("daemon state builds");
     let admin = tokio::net::TcpListener::bind(loopback()).await.unwrap();
     let admin_url = format!("http://{}", admin.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let listeners = server::Listeners {
         token: listener,
-        unix: None,
+        unix,
         admin: Some(admin),
     };
     tokio::spawn(server::run(app.clone(), listeners, async move {

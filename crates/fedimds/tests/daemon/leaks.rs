@@ -1,0 +1,208 @@
+//! No token, assertion or secret reaches a log line or the audit log: the daemon's diagnostic
+//! logs (at TRACE, every crate) and its audit log, over a run through every dialect, the
+//! refusals and upstream failures, are scanned for every token and assertion the simulator
+//! issued and for the caller secrets.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use fedimds_sim::fault::{Fault, Route};
+use fedimds_sim::SimConfig;
+
+use crate::support::*;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+// One thread, so the thread-local subscriber sees every task, the simulator's included.
+#[tokio::test(flavor = "current_thread")]
+async fn no_secret_reaches_logs_or_audit() {
+    let logs = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = temp_dir("leaks");
+    let audit = dir.join("audit.jsonl");
+    let (audit_text, arc_dir) = (audit.display().to_string(), dir.display().to_string());
+    let h = start_with(SimConfig::demo(), |toml| {
+        format!(
+            "{}\n[audit]\npath = \"{audit_text}\"\n",
+            toml.replacen(
+                "[server]\n",
+                &format!("[server]\narc_key_dir = \"{arc_dir}\"\n"),
+                1
+            )
+        )
+    })
+    .await;
+    let secret = h.app.identity_header().expose().to_owned();
+    let get = |path: String, headers: Vec<(&'static str, String)>| {
+        let (http, url) = (h.http.clone(), h.url.clone());
+        async move {
+            let mut r = http.get(format!("{url}{path}"));
+            for (k, v) in headers {
+                r = r.header(k, v);
+            }
+            status_json(r.send().await.unwrap()).await
+        }
+    };
+    let md = || vec![("Metadata", "true".to_owned())];
+    let q = format!("api-version=2018-02-01&resource={GRAPH}");
+
+    // Served, every dialect.
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    assert_eq!(
+        get(
+            format!("/msi/token?api-version=2019-08-01&resource={ARM}"),
+            vec![("X-IDENTITY-HEADER", secret.clone())]
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        get(
+            format!("/msi/token?api-version=2017-09-01&resource={GRAPH}&clientid=contoso"),
+            vec![("secret", secret.clone())]
+        )
+        .await
+        .0,
+        200
+    );
+    let arc_url =
+        format!("/arc/metadata/identity/oauth2/token?api-version=2020-06-01&resource={GRAPH}");
+    let r = h
+        .http
+        .get(format!("{}{arc_url}", h.url))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    let realm = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("Basic realm=")
+        .to_owned();
+    let arc_key = std::fs::read_to_string(&realm).unwrap();
+    assert_eq!(
+        get(
+            arc_url.clone(),
+            vec![
+                ("Metadata", "true".into()),
+                ("Authorization", format!("Basic {arc_key}"))
+            ]
+        )
+        .await
+        .0,
+        200
+    );
+
+    // Refused: wrong secrets (near misses of the real ones), probes, unknown ids, Entra errors.
+    let near_miss = format!("{}x", &secret[..secret.len() - 1]);
+    assert_eq!(
+        get(
+            format!("/msi/token?api-version=2019-08-01&resource={GRAPH}"),
+            vec![("X-IDENTITY-HEADER", near_miss)]
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        get(
+            arc_url,
+            vec![
+                ("Metadata", "true".into()),
+                ("Authorization", format!("Basic {arc_key}"))
+            ]
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        get(format!("/metadata/identity/oauth2/token?{q}"), vec![])
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        get(
+            format!("/metadata/identity/oauth2/token?{q}&client_id=nobody"),
+            md()
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        get(
+            format!("/targets/unconsented/metadata/identity/oauth2/token?{q}"),
+            md()
+        )
+        .await
+        .0,
+        400
+    );
+    h.sim.push_fault(Route::Entra, Fault::aadsts(7000274));
+    h.sim.push_fault(Route::Entra, Fault::aadsts(7000274));
+    assert_eq!(h.imds_token("https://vault.azure.net", "").await.0, 400);
+    assert_eq!(h.imds_token("https://storage.azure.com", "").await.0, 200);
+
+    // Let the audit writer drain.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let audit = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        audit.lines().filter(|l| l.contains("\"served\"")).count() >= 6,
+        "{audit}"
+    );
+    assert!(
+        audit.lines().filter(|l| l.contains("\"refused\"")).count() >= 5,
+        "{audit}"
+    );
+    assert!(
+        logs.contains("token refused"),
+        "the scan read real log lines"
+    );
+
+    let mut secrets = h.sim.issued();
+    assert!(
+        secrets.len() >= 5,
+        "the simulator issued assertions and tokens: {}",
+        secrets.len()
+    );
+    secrets.push(secret);
+    secrets.push(arc_key);
+    for s in &secrets {
+        // Any 24-character stretch of a secret is a leak, not just the whole of it.
+        for start in (0..s.len().saturating_sub(24)).step_by(24) {
+            let piece = &s[start..start + 24];
+            assert!(!logs.contains(piece), "a secret reached the diagnostic log");
+            assert!(!audit.contains(piece), "a secret reached the audit log");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

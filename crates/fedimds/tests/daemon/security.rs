@@ -1,0 +1,310 @@
+//! Let no one in where they don't belong: each refusal gets its answer and no token.
+
+use std::time::Duration;
+
+use fedimds_sim::SimConfig;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::support::*;
+
+const SECRET_A: &str = "secret-of-app-a-0123456789";
+const SECRET_B: &str = "secret-of-app-b-0123456789";
+
+fn with_callers(toml: String) -> String {
+    format!(
+        r#"{toml}
+[[callers]]
+name = "app-a"
+secret = "{SECRET_A}"
+targets = ["litware"]
+
+[[callers]]
+name = "app-b"
+secret = "{SECRET_B}"
+targets = ["contoso"]
+resources = ["https://graph.microsoft.com"]
+"#
+    )
+}
+
+async fn msi(h: &Harness, prefix: &str, resource: &str, secret: &str) -> (u16, serde_json::Value) {
+    let r = h
+        .http
+        .get(format!(
+            "{}{prefix}/msi/token?api-version=2019-08-01&resource={resource}",
+            h.url
+        ))
+        .header("X-IDENTITY-HEADER", secret)
+        .send()
+        .await
+        .unwrap();
+    status_json(r).await
+}
+
+fn no_token(body: &serde_json::Value) {
+    assert!(
+        body.get("access_token").is_none(),
+        "no token in a refusal: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_host_header_is_refused() {
+    let h = start().await;
+    for host in ["evil.example", "attacker.example:8181", "10.0.0.9"] {
+        let r = h
+            .http
+            .get(format!(
+                "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
+                h.url
+            ))
+            .header("Metadata", "true")
+            .header("Host", host)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(r).await;
+        assert_eq!(status, 403, "{host}: {body}");
+        assert!(
+            body["error_description"].as_str().unwrap().contains("Host"),
+            "{body}"
+        );
+        no_token(&body);
+    }
+    // Names a capture or an SDK uses pass.
+    for host in ["169.254.169.254", "localhost:8181", "127.0.0.1"] {
+        let r = h
+            .http
+            .get(format!(
+                "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
+                h.url
+            ))
+            .header("Metadata", "true")
+            .header("Host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn callers_get_only_their_grant() {
+    let h = start_with(SimConfig::demo(), with_callers).await;
+    // A: litware only.
+    let (status, body) = msi(&h, "", GRAPH, SECRET_A).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        demo::TARGET_TENANT
+    );
+    let (status, body) = msi(&h, "/targets/contoso", GRAPH, SECRET_A).await;
+    assert_eq!(
+        status, 403,
+        "caller A cannot obtain caller B's target: {body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("app-a"),
+        "{body}"
+    );
+    no_token(&body);
+    // B: contoso, graph only.
+    let (status, body) = msi(&h, "/targets/contoso", GRAPH, SECRET_B).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        demo::OTHER_TARGET_TENANT
+    );
+    let (status, body) = msi(&h, "/targets/contoso", "https://vault.azure.net", SECRET_B).await;
+    assert_eq!(status, 403, "{body}");
+    no_token(&body);
+    let (status, body) = msi(&h, "", GRAPH, SECRET_B).await;
+    assert_eq!(
+        status, 403,
+        "B cannot use the default target litware: {body}"
+    );
+    // The shared identity header is not a caller: with rules configured, unknown callers are denied.
+    let (status, body) = msi(&h, "", GRAPH, h.app.identity_header().expose()).await;
+    assert_eq!(status, 403, "{body}");
+    // IMDS requests carry no secret: no rule matches, denied.
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_eq!(status, 403, "{body}");
+    no_token(&body);
+    // A wrong secret is not even an App Service caller.
+    let (status, _) = msi(&h, "", GRAPH, "wrong-secret-0123456789").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_caller_over_its_rate_gets_429_with_retry_after() {
+    let h = start_with(SimConfig::demo(), |toml| with_callers(toml) + "rate = 2\n").await;
+    let mut limited = None;
+    for _ in 0..5 {
+        let r = h
+            .http
+            .get(format!(
+                "{}/targets/contoso/msi/token?api-version=2019-08-01&resource={GRAPH}",
+                h.url
+            ))
+            .header("X-IDENTITY-HEADER", SECRET_B)
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("the fifth request within a second is over rate = 2");
+    assert!(r.headers().contains_key("retry-after"));
+    let (_, body) = status_json(r).await;
+    no_token(&body);
+}
+
+#[tokio::test]
+async fn a_remote_listener_needs_the_secret_on_every_request() {
+    let h = start_with(SimConfig::demo(), |toml| {
+        toml.replacen(
+            "[server]\n",
+            "[server]\nallow_remote = true\nidentity_header = \"remote-secret-0123456789\"\n",
+            1,
+        )
+        .replacen("listen = \"127.0.0.1:", "listen = \"0.0.0.0:", 1)
+    })
+    .await;
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_eq!(
+        status, 401,
+        "IMDS without the secret on a remote listener: {body}"
+    );
+    no_token(&body);
+    let r = h
+        .http
+        .get(format!(
+            "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
+            h.url
+        ))
+        .header("Metadata", "true")
+        .header("X-IDENTITY-HEADER", "remote-secret-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn oversize_headers_are_refused() {
+    let h = start().await;
+    let r = h
+        .http
+        .get(format!(
+            "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
+            h.url
+        ))
+        .header("Metadata", "true")
+        .header("X-Padding", "x".repeat(64 * 1024))
+        .send()
+        .await;
+    match r {
+        Ok(r) => {
+            assert_eq!(r.status().as_u16(), 431);
+            assert!(!r.text().await.unwrap().contains("access_token"));
+        }
+        // hyper may close the connection before the client finished sending.
+        Err(e) => assert!(e.is_request() || e.is_body() || e.is_connect(), "{e}"),
+    }
+    assert_eq!(h.sim.counters().entra, 0);
+}
+
+#[tokio::test]
+async fn a_slow_sender_is_dropped() {
+    let h = start_with(SimConfig::demo(), |toml| {
+        toml.replacen(
+            "[server]\n",
+            "[server]\nheader_read_timeout = \"300ms\"\n",
+            1,
+        )
+    })
+    .await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n")
+        .await
+        .unwrap();
+    // ...and never finishes the head. The daemon must hang up on its own.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    let _ = read.expect("the daemon closed the connection within the header-read timeout");
+    assert!(!String::from_utf8_lossy(&buf).contains("access_token"));
+}
+
+async fn curl_unix(
+    socket: &std::path::Path,
+    path: &str,
+    as_nobody: bool,
+) -> (u16, serde_json::Value) {
+    let mut cmd = if as_nobody {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"]);
+        c
+    } else {
+        tokio::process::Command::new("curl")
+    };
+    let out = cmd
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Metadata: true",
+            "--unix-socket",
+        ])
+        .arg(socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn unix_socket_callers_are_told_apart_by_uid() {
+    let dir = temp_dir("uds");
+    let socket = dir.join("fedimds.sock");
+    let socket_text = socket.display().to_string();
+    let h = start_with(SimConfig::demo(), |toml| {
+        format!(
+            "{}\n[[callers]]\nname = \"root\"\nuid = 0\ntargets = [\"litware\"]\n\n[[callers]]\nname = \"nobody\"\nuid = 65534\ntargets = [\"contoso\"]\n",
+            toml.replacen("[server]\n", &format!("[server]\nunix_socket = \"{socket_text}\"\nunix_socket_mode = 0o666\n"), 1)
+        )
+    })
+    .await;
+    let litware =
+        format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}");
+    let contoso = format!("/targets/contoso{litware}");
+    let (status, body) = curl_unix(&socket, &litware, false).await;
+    assert_eq!(status, 200, "uid 0 gets litware: {body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        demo::TARGET_TENANT
+    );
+    let (status, body) = curl_unix(&socket, &contoso, false).await;
+    assert_eq!(status, 403, "uid 0 may not have contoso: {body}");
+    let (status, body) = curl_unix(&socket, &contoso, true).await;
+    assert_eq!(status, 200, "uid 65534 gets contoso: {body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        demo::OTHER_TARGET_TENANT
+    );
+    let (status, body) = curl_unix(&socket, &litware, true).await;
+    assert_eq!(status, 403, "uid 65534 may not have litware: {body}");
+    // Over TCP there is no uid: no rule matches.
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 403);
+    let _ = std::fs::remove_dir_all(dir);
+}
