@@ -68,8 +68,15 @@ pub struct Settings {
     /// The App Service-style caller secret.
     pub identity_header: Secret,
     rate_limits: RateLimits,
-    /// Target names as shared label values for metrics.
-    labels: HashMap<String, Arc<str>>,
+    /// Per target name: its name, tenant and app id, shared (metrics labels, cache keys).
+    ids: HashMap<String, TargetIds>,
+}
+
+#[derive(Debug)]
+struct TargetIds {
+    label: Arc<str>,
+    tenant: Arc<str>,
+    client_id: Arc<str>,
 }
 
 /// Everything a request handler needs.
@@ -193,10 +200,18 @@ impl App {
         tenant: &str,
         resource: &str,
     ) -> Result<(Arc<AccessToken>, Lookup), Refusal> {
+        // The target's own tenant and app id are shared, not copied: this is the hit path.
+        let ids = settings.ids.get(&target.name);
         let key = TokenKey {
             cloud: settings.config.cloud.name,
-            tenant: tenant.into(),
-            client_id: target.client_id.as_str().into(),
+            tenant: match ids {
+                Some(ids) if *ids.tenant == *tenant => ids.tenant.clone(),
+                _ => tenant.into(),
+            },
+            client_id: ids.map_or_else(
+                || target.client_id.as_str().into(),
+                |ids| ids.client_id.clone(),
+            ),
             resource: resource.into(),
         };
         self.cache
@@ -243,14 +258,21 @@ impl App {
 
 impl Settings {
     fn new(config: Config, identity_header: Secret) -> Settings {
-        let labels = config
+        let ids = config
             .targets
             .iter()
-            .map(|t| (t.name.clone(), Arc::from(t.name.as_str())))
+            .map(|t| {
+                let ids = TargetIds {
+                    label: t.name.as_str().into(),
+                    tenant: t.tenant_id.as_str().into(),
+                    client_id: t.client_id.as_str().into(),
+                };
+                (t.name.clone(), ids)
+            })
             .collect();
         Settings {
             rate_limits: RateLimits::new(&config),
-            labels,
+            ids,
             config,
             identity_header,
         }
@@ -571,8 +593,8 @@ impl<'a> Call<'a> {
     fn served(&self, req: &TokenRequest, served: &Served<'_>) -> Response {
         let app = self.app;
         app.metrics.lookup(served.lookup);
-        if let Some(label) = self.settings.labels.get(&served.target.name) {
-            app.metrics.request(self.dialect.as_str(), label, 200);
+        if let Some(ids) = self.settings.ids.get(&served.target.name) {
+            app.metrics.request(self.dialect.as_str(), &ids.label, 200);
         }
         if app.audit.is_on() {
             app.audit.record(&audit::Entry {
@@ -628,9 +650,8 @@ impl<'a> Call<'a> {
             ),
         }
         let label = target
-            .and_then(|t| self.settings.labels.get(t))
-            .cloned()
-            .unwrap_or_else(|| Arc::from("-"));
+            .and_then(|t| self.settings.ids.get(t))
+            .map_or_else(|| Arc::from("-"), |ids| ids.label.clone());
         self.app
             .metrics
             .request(self.dialect.as_str(), &label, status.as_u16());

@@ -31,9 +31,9 @@ pub struct TokenKey {
     /// The cloud (Entra's host).
     pub cloud: CloudName,
     /// The target tenant.
-    pub tenant: Box<str>,
+    pub tenant: Arc<str>,
     /// The multi-tenant app.
-    pub client_id: Box<str>,
+    pub client_id: Arc<str>,
     /// The resource, exactly as asked (the scope is derived from it).
     pub resource: Box<str>,
 }

@@ -232,10 +232,10 @@ pub const ALL_ID_KEYS: IdKeys = IdKeys {
 struct TokenBody<'a> {
     access_token: &'a str,
     client_id: &'a str,
-    expires_in: String,
-    expires_on: String,
-    ext_expires_in: String,
-    not_before: String,
+    expires_in: AsString,
+    expires_on: AsString,
+    ext_expires_in: AsString,
+    not_before: AsString,
     resource: &'a str,
     token_type: &'static str,
     /// Echoed when the caller selected by object id (Arc clients check the echo).
@@ -246,6 +246,16 @@ struct TokenBody<'a> {
     msi_res_id: Option<&'a str>,
 }
 
+/// A number written as a JSON string (`"3599"`) without an intermediate `String`: every
+/// client accepts strings, and Rust's `azure_identity` accepts only strings.
+struct AsString(u64);
+
+impl Serialize for AsString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
 /// Renders the 200 answer for `req`; `client_id` is the identity used.
 pub fn token_response(token: &AccessToken, req: &TokenRequest, client_id: &str) -> Response {
     let now = tokio::time::Instant::now();
@@ -253,19 +263,22 @@ pub fn token_response(token: &AccessToken, req: &TokenRequest, client_id: &str) 
     let body = TokenBody {
         access_token: token.secret.expose(),
         client_id,
-        expires_in: expires_in.to_string(),
-        expires_on: token.expires_on.to_string(),
-        ext_expires_in: expires_in.to_string(),
-        not_before: token
-            .expires_on
-            .saturating_sub(token.lifetime.as_secs())
-            .to_string(),
+        expires_in: AsString(expires_in),
+        expires_on: AsString(token.expires_on),
+        ext_expires_in: AsString(expires_in),
+        not_before: AsString(token.expires_on.saturating_sub(token.lifetime.as_secs())),
         resource: &req.resource,
         token_type: "Bearer",
         object_id: req.object_id.as_deref(),
         msi_res_id: req.resource_id.as_deref(),
     };
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    // One allocation, sized for the token plus the fixed fields: this is the cache-hit path.
+    let mut bytes = Vec::with_capacity(
+        token.secret.expose().len() + req.resource.len() + client_id.len() + 200,
+    );
+    if serde_json::to_writer(&mut bytes, &body).is_err() {
+        bytes.clear();
+    }
     (no_store_json(), bytes).into_response()
 }
 

@@ -161,10 +161,22 @@ async fn reload_swaps_valid_configs_and_keeps_tokens_of_unchanged_targets() {
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     use fedimds_sim::fault::{Fault, Route};
-    let sim = fedimds_sim::Sim::start(fedimds_sim::SimConfig::demo(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sim = fedimds_sim::Sim::start(
+        fedimds_sim::SimConfig::demo(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     // Entra takes a second and a half: the request is in flight when SIGTERM arrives.
-    sim.push_fault(Route::Entra, Fault::slow(std::time::Duration::from_millis(1500)));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    sim.push_fault(
+        Route::Entra,
+        Fault::slow(std::time::Duration::from_millis(1500)),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = temp_dir("sigterm");
     let path = dir.join("fedimds.toml");
     let toml = fedimds::demo::config_toml(&sim.url(), format!("127.0.0.1:{port}").parse().unwrap());
@@ -192,7 +204,9 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
         let url = url.clone();
         async move {
             let r = http
-                .get(format!("{url}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}"))
+                .get(format!(
+                    "{url}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}"
+                ))
                 .header("Metadata", "true")
                 .send()
                 .await
@@ -202,10 +216,17 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let (status, body) = request.await.unwrap();
     assert_eq!(status, 200, "the request in flight finished: {body}");
-    let exit = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await.expect("exits promptly").unwrap();
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits promptly")
+        .unwrap();
     assert!(exit.success(), "exit 0: {exit:?}");
     // And it no longer listens.
     assert!(http.get(format!("{url}/healthz")).send().await.is_err());

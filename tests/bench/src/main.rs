@@ -1,0 +1,580 @@
+//! The fedimds benchmark, in one run on one machine: builds the daemon, starts the simulator
+//! (`fedimds sim`), daemons (`fedimds serve`) and the baseline server (`baseline`, in this
+//! project), and measures cache-hit throughput and latency against the baseline, a cold
+//! stampede, many keys, and the footprint. Prints one table with each goal as PASS or MISS.
+//!
+//! Exits non-zero only when the driver itself breaks: a process does not start, a request
+//! fails, or the stampede does not cost exactly one exchange and one assertion fetch (that one
+//! is a correctness property, not a speed goal).
+//!
+//! `fedimds-bench --root REPO [--quick] [--no-build]`; normally run as `tests/bench/run`.
+
+mod load;
+mod procs;
+mod report;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use load::{Conn, Latencies, Paths, Run};
+use procs::Proc;
+use report::Report;
+
+/// The driver's error: a message for a person.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// The driver's result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The resource of the cache-hit and stampede measurements.
+const RESOURCE: &str = "https://management.azure.com/";
+/// The demo world's ids (crates/fedimds-sim/src/demo.rs), which `fedimds sim` serves.
+const MI_CLIENT_ID: &str = "bbbbbbbb-0000-4000-8000-00000000b001";
+const TARGET_TENANT: &str = "22222222-2222-4222-8222-222222222222";
+const APP_CLIENT_ID: &str = "aaaaaaaa-0000-4000-8000-00000000a001";
+/// The daemon's default log filter, set explicitly so a `RUST_LOG` in the caller's
+/// environment cannot turn per-request debug lines on and skew the numbers.
+const LOG_FILTER: &str = "fedimds=info,warn";
+/// Concurrent callers in the cold stampede.
+const STAMPEDE: usize = 1000;
+/// Connections while many keys are filled in (each a cold miss).
+const FILL_CONNS: usize = 32;
+
+/// How long and how often to measure.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--quick`: the CI mode.
+    pub quick: bool,
+    /// Rounds of alternating fedimds/baseline runs; medians are quoted.
+    pub rounds: usize,
+    /// Unmeasured load before each run.
+    pub warmup: Duration,
+    /// Measured load per run.
+    pub duration: Duration,
+    /// Concurrent connections of the cache-hit runs.
+    pub conns: Vec<usize>,
+    /// Distinct keys of the many-keys measurement.
+    pub keys: usize,
+    /// Daemon starts timed.
+    pub starts: usize,
+}
+
+impl Settings {
+    fn new(quick: bool) -> Settings {
+        Settings {
+            quick,
+            rounds: if quick { 2 } else { 5 },
+            warmup: Duration::from_millis(if quick { 200 } else { 500 }),
+            duration: Duration::from_millis(if quick { 1000 } else { 5000 }),
+            conns: vec![1, 32, 256],
+            keys: if quick { 1000 } else { 10_000 },
+            starts: if quick { 3 } else { 10 },
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let mut root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let mut quick = false;
+    let mut build = true;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "load" => return load_only(args.collect()),
+            "--quick" => quick = true,
+            "--no-build" => build = false,
+            "--root" => match args.next() {
+                Some(dir) => root = dir.into(),
+                None => return usage("--root needs a directory"),
+            },
+            other => return usage(&format!("unknown argument {other}")),
+        }
+    }
+    raise_fd_limit();
+    let settings = Settings::new(quick);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    // block_on polls this future on the main thread, so every child is spawned from it (the
+    // children's death signal follows the thread that spawned them).
+    match runtime.block_on(bench(&root, &settings, build)) {
+        Ok(report) => {
+            println!("{}", report.render());
+            if report.broken.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                fail(&report.broken.join("; "))
+            }
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// `fedimds-bench load ADDR CONNS SECONDS [RESOURCE]`: only the cache-hit load, against a
+/// daemon started by hand, for profiling it (`perf record -p PID` meanwhile).
+fn load_only(args: Vec<String>) -> ExitCode {
+    let (Some(addr), Some(conns), Some(secs)) = (
+        args.first().and_then(|a| a.parse::<SocketAddr>().ok()),
+        args.get(1).and_then(|a| a.parse::<usize>().ok()),
+        args.get(2).and_then(|a| a.parse::<f64>().ok()),
+    ) else {
+        return usage("load needs ADDR CONNS SECONDS [RESOURCE]");
+    };
+    let path = token_path(args.get(3).map_or(RESOURCE, String::as_str));
+    let paths = Paths::One(path.as_str().into());
+    let duration = Duration::from_secs_f64(secs);
+    let run = tokio::runtime::Runtime::new()
+        .map_err(Error::from)
+        .and_then(|rt| {
+            rt.block_on(load::run(
+                addr,
+                &paths,
+                conns,
+                Duration::from_millis(200),
+                duration,
+            ))
+        });
+    match run {
+        Ok(run) => {
+            let [p50, p99, p999] = quantiles(&run.latencies);
+            println!(
+                "{:.0} req/s; p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs",
+                run.throughput
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn usage(problem: &str) -> ExitCode {
+    eprintln!(
+        "fedimds-bench: {problem}\nusage: fedimds-bench [--root REPO] [--quick] [--no-build]\n       fedimds-bench load ADDR CONNS SECONDS [RESOURCE]"
+    );
+    ExitCode::from(64)
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("fedimds-bench: FAILED: {message}");
+    ExitCode::from(1)
+}
+
+/// 1000 stampede connections on each side need more than the usual 1024 descriptors; the
+/// children inherit the raised limit.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Prints progress on stderr, so stdout is only the report.
+macro_rules! progress {
+    ($($arg:tt)*) => { eprintln!("[bench] {}", format_args!($($arg)*)) };
+}
+
+async fn bench(root: &Path, settings: &Settings, build: bool) -> Result<Report> {
+    let root = root.canonicalize()?;
+    let target = root.join("target");
+    let fedimds = target.join("release/fedimds");
+    let baseline = std::env::current_exe()?
+        .parent()
+        .ok_or("the driver has no directory")?
+        .join("baseline");
+    if build {
+        progress!("cargo build --release --locked -p fedimds");
+        let status = Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "fedimds",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .current_dir(&root)
+            // The wrapper points cargo at target/bench for this project; the daemon is
+            // built where the rest of the workspace builds it.
+            .env_remove("CARGO_TARGET_DIR")
+            .status()?;
+        if !status.success() {
+            return Err(format!("cargo build failed ({status})").into());
+        }
+    }
+    let run_dir = target.join("bench/run");
+    std::fs::create_dir_all(&run_dir)?;
+    let mut report = Report::new(settings.clone(), &root);
+    report.binary_bytes = std::fs::metadata(&fedimds)?.len();
+    report.binary_stripped = is_stripped(&fedimds)?;
+
+    progress!("starting the simulator (logs in {})", run_dir.display());
+    let (mut sim, stdout) = Proc::spawn(
+        "sim",
+        &fedimds,
+        &["sim", "--listen", "127.0.0.1:0"],
+        &run_dir,
+        &[("FEDIMDS_LOG", "fedimds=warn,warn")],
+    )?;
+    let sim_url = procs::read_line_after(stdout, "fedimds simulator on ", "the simulator")?;
+    let sim_addr: SocketAddr = sim_url
+        .trim_start_matches("http://")
+        .parse()
+        .map_err(|e| format!("simulator address {sim_url}: {e}"))?;
+    let world = World {
+        fedimds: fedimds.clone(),
+        run_dir: run_dir.clone(),
+        sim_url,
+        sim_addr,
+    };
+    let hit_path = token_path(RESOURCE);
+
+    // Footprint: start to ready, idle resident memory before and after one token.
+    progress!("footprint: {} starts", settings.starts);
+    for i in 0..settings.starts {
+        let mut daemon = world.daemon(&format!("start-{i}"))?;
+        report.start_to_ready.push(daemon.ready_in);
+        // Not synchronization: the process settles (lazy pages, thread stacks) before RSS.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        report.idle_rss_cold.push(daemon.proc.rss_kib()?);
+        Conn::open(daemon.addr).await?.get_ok(&hit_path).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        report.idle_rss_warm.push(daemon.proc.rss_kib()?);
+        daemon.proc.check_alive()?;
+    }
+
+    // Cold stampede on a fresh daemon: its token and assertion caches are both empty.
+    progress!("cold stampede: {STAMPEDE} callers, one key");
+    let mut daemon = world.daemon("main")?;
+    let before = world.counters().await?;
+    report.stampede = Some(load::stampede(daemon.addr, &hit_path, STAMPEDE).await?);
+    let after = world.counters().await?;
+    report.stampede_exchanges = after.entra - before.entra;
+    report.stampede_assertions = after.imds - before.imds;
+    if report.stampede_exchanges != 1 || report.stampede_assertions != 1 {
+        report.broken.push(format!(
+            "the stampede cost {} exchanges and {} assertion fetches (want exactly 1 and 1)",
+            report.stampede_exchanges, report.stampede_assertions
+        ));
+    }
+
+    // The baseline answers with fedimds's own body, its token masked (same length).
+    let body = Conn::open(daemon.addr).await?.get_ok(&hit_path).await?;
+    report.body_bytes = body.len();
+    let body_file = run_dir.join("baseline-body.json");
+    std::fs::write(&body_file, mask_token(&body)?)?;
+    let (mut base, stdout) = Proc::spawn(
+        "baseline",
+        &baseline,
+        &["--listen", "127.0.0.1:0", "--body", path_str(&body_file)?],
+        &run_dir,
+        &[],
+    )?;
+    let base_addr: SocketAddr = procs::read_line_after(stdout, "listening on ", "the baseline")?
+        .parse()
+        .map_err(|e| format!("baseline address: {e}"))?;
+    let base_body = Conn::open(base_addr).await?.get_ok(&hit_path).await?;
+    if base_body.len() != body.len() {
+        return Err(format!(
+            "the baseline body is {} bytes, fedimds's {}",
+            base_body.len(),
+            body.len()
+        )
+        .into());
+    }
+
+    // Cache hits, fedimds and the baseline alternately, each round flipping who goes first.
+    let hits_before = world.counters().await?;
+    let one = Paths::One(hit_path.as_str().into());
+    for round in 0..settings.rounds {
+        for &conns in &settings.conns {
+            progress!(
+                "cache hits: round {}/{}, {conns} connections",
+                round + 1,
+                settings.rounds
+            );
+            let fedimds_first = round % 2 == 0;
+            for step in 0..2 {
+                if (step == 0) == fedimds_first {
+                    let sampler = RssSampler::start(daemon.proc.pid());
+                    let run =
+                        load::run(daemon.addr, &one, conns, settings.warmup, settings.duration)
+                            .await?;
+                    report.load_rss = report.load_rss.max(sampler.stop().await);
+                    report.hits.entry(("fedimds", conns)).or_default().push(run);
+                } else {
+                    let run = load::run(base_addr, &one, conns, settings.warmup, settings.duration)
+                        .await?;
+                    report
+                        .hits
+                        .entry(("baseline", conns))
+                        .or_default()
+                        .push(run);
+                }
+            }
+            daemon.proc.check_alive()?;
+            base.check_alive()?;
+        }
+    }
+    let hits_after = world.counters().await?;
+    report.hit_exchanges = hits_after.entra - hits_before.entra;
+    drop(base);
+    drop(daemon);
+
+    // Many keys on a fresh daemon, so its memory is that of the keys and not of the 256
+    // connections before.
+    progress!("many keys: filling {} keys", settings.keys);
+    let mut daemon = world.daemon("keys")?;
+    let paths: Arc<[String]> = (0..settings.keys)
+        .map(|i| token_path(&format!("https://r{i}.example")))
+        .collect();
+    let before = world.counters().await?;
+    let started = Instant::now();
+    fill(daemon.addr, &paths).await?;
+    report.fill_time = started.elapsed();
+    let after = world.counters().await?;
+    report.fill_exchanges = after.entra - before.entra;
+    report.fill_assertions = after.imds - before.imds;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    report.keys_rss = daemon.proc.rss_kib()?;
+    let spread = Paths::Spread(paths.clone());
+    let single = Paths::One(paths[0].as_str().into());
+    for round in 0..settings.rounds {
+        for conns in [1, 32] {
+            progress!(
+                "many keys: round {}/{}, {conns} connections",
+                round + 1,
+                settings.rounds
+            );
+            let spread_first = round % 2 == 0;
+            for step in 0..2 {
+                let (name, paths) = if (step == 0) == spread_first {
+                    ("spread", &spread)
+                } else {
+                    ("single", &single)
+                };
+                let run = load::run(
+                    daemon.addr,
+                    paths,
+                    conns,
+                    settings.warmup,
+                    settings.duration,
+                )
+                .await?;
+                report.keys.entry((name, conns)).or_default().push(run);
+            }
+            daemon.proc.check_alive()?;
+        }
+    }
+    report.keys_hit_exchanges = world.counters().await?.entra - after.entra;
+    report.keys_rss_after = daemon.proc.rss_kib()?;
+    drop(daemon);
+    sim.check_alive()?;
+    Ok(report)
+}
+
+/// Where everything runs.
+struct World {
+    fedimds: PathBuf,
+    run_dir: PathBuf,
+    sim_url: String,
+    sim_addr: SocketAddr,
+}
+
+/// A started daemon.
+struct Daemon {
+    proc: Proc,
+    addr: SocketAddr,
+    ready_in: Duration,
+}
+
+/// The simulator's request counters.
+struct Counters {
+    imds: u64,
+    entra: u64,
+}
+
+impl World {
+    /// Starts `fedimds serve` on a free port, pointed at the simulator, and waits for
+    /// `/readyz`, timing spawn to the first 200.
+    fn daemon(&self, name: &str) -> Result<Daemon> {
+        let addr = procs::free_port()?;
+        let config = self.run_dir.join(format!("{name}.toml"));
+        std::fs::write(&config, daemon_config(addr, &self.sim_url))?;
+        let started = Instant::now();
+        let (mut proc, _stdout) = Proc::spawn(
+            name,
+            &self.fedimds,
+            &["serve", "--config", path_str(&config)?],
+            &self.run_dir,
+            &[("FEDIMDS_LOG", LOG_FILTER)],
+        )?;
+        let ready_in = procs::wait_ready(addr, started, &mut proc)?;
+        Ok(Daemon {
+            proc,
+            addr,
+            ready_in,
+        })
+    }
+
+    /// `GET /_sim/counters`.
+    async fn counters(&self) -> Result<Counters> {
+        let body = Conn::open(self.sim_addr)
+            .await?
+            .get_ok("/_sim/counters")
+            .await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)?;
+        let field = |name: &str| {
+            value[name]
+                .as_u64()
+                .ok_or_else(|| format!("/_sim/counters has no {name}: {value}"))
+        };
+        Ok(Counters {
+            imds: field("imds")?,
+            entra: field("entra")?,
+        })
+    }
+}
+
+/// The demo world's default target, with no resource allow-list, so any resource is a key.
+fn daemon_config(listen: SocketAddr, sim_url: &str) -> String {
+    format!(
+        r#"[server]
+listen = "{listen}"
+
+[source]
+kind = "imds"
+endpoint = "{sim_url}"
+client_id = "{MI_CLIENT_ID}"
+
+[cloud]
+name = "public"
+authority_host = "{sim_url}"
+
+[[targets]]
+name = "litware"
+tenant_id = "{TARGET_TENANT}"
+client_id = "{APP_CLIENT_ID}"
+default = true
+"#
+    )
+}
+
+fn token_path(resource: &str) -> String {
+    format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}")
+}
+
+/// Every path once, over [`FILL_CONNS`] connections: each is a cold miss.
+async fn fill(addr: SocketAddr, paths: &Arc<[String]>) -> Result<()> {
+    let mut workers = Vec::new();
+    for worker in 0..FILL_CONNS {
+        let paths = paths.clone();
+        workers.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await?;
+            for path in paths.iter().skip(worker).step_by(FILL_CONNS) {
+                conn.get_ok(path).await?;
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(())
+}
+
+/// The body with the `access_token` value replaced by as many `x`s: same size, no token.
+fn mask_token(body: &[u8]) -> Result<Vec<u8>> {
+    const KEY: &[u8] = br#""access_token":""#;
+    let start = body
+        .windows(KEY.len())
+        .position(|w| w == KEY)
+        .ok_or("fedimds's answer has no access_token")?
+        + KEY.len();
+    let len = body[start..]
+        .iter()
+        .position(|&b| b == b'"')
+        .ok_or("unterminated access_token")?;
+    let mut masked = body.to_vec();
+    masked[start..start + len].fill(b'x');
+    Ok(masked)
+}
+
+/// A stripped ELF has no `.symtab` section, so its section-name table lacks the name.
+fn is_stripped(binary: &Path) -> Result<bool> {
+    let bytes = std::fs::read(binary)?;
+    Ok(!bytes.windows(8).any(|w| w == b".symtab\0"))
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .ok_or_else(|| format!("not UTF-8: {}", path.display()).into())
+}
+
+/// Samples a process's RSS every 20 ms until stopped; the peak.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(procs::rss_kib(pid).unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peak
+        });
+        RssSampler { stop, task }
+    }
+
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or(0)
+    }
+}
+
+/// The median of the runs' values.
+pub fn median_of(runs: &[Run], value: impl Fn(&Run) -> f64) -> f64 {
+    let mut values: Vec<f64> = runs.iter().map(value).collect();
+    median(&mut values)
+}
+
+/// The median (the mean of the middle two for an even count).
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+/// Latency quantiles of a run, for the report.
+pub fn quantiles(latencies: &Latencies) -> [f64; 3] {
+    [
+        latencies.quantile_us(0.5),
+        latencies.quantile_us(0.99),
+        latencies.quantile_us(0.999),
+    ]
+}

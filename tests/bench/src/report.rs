@@ -1,0 +1,398 @@
+//! What was measured, the goals it is held to, and the table printed at the end (Markdown, so
+//! it can go into BENCHMARKS.md as is).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::load::{Latencies, Run};
+use crate::{median, median_of, quantiles, Settings};
+
+const MIB: f64 = 1024.0;
+
+/// Everything measured.
+pub struct Report {
+    pub settings: Settings,
+    pub machine: Vec<(String, String)>,
+    pub binary_bytes: u64,
+    pub binary_stripped: bool,
+    pub body_bytes: usize,
+    pub start_to_ready: Vec<Duration>,
+    /// KiB, right after start.
+    pub idle_rss_cold: Vec<u64>,
+    /// KiB, idle after one token was fetched and served.
+    pub idle_rss_warm: Vec<u64>,
+    /// KiB, the peak during the cache-hit runs.
+    pub load_rss: u64,
+    pub stampede: Option<Latencies>,
+    pub stampede_exchanges: u64,
+    pub stampede_assertions: u64,
+    /// (server, connections) → one run per round.
+    pub hits: BTreeMap<(&'static str, usize), Vec<Run>>,
+    /// Exchanges during the cache-hit runs (0: every answer was a hit).
+    pub hit_exchanges: u64,
+    pub fill_time: Duration,
+    pub fill_exchanges: u64,
+    pub fill_assertions: u64,
+    /// KiB, idle once every key is cached.
+    pub keys_rss: u64,
+    /// KiB, after the many-keys hit runs.
+    pub keys_rss_after: u64,
+    /// ("spread" | "single", connections) → one run per round.
+    pub keys: BTreeMap<(&'static str, usize), Vec<Run>>,
+    pub keys_hit_exchanges: u64,
+    /// Correctness failures: the run exits non-zero after printing the table.
+    pub broken: Vec<String>,
+}
+
+impl Report {
+    pub fn new(settings: Settings, root: &Path) -> Report {
+        Report {
+            machine: machine(root, settings.quick),
+            settings,
+            binary_bytes: 0,
+            binary_stripped: false,
+            body_bytes: 0,
+            start_to_ready: Vec::new(),
+            idle_rss_cold: Vec::new(),
+            idle_rss_warm: Vec::new(),
+            load_rss: 0,
+            stampede: None,
+            stampede_exchanges: 0,
+            stampede_assertions: 0,
+            hits: BTreeMap::new(),
+            hit_exchanges: 0,
+            fill_time: Duration::ZERO,
+            fill_exchanges: 0,
+            fill_assertions: 0,
+            keys_rss: 0,
+            keys_rss_after: 0,
+            keys: BTreeMap::new(),
+            keys_hit_exchanges: 0,
+            broken: Vec::new(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let s = &self.settings;
+        let mut out = String::new();
+        let w = &mut out;
+        let _ = writeln!(
+            w,
+            "## fedimds benchmark{}\n",
+            if s.quick { " (--quick)" } else { "" }
+        );
+        for (k, v) in &self.machine {
+            let _ = writeln!(w, "- {k}: {v}");
+        }
+        let _ = writeln!(
+            w,
+            "- runs: {} rounds × {:.1} s measured (+{:.1} s warm-up) per point, medians quoted; \
+             fedimds and the baseline alternate, the first of each round flipping",
+            s.rounds,
+            s.duration.as_secs_f64(),
+            s.warmup.as_secs_f64()
+        );
+
+        let _ = writeln!(
+            w,
+            "\n### Cache hits: fedimds vs baseline (IMDS endpoint, {} B body, warm cache)\n",
+            self.body_bytes
+        );
+        let _ = writeln!(w, "| conns | fedimds req/s | baseline req/s | ratio | fedimds p50 / p99 / p99.9 µs | baseline p50 / p99 / p99.9 µs | p99 ratio |");
+        let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|---:|");
+        for &conns in &s.conns {
+            let f = self.point(&self.hits, "fedimds", conns);
+            let b = self.point(&self.hits, "baseline", conns);
+            let _ = writeln!(
+                w,
+                "| {conns} | {:.0} | {:.0} | {:.2} | {} | {} | {:.2} |",
+                f.throughput,
+                b.throughput,
+                f.throughput / b.throughput,
+                us3(f.q),
+                us3(b.q),
+                f.q[1] / b.q[1]
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nUpstream exchanges during the cache-hit runs: {} (0 = every answer a hit).",
+            self.hit_exchanges
+        );
+
+        let _ = writeln!(
+            w,
+            "\n### Cold stampede: {} concurrent callers, one cold key, fresh daemon\n",
+            crate::STAMPEDE
+        );
+        let _ = writeln!(
+            w,
+            "| exchanges (Entra) | assertion fetches (IMDS) | p50 ms | p99 ms | max ms |"
+        );
+        let _ = writeln!(w, "|---:|---:|---:|---:|---:|");
+        if let Some(l) = &self.stampede {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {:.1} | {:.1} | {:.1} |",
+                self.stampede_exchanges,
+                self.stampede_assertions,
+                l.quantile_us(0.5) / 1000.0,
+                l.quantile_us(0.99) / 1000.0,
+                l.max_us() / 1000.0
+            );
+        }
+
+        let _ = writeln!(
+            w,
+            "\n### Many keys: {} distinct resources cached, fresh daemon\n",
+            s.keys
+        );
+        let _ = writeln!(
+            w,
+            "Filled in {:.1} s over {} connections: {} exchanges, {} assertion fetches. \
+             RSS idle once filled: {:.1} MiB; after the hit runs: {:.1} MiB. \
+             Exchanges during the hit runs: {}.\n",
+            self.fill_time.as_secs_f64(),
+            crate::FILL_CONNS,
+            self.fill_exchanges,
+            self.fill_assertions,
+            self.keys_rss as f64 / MIB,
+            self.keys_rss_after as f64 / MIB,
+            self.keys_hit_exchanges
+        );
+        let _ = writeln!(w, "| conns | keys hit | req/s | p50 / p99 / p99.9 µs |");
+        let _ = writeln!(w, "|---:|---|---:|---:|");
+        for conns in [1, 32] {
+            for (name, label) in [
+                ("single", "one".to_owned()),
+                ("spread", format!("all {} at random", s.keys)),
+            ] {
+                let p = self.point(&self.keys, name, conns);
+                let _ = writeln!(
+                    w,
+                    "| {conns} | {label} | {:.0} | {} |",
+                    p.throughput,
+                    us3(p.q)
+                );
+            }
+        }
+
+        let starts: Vec<f64> = self
+            .start_to_ready
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        let _ = writeln!(w, "\n### Footprint\n");
+        let _ = writeln!(w, "| what | value |");
+        let _ = writeln!(w, "|---|---:|");
+        let _ = writeln!(
+            w,
+            "| start to ready (spawn → first 200 on /readyz), median / max of {} | {:.1} / {:.1} ms |",
+            starts.len(),
+            median(&mut starts.clone()),
+            starts.iter().copied().fold(0.0, f64::max)
+        );
+        let _ = writeln!(
+            w,
+            "| idle RSS right after start (median) | {:.1} MiB |",
+            med_kib(&self.idle_rss_cold) / MIB
+        );
+        let _ = writeln!(
+            w,
+            "| idle RSS after one token fetched and served (median) | {:.1} MiB |",
+            med_kib(&self.idle_rss_warm) / MIB
+        );
+        let _ = writeln!(
+            w,
+            "| peak RSS under load (cache-hit runs, up to {} conns) | {:.1} MiB |",
+            s.conns.iter().max().unwrap_or(&0),
+            self.load_rss as f64 / MIB
+        );
+        let _ = writeln!(
+            w,
+            "| binary size ({}) | {:.2} MiB |",
+            if self.binary_stripped {
+                "stripped"
+            } else {
+                "NOT stripped"
+            },
+            self.binary_bytes as f64 / MIB / MIB
+        );
+
+        let _ = writeln!(w, "\n### Goals\n");
+        let _ = writeln!(w, "| goal | measured | result |");
+        let _ = writeln!(w, "|---|---:|:---:|");
+        for (goal, measured, pass) in self.goals() {
+            let _ = writeln!(
+                w,
+                "| {goal} | {measured} | {} |",
+                if pass { "PASS" } else { "MISS" }
+            );
+        }
+        if !self.broken.is_empty() {
+            let _ = writeln!(w, "\nBROKEN: {}", self.broken.join("; "));
+        }
+        out
+    }
+
+    fn goals(&self) -> Vec<(String, String, bool)> {
+        let f = self.point(&self.hits, "fedimds", 32);
+        let b = self.point(&self.hits, "baseline", 32);
+        let tput = f.throughput / b.throughput;
+        let p99 = f.q[1] / b.q[1];
+        let single = self.point(&self.keys, "single", 1);
+        let spread = self.point(&self.keys, "spread", 1);
+        let keys_latency = spread.q[0] / single.q[0];
+        let keys_rss = self.keys_rss as f64 / MIB;
+        let idle = med_kib(&self.idle_rss_warm) / MIB;
+        let mut starts: Vec<f64> = self
+            .start_to_ready
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        let start = median(&mut starts);
+        let size = self.binary_bytes as f64 / MIB / MIB;
+        vec![
+            (
+                "cache-hit throughput at 32 conns ≥ 0.9 × baseline".into(),
+                format!("{tput:.2} ×"),
+                tput >= 0.9,
+            ),
+            (
+                "cache-hit p99 at 32 conns ≤ 1.2 × baseline".into(),
+                format!("{p99:.2} ×"),
+                p99 <= 1.2,
+            ),
+            (
+                "stampede: exactly 1 exchange and 1 assertion fetch".into(),
+                format!(
+                    "{} and {}",
+                    self.stampede_exchanges, self.stampede_assertions
+                ),
+                self.stampede_exchanges == 1 && self.stampede_assertions == 1,
+            ),
+            (
+                format!("{} keys: RSS ≤ 40 MiB", self.settings.keys),
+                format!("{keys_rss:.1} MiB"),
+                keys_rss <= 40.0,
+            ),
+            (
+                format!(
+                    "{} keys: hit p50 (1 conn) within 10 % of one key",
+                    self.settings.keys
+                ),
+                format!("{:+.1} %", (keys_latency - 1.0) * 100.0),
+                keys_latency <= 1.10,
+            ),
+            (
+                "idle RSS ≤ 10 MiB (after one token)".into(),
+                format!("{idle:.1} MiB"),
+                idle <= 10.0,
+            ),
+            (
+                "start to ready ≤ 50 ms (median)".into(),
+                format!("{start:.1} ms"),
+                start <= 50.0,
+            ),
+            (
+                "stripped binary ≤ 15 MiB".into(),
+                format!("{size:.2} MiB"),
+                self.binary_stripped && size <= 15.0,
+            ),
+        ]
+    }
+
+    fn point(
+        &self,
+        table: &BTreeMap<(&'static str, usize), Vec<Run>>,
+        name: &str,
+        conns: usize,
+    ) -> Point {
+        let runs = table
+            .iter()
+            .find(|((n, c), _)| *n == name && *c == conns)
+            .map_or(&[][..], |(_, runs)| runs.as_slice());
+        Point {
+            throughput: median_of(runs, |r| r.throughput),
+            q: [0, 1, 2].map(|i| median_of(runs, |r| quantiles(&r.latencies)[i])),
+        }
+    }
+}
+
+struct Point {
+    throughput: f64,
+    /// p50, p99, p99.9 in µs.
+    q: [f64; 3],
+}
+
+fn us3(q: [f64; 3]) -> String {
+    format!("{:.0} / {:.0} / {:.0}", q[0], q[1], q[2])
+}
+
+fn med_kib(values: &[u64]) -> f64 {
+    median(&mut values.iter().map(|&v| v as f64).collect::<Vec<_>>())
+}
+
+/// The machine, and the exact command.
+fn machine(root: &Path, quick: bool) -> Vec<(String, String)> {
+    let nproc = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = command_output("lscpu", &[])
+        .and_then(|out| {
+            out.lines()
+                .find_map(|l| l.trim_start().strip_prefix("Model name:"))
+                .map(|model| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU (no lscpu)".to_owned());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find(|l| l.starts_with("MemTotal:")).map(|l| {
+                let kib: f64 = l
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0);
+                format!("{:.1} GiB", kib / MIB / MIB)
+            })
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let rustc = command_output("rustc", &["--version"]).unwrap_or_default();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    vec![
+        (
+            "command".into(),
+            format!("`tests/bench/run{}`", if quick { " --quick" } else { "" }),
+        ),
+        (
+            "machine".into(),
+            format!("nproc {nproc}; lscpu Model name: {model}; MemTotal {memory}; kernel {kernel}"),
+        ),
+        ("load average at start (1/5/15 min)".into(), load),
+        (
+            "toolchain".into(),
+            format!("{} (commit {commit})", rustc.trim()),
+        ),
+    ]
+}
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
