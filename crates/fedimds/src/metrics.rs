@@ -85,13 +85,22 @@ pub struct Metrics {
     upstream_calls: Family<UpstreamLabels, Counter>,
     upstream_latency: Family<UpstreamKind, Histogram>,
     build: Family<BuildLabels, Gauge>,
+    /// The lookup counters, resolved once: a hit then costs one atomic add.
+    by_lookup: [Counter; 3],
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let lookups = Family::<LookupLabels, Counter>::default();
+        let by_lookup = [Lookup::Hit, Lookup::Stale, Lookup::Miss].map(|l| {
+            lookups
+                .get_or_create(&LookupLabels { result: l.as_str() })
+                .clone()
+        });
         Metrics {
+            by_lookup,
             requests: Family::default(),
-            lookups: Family::default(),
+            lookups,
             upstream_calls: Family::default(),
             upstream_latency: Family::new_with_constructor(|| {
                 Histogram::new([
@@ -117,11 +126,24 @@ impl Metrics {
 
     /// How the cache answered a served request.
     pub fn lookup(&self, lookup: Lookup) {
-        self.lookups
-            .get_or_create(&LookupLabels {
-                result: lookup.as_str(),
+        let index = match lookup {
+            Lookup::Hit => 0,
+            Lookup::Stale => 1,
+            Lookup::Miss => 2,
+        };
+        self.by_lookup[index].inc();
+    }
+
+    /// The counter of requests answered 200 for this dialect and target, to keep and bump
+    /// without a lookup on every hit.
+    pub fn served_counter(&self, dialect: &'static str, target: &Arc<str>) -> Counter {
+        self.requests
+            .get_or_create(&RequestLabels {
+                dialect,
+                target: Shared(target.clone()),
+                status: 200,
             })
-            .inc();
+            .clone()
     }
 
     /// One upstream call and how long it took.

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::{Extension, Router};
+use axum::Router;
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::audit::{self, Audit};
@@ -77,6 +77,8 @@ struct TargetIds {
     label: Arc<str>,
     tenant: Arc<str>,
     client_id: Arc<str>,
+    /// Its "answered 200" counter per dialect, in `Dialect::ALL` order.
+    served: Vec<prometheus_client::metrics::counter::Counter>,
 }
 
 /// Everything a request handler needs.
@@ -122,7 +124,7 @@ impl App {
             config.server.arc_key_group,
         );
         Ok(Arc::new(App {
-            settings: ArcSwap::from_pointee(Settings::new(config, identity_header)),
+            settings: ArcSwap::from_pointee(Settings::new(config, identity_header, &metrics)),
             cache,
             arc_keys,
             metrics,
@@ -165,8 +167,11 @@ impl App {
             .identity_header
             .clone()
             .unwrap_or_else(|| old.identity_header.clone());
-        self.settings
-            .store(Arc::new(Settings::new(config, identity_header)));
+        self.settings.store(Arc::new(Settings::new(
+            config,
+            identity_header,
+            &self.metrics,
+        )));
         Ok(())
     }
 
@@ -257,13 +262,18 @@ impl App {
 }
 
 impl Settings {
-    fn new(config: Config, identity_header: Secret) -> Settings {
+    fn new(config: Config, identity_header: Secret, metrics: &Metrics) -> Settings {
         let ids = config
             .targets
             .iter()
             .map(|t| {
+                let label: Arc<str> = t.name.as_str().into();
                 let ids = TargetIds {
-                    label: t.name.as_str().into(),
+                    served: Dialect::ALL
+                        .iter()
+                        .map(|d| metrics.served_counter(d.as_str(), &label))
+                        .collect(),
+                    label,
                     tenant: t.tenant_id.as_str().into(),
                     client_id: t.client_id.as_str().into(),
                 };
@@ -385,11 +395,12 @@ async fn not_found() -> Response {
 // === the request path ===
 
 /// Requests reaching the router without a listener (tests' `oneshot`) count as loopback.
-fn peer_of(peer: Option<Extension<Peer>>) -> Peer {
-    peer.map_or(
-        Peer::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
-        |Extension(p)| p,
-    )
+fn peer_of(parts: &axum::http::request::Parts) -> Peer {
+    parts
+        .extensions
+        .get::<Peer>()
+        .copied()
+        .unwrap_or(Peer::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))
 }
 
 /// One token request on its way through.
@@ -403,75 +414,90 @@ struct Call<'a> {
     render: fn(&Refusal) -> Response,
 }
 
+// The handlers take the request whole and read its parts by reference: extracting a
+// `HeaderMap`, `Method` and query would copy them on every cache hit.
+
 async fn imds_token(
     State(app): State<Arc<App>>,
     name: Option<UrlPath<String>>,
-    peer: Option<Extension<Peer>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    req: Request,
 ) -> Response {
     let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
+    let (parts, _) = req.into_parts();
     let call = Call::new(
         &app,
         Dialect::Imds,
         prefix,
-        peer_of(peer),
-        &headers,
+        peer_of(&parts),
+        &parts.headers,
         imds::error,
     );
     let parsed = call
         .guard()
-        .and_then(|()| imds::parse(&method, &headers, q.as_deref()));
+        .and_then(|()| imds::parse(&parts.method, &parts.headers, parts.uri.query()));
     call.answer(parsed).await
 }
 
 async fn app_service_token(
     State(app): State<Arc<App>>,
     name: Option<UrlPath<String>>,
-    peer: Option<Extension<Peer>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
+    req: Request,
 ) -> Response {
     let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
-    let dialect = app_service::dialect_of(&method, &headers, q.as_deref());
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query();
+    let dialect = app_service::dialect_of(&parts.method, &parts.headers, query);
     // Cloud Shell speaks OAuth-style errors, like IMDS; the rest App Service's shape.
     let render: fn(&Refusal) -> Response = match dialect {
         Dialect::CloudShell => imds::error,
         _ => app_service::error,
     };
-    let call = Call::new(&app, dialect, prefix, peer_of(peer), &headers, render);
+    let call = Call::new(
+        &app,
+        dialect,
+        prefix,
+        peer_of(&parts),
+        &parts.headers,
+        render,
+    );
+    let body = match parts.method {
+        Method::POST => match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                let refusal =
+                    Refusal::BadRequest(format!("The form body is larger than {MAX_BODY} bytes"));
+                return call.answer(Err(refusal)).await;
+            }
+        },
+        _ => Bytes::new(),
+    };
     let settings = &call.settings;
     let known = |presented: &[u8]| App::secret_known(settings, presented);
-    let parsed = call
-        .guard()
-        .and_then(|()| app_service::parse(dialect, &method, &headers, q.as_deref(), &body, &known));
+    let parsed = call.guard().and_then(|()| {
+        app_service::parse(dialect, &parts.method, &parts.headers, query, &body, &known)
+    });
     call.answer(parsed).await
 }
 
 async fn arc_token(
     State(app): State<Arc<App>>,
     name: Option<UrlPath<String>>,
-    peer: Option<Extension<Peer>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    req: Request,
 ) -> Response {
     let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
+    let (parts, _) = req.into_parts();
     let call = Call::new(
         &app,
         Dialect::Arc,
         prefix,
-        peer_of(peer),
-        &headers,
+        peer_of(&parts),
+        &parts.headers,
         arc::error,
     );
-    match call
-        .guard()
-        .and_then(|()| app.arc_keys.parse(&method, &headers, q.as_deref()))
-    {
+    match call.guard().and_then(|()| {
+        app.arc_keys
+            .parse(&parts.method, &parts.headers, parts.uri.query())
+    }) {
         Ok(ArcRequest::Challenge(challenge)) => challenge,
         Ok(ArcRequest::Token(req)) => call.answer(Ok(req)).await,
         Err(refusal) => call.answer(Err(refusal)).await,
@@ -593,8 +619,13 @@ impl<'a> Call<'a> {
     fn served(&self, req: &TokenRequest, served: &Served<'_>) -> Response {
         let app = self.app;
         app.metrics.lookup(served.lookup);
-        if let Some(ids) = self.settings.ids.get(&served.target.name) {
-            app.metrics.request(self.dialect.as_str(), &ids.label, 200);
+        if let Some(counter) = self
+            .settings
+            .ids
+            .get(&served.target.name)
+            .and_then(|ids| ids.served.get(self.dialect.index()))
+        {
+            counter.inc();
         }
         if app.audit.is_on() {
             app.audit.record(&audit::Entry {

@@ -74,6 +74,8 @@ pub struct AccessToken {
     pub lifetime: Duration,
     /// The token's fingerprint for audit lines, computed once.
     pub fingerprint: String,
+    /// True when the token needs no JSON escaping (every JWT): the body then copies it as is.
+    pub json_safe: bool,
 }
 
 impl AccessToken {
@@ -90,6 +92,10 @@ impl AccessToken {
         let expires_on = unix_now() + expires_in.saturating_sub(elapsed).as_secs();
         AccessToken {
             fingerprint: secret.fingerprint(),
+            json_safe: secret
+                .expose()
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
             secret,
             expires_at,
             expires_on,

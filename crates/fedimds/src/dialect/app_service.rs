@@ -52,22 +52,25 @@ pub fn parse(
     if !header.is_empty() {
         check_secret(headers, header, secret_known)?;
     }
-    let params = match *method {
-        Method::GET if dialect != Dialect::CloudShell => {
-            Params::parse(query.unwrap_or_default(), true)?
-        }
+    let joined;
+    let text = match *method {
+        Method::GET if dialect != Dialect::CloudShell => query.unwrap_or_default(),
         Method::POST => {
             let form = std::str::from_utf8(body)
                 .map_err(|_| Refusal::BadRequest("The form body is not UTF-8".to_owned()))?;
             // Automation scripts put everything in the body; a query is accepted too.
             match query {
-                Some(q) if !q.is_empty() => Params::parse(&format!("{q}&{form}"), true)?,
-                _ => Params::parse(form, true)?,
+                Some(q) if !q.is_empty() => {
+                    joined = format!("{q}&{form}");
+                    joined.as_str()
+                }
+                _ => form,
             }
         }
         _ => return Err(Refusal::MethodNotAllowed),
     };
-    match params.get(&["api-version"]) {
+    let params = Params::parse(text, true)?;
+    match params.get(&["api-version"]).as_deref() {
         Some(v) if !versions.is_empty() && !versions.contains(&v) => {
             return Err(Refusal::BadRequest(format!(
                 "api-version '{v}' is not supported here; use {}",

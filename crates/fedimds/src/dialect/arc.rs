@@ -82,7 +82,7 @@ impl ArcKeys {
             return Err(Refusal::MissingMetadata);
         }
         let params = Params::parse(query.unwrap_or_default(), true)?;
-        match params.get(&["api-version"]) {
+        match params.get(&["api-version"]).as_deref() {
             Some(v) if API_VERSIONS.contains(&v) => {}
             _ => return Err(Refusal::ApiVersion),
         }

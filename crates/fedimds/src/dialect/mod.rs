@@ -7,11 +7,11 @@ pub mod app_service;
 pub mod arc;
 pub mod imds;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::cache::CacheError;
 use crate::retry::Transience;
@@ -34,6 +34,20 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// Every dialect, in [`Dialect::index`] order.
+    pub const ALL: [Dialect; 5] = [
+        Dialect::Imds,
+        Dialect::AppService,
+        Dialect::AppService2017,
+        Dialect::CloudShell,
+        Dialect::Arc,
+    ];
+
+    /// Its position in [`Dialect::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// A stable name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -154,32 +168,40 @@ impl Refusal {
     }
 }
 
-/// Query or form parameters, decoded, in order.
-#[derive(Debug, Default)]
-pub struct Params(Vec<(String, String)>);
+/// Query or form parameters: the raw text, decoded lazily. Nothing is copied unless a value
+/// is percent-encoded, and then only that value: this runs on every cache hit.
+#[derive(Debug, Clone, Copy)]
+pub struct Params<'a>(&'a str);
 
-impl Params {
-    /// Parses `a=b&c=d` (raw or percent-encoded values). With `unique`, a key given twice is
+/// More pairs than any client sends; beyond this a request is refused, which also bounds the
+/// duplicate check below.
+const MAX_PAIRS: usize = 32;
+
+impl<'a> Params<'a> {
+    /// Checks `a=b&c=d` (raw or percent-encoded values). With `unique`, a key given twice is
     /// refused, as real IMDS refuses it (two `resource`s could otherwise mean two things).
-    pub fn parse(text: &str, unique: bool) -> Result<Params, Refusal> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        for (k, v) in form_urlencoded::parse(text.as_bytes()) {
-            if unique && pairs.iter().any(|(seen, _)| *seen == k) {
+    pub fn parse(text: &'a str, unique: bool) -> Result<Params<'a>, Refusal> {
+        let pairs = || form_urlencoded::parse(text.as_bytes());
+        for (i, (key, _)) in pairs().enumerate() {
+            if i >= MAX_PAIRS {
                 return Err(Refusal::BadRequest(format!(
-                    "The query parameter '{k}' is given more than once"
+                    "More than {MAX_PAIRS} parameters"
                 )));
             }
-            pairs.push((k.into_owned(), v.into_owned()));
+            if unique && pairs().take(i).any(|(seen, _)| seen == key) {
+                return Err(Refusal::BadRequest(format!(
+                    "The query parameter '{key}' is given more than once"
+                )));
+            }
         }
-        Ok(Params(pairs))
+        Ok(Params(text))
     }
 
     /// The first value of any of `keys`, if non-empty.
-    pub fn get(&self, keys: &[&str]) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, v)| !v.is_empty() && keys.contains(&k.as_str()))
-            .map(|(_, v)| v.as_str())
+    pub fn get(&self, keys: &[&str]) -> Option<Cow<'a, str>> {
+        form_urlencoded::parse(self.0.as_bytes())
+            .find(|(k, v)| !v.is_empty() && keys.contains(&k.as_ref()))
+            .map(|(_, v)| v)
     }
 
     /// Builds the dialect-independent request; `resource` is required.
@@ -188,11 +210,11 @@ impl Params {
             Refusal::BadRequest("Required audience parameter 'resource' not specified".to_owned())
         })?;
         let req = TokenRequest {
-            resource: resource.to_owned(),
-            client_id: self.get(id_keys.client_id).map(str::to_owned),
-            object_id: self.get(id_keys.object_id).map(str::to_owned),
-            resource_id: self.get(id_keys.resource_id).map(str::to_owned),
-            tenant_id: self.get(&["tenant_id"]).map(str::to_owned),
+            resource: resource.into_owned(),
+            client_id: self.get(id_keys.client_id).map(Cow::into_owned),
+            object_id: self.get(id_keys.object_id).map(Cow::into_owned),
+            resource_id: self.get(id_keys.resource_id).map(Cow::into_owned),
+            tenant_id: self.get(&["tenant_id"]).map(Cow::into_owned),
         };
         let ids = [&req.client_id, &req.object_id, &req.resource_id]
             .iter()
@@ -226,60 +248,79 @@ pub const ALL_ID_KEYS: IdKeys = IdKeys {
     resource_id: &["msi_res_id", "mi_res_id", "resource_id", "msi-res-id"],
 };
 
-/// The one 200 body every client accepts (`client-protocols.md` §9): all values strings, both
-/// `expires_in` and `expires_on`, `resource` echoed exactly, `token_type`, `client_id`.
-#[derive(Serialize)]
-struct TokenBody<'a> {
-    access_token: &'a str,
-    client_id: &'a str,
-    expires_in: AsString,
-    expires_on: AsString,
-    ext_expires_in: AsString,
-    not_before: AsString,
-    resource: &'a str,
-    token_type: &'static str,
-    /// Echoed when the caller selected by object id (Arc clients check the echo).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    object_id: Option<&'a str>,
-    /// Echoed when the caller selected by resource id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    msi_res_id: Option<&'a str>,
-}
-
-/// A number written as a JSON string (`"3599"`) without an intermediate `String`: every
-/// client accepts strings, and Rust's `azure_identity` accepts only strings.
-struct AsString(u64);
-
-impl Serialize for AsString {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-/// Renders the 200 answer for `req`; `client_id` is the identity used.
+/// Renders the one 200 body every client accepts (`client-protocols.md` §9): all values
+/// strings, both `expires_in` and `expires_on`, `resource` echoed exactly, `token_type`,
+/// `client_id`, and the user-assigned id echoed when the caller named one (Arc clients check).
+///
+/// Written by hand into one buffer sized up front: this is the cache-hit path, and a JWT
+/// needs no JSON escaping (checked once, when the token was stored), so the token, by far the
+/// largest part, is copied rather than scanned.
 pub fn token_response(token: &AccessToken, req: &TokenRequest, client_id: &str) -> Response {
     let now = tokio::time::Instant::now();
     let expires_in = token.expires_in(now);
-    let body = TokenBody {
-        access_token: token.secret.expose(),
-        client_id,
-        expires_in: AsString(expires_in),
-        expires_on: AsString(token.expires_on),
-        ext_expires_in: AsString(expires_in),
-        not_before: AsString(token.expires_on.saturating_sub(token.lifetime.as_secs())),
-        resource: &req.resource,
-        token_type: "Bearer",
-        object_id: req.object_id.as_deref(),
-        msi_res_id: req.resource_id.as_deref(),
-    };
-    // One allocation, sized for the token plus the fixed fields: this is the cache-hit path.
-    let mut bytes = Vec::with_capacity(
-        token.secret.expose().len() + req.resource.len() + client_id.len() + 200,
-    );
-    if serde_json::to_writer(&mut bytes, &body).is_err() {
-        bytes.clear();
+    let secret = token.secret.expose();
+    let mut b = String::with_capacity(secret.len() + req.resource.len() + client_id.len() + 220);
+    b.push_str(r#"{"access_token":"#);
+    if token.json_safe {
+        b.push('"');
+        b.push_str(secret);
+        b.push('"');
+    } else {
+        push_json_str(&mut b, secret);
     }
-    (no_store_json(), bytes).into_response()
+    b.push_str(r#","client_id":"#);
+    push_json_str(&mut b, client_id);
+    push_number_field(&mut b, "expires_in", expires_in);
+    push_number_field(&mut b, "expires_on", token.expires_on);
+    push_number_field(&mut b, "ext_expires_in", expires_in);
+    push_number_field(
+        &mut b,
+        "not_before",
+        token.expires_on.saturating_sub(token.lifetime.as_secs()),
+    );
+    b.push_str(r#","resource":"#);
+    push_json_str(&mut b, &req.resource);
+    b.push_str(r#","token_type":"Bearer""#);
+    if let Some(id) = &req.object_id {
+        b.push_str(r#","object_id":"#);
+        push_json_str(&mut b, id);
+    }
+    if let Some(id) = &req.resource_id {
+        b.push_str(r#","msi_res_id":"#);
+        push_json_str(&mut b, id);
+    }
+    b.push('}');
+    (no_store_json(), b).into_response()
+}
+
+/// `,"name":"123"`: a number as a JSON string, as IMDS sends it (Rust's SDK insists).
+fn push_number_field(b: &mut String, name: &str, value: u64) {
+    b.push_str(",\"");
+    b.push_str(name);
+    b.push_str("\":\"");
+    b.push_str(itoa::Buffer::new().format(value));
+    b.push('"');
+}
+
+/// A JSON string literal, escaped.
+fn push_json_str(b: &mut String, s: &str) {
+    b.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => b.push_str("\\\""),
+            '\\' => b.push_str("\\\\"),
+            '\n' => b.push_str("\\n"),
+            '\r' => b.push_str("\\r"),
+            '\t' => b.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                b.push_str("\\u00");
+                b.push(char::from_digit((c as u32) >> 4, 16).unwrap_or('0'));
+                b.push(char::from_digit((c as u32) & 0xf, 16).unwrap_or('0'));
+            }
+            c => b.push(c),
+        }
+    }
+    b.push('"');
 }
 
 /// Headers on every token endpoint answer: JSON, and never stored by a proxy or cache.
@@ -325,10 +366,59 @@ mod tests {
     #[test]
     fn params_decode_and_refuse_duplicates() {
         let p = Params::parse("resource=https://x&client_id=a%2Fb", true).unwrap();
-        assert_eq!(p.get(&["resource"]), Some("https://x"));
-        assert_eq!(p.get(&["client_id"]), Some("a/b"));
+        assert_eq!(p.get(&["resource"]).as_deref(), Some("https://x"));
+        assert_eq!(p.get(&["client_id"]).as_deref(), Some("a/b"));
         assert!(Params::parse("resource=a&resource=b", true).is_err());
         assert!(Params::parse("resource=a&resource=b", false).is_ok());
+    }
+
+    #[test]
+    fn the_body_is_valid_json_with_string_values() {
+        use crate::token::Secret;
+        let tricky = TokenRequest {
+            resource: "https://x/\"quoted\"\\\u{1}é".to_owned(),
+            object_id: Some("obj".to_owned()),
+            ..Default::default()
+        };
+        for secret in ["eyJhbGciOi.eyJzdWIiOi.sig-_", "not \"json\" safe\n"] {
+            let token = AccessToken::new(
+                Secret::new(secret),
+                tokio::time::Instant::now(),
+                Duration::from_secs(3599),
+                None,
+            );
+            let response = token_response(&token, &tricky, "c\"id");
+            let body = futures_body(response);
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+            assert_eq!(v["access_token"], secret);
+            assert_eq!(v["resource"], tricky.resource.as_str());
+            assert_eq!(v["client_id"], "c\"id");
+            assert_eq!(v["object_id"], "obj");
+            assert!(v.get("msi_res_id").is_none());
+            for k in [
+                "expires_in",
+                "expires_on",
+                "ext_expires_in",
+                "not_before",
+                "token_type",
+            ] {
+                assert!(v[k].is_string(), "{k}");
+            }
+            let left: u64 = v["expires_in"].as_str().unwrap().parse().unwrap();
+            assert!((3590..=3599).contains(&left), "{left}");
+        }
+    }
+
+    fn futures_body(response: Response) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap()
+                .to_vec()
+        })
     }
 
     #[test]
