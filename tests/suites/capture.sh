@@ -4,7 +4,8 @@
 # In a fresh network namespace, 169.254.169.254 is a local address where the simulator plays
 # the real IMDS and Entra (`fedimds sim`; its IMDS issues *home-tenant* tokens). The repo's one
 # capture script (deploy/capture/capture-imds.sh) installs the nat rule, fedimds runs as an
-# unprivileged uid (65534, excluded from the rule) on 127.0.0.1:8181, and clients that know
+# unprivileged uid (65534, excluded from the rule) with the shipped Kubernetes listeners (tokens
+# on 127.0.0.1:8181, no allow_remote; admin on 8182) and a caller secret, and clients that know
 # nothing of fedimds and set no variables ask "IMDS" for a token: curl, Python azure-identity's
 # ManagedIdentityCredential() and the Rust azure_identity crate (which hard-codes
 # 169.254.169.254). Each must get the *target-tenant* token: only fedimds serves those, so the
@@ -115,10 +116,16 @@ out=$(bare curl -sS --max-time 10 -H Metadata:true "$IMDS_URL")
 expect_tenant "curl before capture (control)" "$HOME_TENANT" "$(claims access_token <<<"$out")"
 
 # --- fedimds, unprivileged, wired to the "real IMDS" -----------------------------------------
+# Its listeners are the shipped Kubernetes ones (the [server] and [admin] tables of
+# deploy/kubernetes/common/configmap.yaml, which the capture variant mounts), so the captured
+# callers, which send no caller secret, meet the layout a pod would give them.
 install -m 0755 "$root/target/release/fedimds" "$work/fedimds"
+listeners=$(sed -n '/^    \[server\]$/,/^    \[source\]$/p' deploy/kubernetes/common/configmap.yaml \
+  | sed -e '$d' -e 's/^    //')
+grep -q '^\[server\]$' <<<"$listeners" && grep -q '^\[admin\]$' <<<"$listeners" \
+  || die "no [server] and [admin] tables before [source] in deploy/kubernetes/common/configmap.yaml"
 cat >"$work/fedimds.toml" <<EOF
-[server]
-listen = "127.0.0.1:8181"
+$listeners
 
 [source]
 kind = "imds"
@@ -148,10 +155,13 @@ in_ns sh deploy/capture/capture-imds.sh --uid "$FEDIMDS_UID" --port 8181 --check
   || die "--check does not see the rule"
 say "ok: capture rule installed once"
 
-ip netns exec "$ns" setpriv --reuid="$FEDIMDS_UID" --regid="$FEDIMDS_UID" --clear-groups \
+# As the pod's sidecar: the caller secret from the Secret, which the captured callers never see.
+FEDIMDS_IDENTITY_HEADER=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
+  ip netns exec "$ns" setpriv --reuid="$FEDIMDS_UID" --regid="$FEDIMDS_UID" --clear-groups \
   "$work/fedimds" serve --config "$work/fedimds.toml" >"$work/fedimds.log" 2>&1 &
 pids+=($!)
-wait_http http://127.0.0.1:8181/healthz "${pids[-1]}" "fedimds"
+# Where the kubelet's probes go: the admin listener.
+wait_http http://127.0.0.1:8182/healthz "${pids[-1]}" "fedimds"
 daemon_uid=$(awk '/^Uid:/ {print $3}' "/proc/${pids[-1]}/status")   # the effective uid
 [ "$daemon_uid" = "$FEDIMDS_UID" ] || die "fedimds runs as uid $daemon_uid, expected $FEDIMDS_UID"
 

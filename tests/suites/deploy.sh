@@ -3,11 +3,16 @@
 #
 # - Kubernetes: every kustomization lists files that exist and every manifest is listed; each
 #   manifest validates (strict) against the Kubernetes 1.33 schemas (kubernetes-validate, which
-#   bundles them); the pod specs keep the promises (native sidecar, startupProbe on /readyz,
-#   requests and limits, restricted security context, the Secret shared as IDENTITY_HEADER, the
-#   endpoints set, capture with NET_ADMIN only, workload identity with token-file).
-# - Every fedimds config shipped (ConfigMaps, compose) is accepted by the real binary, and the
-#   compose set-up (sim + fedimds with its secret file) serves a target-tenant token.
+#   bundles them); the pod specs keep the promises (native sidecar, startupProbe on /readyz and
+#   livenessProbe on /healthz at the admin port, the only container port, requests and limits,
+#   restricted security context, the Secret shared as IDENTITY_HEADER, the endpoints set,
+#   capture with NET_ADMIN only, workload identity with token-file).
+# - Every fedimds config shipped (ConfigMaps, compose) keeps the token listener on loopback with
+#   no allow_remote (which would make IMDS-mode callers need the caller secret) and the admin
+#   listener where its probes reach it; each is run by the real binary in a namespace with a
+#   "pod IP": the admin port answers there, the token port does not, and a secret-less IMDS
+#   request is not refused for its missing secret. The compose set-up (sim + fedimds with its
+#   secret file) serves a target-tenant token in both modes.
 # - compose.yaml parses and its services share one network namespace, publish nothing.
 # - systemd: `systemd-analyze verify` is silent, `systemd-analyze security` exposure <= 2.0.
 # - Dockerfile: final stage distroless/scratch, numeric non-root USER, no RUN, no EXPOSE.
@@ -90,7 +95,7 @@ fi
 say "ok: manifests valid against the Kubernetes $K8S_VERSION schemas (strict)"
 
 mkdir -p "$work/configs"
-"$py" - "$work/configs" "${manifests[@]}" <<'EOF'
+cat >"$work/podspecs.py" <<'EOF'
 import os, sys, tomllib, yaml
 
 out, files = sys.argv[1], sys.argv[2:]
@@ -117,6 +122,20 @@ for name, (f, cm) in by_kind.get("ConfigMap", {}).items():
         open(os.path.join(out, f"k8s-{name}.toml"), "w").write(text)
 
 secret_names = set(by_kind.get("Secret", {}))
+ADMIN_PORT = 8182
+
+def check_listeners(where, config, admin_on_pod_ip):
+    server = config.get("server", {})
+    need(server.get("listen") == "127.0.0.1:8181", f"{where}: server.listen must be 127.0.0.1:8181 (the app's endpoints; loopback only), got {server.get('listen')}")
+    need("allow_remote" not in server, f"{where}: no server.allow_remote (it makes IMDS-mode callers need the caller secret)")
+    admin = config.get("admin", {}).get("listen", "127.0.0.1:8182")
+    if admin_on_pod_ip:
+        need(admin == f"0.0.0.0:{ADMIN_PORT}", f"{where}: admin.listen must be 0.0.0.0:{ADMIN_PORT} (the kubelet probes at the pod IP), got {admin}")
+    else:
+        need(admin.startswith("127.0.0.1:"), f"{where}: admin.listen must stay on loopback, got {admin}")
+
+# compose's config: loopback, both listeners (the app shares fedimds's network namespace).
+check_listeners("deploy/compose/fedimds.toml", tomllib.load(open("deploy/compose/fedimds.toml", "rb")), admin_on_pod_ip=False)
 
 def restricted(f, c, pod_sc, allow_caps=()):
     sc = c.get("securityContext", {})
@@ -154,11 +173,13 @@ for f, w in workloads:
         continue
     fed = sidecars[0]
     need(fed.get("restartPolicy") == "Always", f"{where}: fedimds must be a native sidecar (restartPolicy: Always)")
-    probe = fed.get("startupProbe", {}).get("httpGet", {})
-    need(probe.get("path") == "/readyz", f"{where}: fedimds needs a startupProbe on /readyz")
+    # The one port on the pod IP is the admin listener's; the token port is loopback-only.
     ports = {p.get("name"): p["containerPort"] for p in fed.get("ports", [])}
-    port = ports.get(probe.get("port"), probe.get("port"))
-    need(port == 8181, f"{where}: the probe must reach fedimds's port 8181, got {port}")
+    need(ports == {"admin": ADMIN_PORT}, f"{where}: fedimds's container ports must be just admin: {ADMIN_PORT}, got {ports}")
+    for probe_kind, path in (("startupProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        probe = fed.get(probe_kind, {}).get("httpGet", {})
+        need(probe.get("path") == path, f"{where}: fedimds needs a {probe_kind} on {path}")
+        need(probe.get("port") == "admin", f"{where}: the {probe_kind} must use the named port admin, got {probe.get('port')}")
     restricted(f, fed, pod_sc)
     fsc = fed.get("securityContext", {})
     fed_uid = fsc.get("runAsUser")
@@ -172,8 +193,8 @@ for f, w in workloads:
     cms = [vols[n]["configMap"]["name"] for n in mounts if n in vols and "configMap" in vols[n]]
     need(len(cms) == 1 and cms[0] in by_kind.get("ConfigMap", {}), f"{where}: fedimds must mount its ConfigMap (found {cms})")
     config = tomllib.loads(by_kind["ConfigMap"][cms[0]][1]["data"]["fedimds.toml"]) if cms and cms[0] in by_kind.get("ConfigMap", {}) else {}
-    listen_port = int(config.get("server", {}).get("listen", "127.0.0.1:8181").rsplit(":", 1)[1])
-    need(listen_port == 8181, f"{where}: config listens on {listen_port}, the probe and the app use 8181")
+    if config:
+        check_listeners(f"{where}: ConfigMap {cms[0]}", config, admin_on_pod_ip=True)
 
     captures = [c for c in inits if c["name"] != "fedimds"]
     labels = tpl["metadata"].get("labels", {})
@@ -214,7 +235,28 @@ need(variants == {"plain", "capture", "workload-identity"}, f"variants found: {s
 if problems:
     sys.exit("\n".join(problems))
 EOF
-say "ok: pod specs: native sidecar, /readyz startupProbe, restricted, secret shared, capture, workload identity"
+"$py" "$work/podspecs.py" "$work/configs" "${manifests[@]}"
+# Negative control: the old layout (tokens on 0.0.0.0:8181 with allow_remote, probed there, no
+# admin listener) must be refused on each count.
+mkdir -p "$work/old" "$work/old-configs"
+cp -r deploy/kubernetes "$work/old/"
+for f in "$work"/old/kubernetes/common/configmap.yaml "$work"/old/kubernetes/workload-identity/configmap.yaml; do
+  sed -i -e 's/^    listen = "127.0.0.1:8181"$/    listen = "0.0.0.0:8181"\n    allow_remote = true/' \
+    -e '/^    \[admin\]$/d' -e '/^    listen = "0.0.0.0:8182"$/d' "$f"
+done
+for f in "${manifests[@]}"; do
+  sed -i -e 's/port: admin$/port: fedimds/' -e 's/- name: admin$/- name: fedimds/' \
+    -e 's/containerPort: 8182$/containerPort: 8181/' "$work/old/${f#deploy/}"
+done
+if "$py" "$work/podspecs.py" "$work/old-configs" "${manifests[@]/#deploy/$work/old}" 2>"$work/old.err"; then
+  die "the old layout (allow_remote, probes on the token port) passed the pod-spec checks"
+fi
+for want in "no server.allow_remote" "server.listen must be 127.0.0.1:8181" "admin.listen must be 0.0.0.0:8182" \
+            "container ports must be just admin" "startupProbe must use the named port admin" \
+            "livenessProbe must use the named port admin"; do
+  grep -qF "$want" "$work/old.err" || die "the old layout was not refused for: $want"
+done
+say "ok: pod specs: native sidecar, probes on the admin port, tokens on loopback, restricted, secret shared, capture, workload identity"
 
 # --- compose -------------------------------------------------------------------------------
 "$py" - <<'EOF'
@@ -241,6 +283,7 @@ for name, svc in s.items():
             need(src in (c.get("volumes") or {}), f"{name}: volume {src} not declared")
 need(s["fedimds"]["command"][:3] == ["serve", "--config", "/etc/fedimds/fedimds.toml"], "fedimds command")
 need("IDENTITY_ENDPOINT" in s["app"].get("environment", {}), "app IDENTITY_ENDPOINT")
+need("http://127.0.0.1:8182/readyz" in "\n".join(s["app"].get("command", [])), "app must wait for readiness on fedimds's admin listener")
 if problems:
     sys.exit("\n".join(problems))
 EOF
@@ -251,32 +294,60 @@ cargo build --release --locked -q -p fedimds
 bin=$root/target/release/fedimds
 cp deploy/compose/fedimds.toml "$work/configs/compose.toml"
 echo 'listen = [' >"$work/configs/negative-control.toml"
-# Each config in its own network namespace (nothing listens on the host): it must start and
-# answer /healthz; the negative control must not.
+# Each config in its own network namespace (nothing listens on the host), which has a "pod IP"
+# (10.89.0.2 on a dummy interface) besides loopback. fedimds must start and answer /healthz on
+# 127.0.0.1:8181; an IMDS-mode request without the caller secret must get the dialect's answer
+# (400 for the missing api-version), not allow_remote's 401; the admin listener must answer
+# /healthz and /metrics (OpenMetrics, no token endpoints) at ADMIN (the pod IP for Kubernetes,
+# loopback for compose), and the token port must not be reachable at the pod IP. The negative
+# control must not start.
 run_config() {
-  local config=$1
-  unshare --net --mount --propagation private sh -c '
-    set -e
+  local config=$1 admin=$2
+  unshare --net --mount --propagation private bash -c '
+    set -euo pipefail
     ip link set lo up
+    if ip link add pod0 type dummy 2>/dev/null; then
+      ip link set pod0 up; ip addr add 10.89.0.2/32 dev pod0
+    else
+      ip addr add 10.89.0.2/32 dev lo
+    fi
     mount -t tmpfs -o mode=0755 tmpfs /run   # identity_header_file may point under /run
     mkdir -m 0700 /run/fedimds
     FEDIMDS_IDENTITY_HEADER=deploy-suite-caller-secret-0123456789 "$1" serve --config "$2" >"$3" 2>&1 &
     pid=$!
+    trap "kill $pid 2>/dev/null; wait $pid 2>/dev/null || true" EXIT
+    up=
     for _ in $(seq 1 100); do
-      if curl -s -o /dev/null --max-time 1 http://127.0.0.1:8181/healthz; then kill $pid; wait $pid || true; exit 0; fi
+      if curl -s -o /dev/null --max-time 1 http://127.0.0.1:8181/healthz; then up=1; break; fi
       kill -0 $pid 2>/dev/null || exit 1
       sleep 0.1
     done
-    kill $pid; exit 1' sh "$bin" "$config" "$work/$(basename "$config" .toml).log"
+    [ -n "$up" ] || exit 1
+    log=$3
+    fail() { echo "$*" >>"$log"; echo "$*" >&2; exit 2; }
+    code=$(curl -s -o /dev/null -w "%{http_code}" --max-time 5 -H "Metadata: true"       http://127.0.0.1:8181/metadata/identity/oauth2/token)
+    [ "$code" = 400 ] || fail "secret-less IMDS request on 127.0.0.1:8181: HTTP $code, expected 400 (401 = allow_remote)"
+    [ "$(curl -s -o /dev/null -w "%{http_code}" --max-time 2 "http://$4/healthz")" = 200 ]       || fail "admin /healthz not answering at $4"
+    metrics=$(curl -fsS --max-time 2 "http://$4/metrics") || fail "admin /metrics not answering at $4"
+    grep -q "^fedimds_build_info" <<<"$metrics" || fail "admin /metrics at $4 is not fedimds metrics"
+    code=$(curl -s -o /dev/null -w "%{http_code}" --max-time 2 -H "Metadata: true"       "http://$4/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://graph.microsoft.com")
+    [ "$code" = 404 ] || fail "the admin listener at $4 answers a token request with HTTP $code, expected 404"
+    if curl -s -o /dev/null --max-time 2 http://10.89.0.2:8181/healthz; then
+      fail "the token port answers at the pod IP 10.89.0.2:8181"
+    fi
+  ' bash "$bin" "$config" "$work/$(basename "$config" .toml).log" "$admin"
 }
 for config in "$work"/configs/*.toml; do
   name=$(basename "$config")
-  if [ "$name" = negative-control.toml ]; then
-    if run_config "$config"; then die "fedimds started on a broken config: the config check is not working"; fi
-  else
-    run_config "$config" || die "fedimds does not start with $name"
-    say "ok: fedimds serves with $name"
-  fi
+  case "$name" in
+    negative-control.toml)
+      if run_config "$config" 127.0.0.1:8182 2>/dev/null; then die "fedimds started on a broken config: the config check is not working"; fi
+      continue ;;
+    k8s-*) admin=10.89.0.2:8182 ;;
+    *) admin=127.0.0.1:8182 ;;
+  esac
+  run_config "$config" "$admin" || die "fedimds does not serve as deployed with $name (see its log)"
+  say "ok: fedimds serves with $name: tokens on loopback only, admin at $admin"
 done
 
 # The compose set-up, minus docker: sim and fedimds in one network namespace, the secret file
@@ -289,8 +360,9 @@ unshare --net --mount --propagation private bash -c '
   "$1" sim --listen 127.0.0.1:8282 >"$2/compose-sim.log" 2>&1 & sim=$!
   "$1" serve --config deploy/compose/fedimds.toml >"$2/compose-fedimds.log" 2>&1 & fed=$!
   trap "kill $sim $fed 2>/dev/null; wait" EXIT
+  # As the app does: readiness on the admin listener (the default, 127.0.0.1:8182).
   for _ in $(seq 1 150); do
-    if curl -fs -o /dev/null --max-time 1 http://127.0.0.1:8181/readyz; then break; fi
+    if curl -fs -o /dev/null --max-time 1 http://127.0.0.1:8182/readyz; then break; fi
     kill -0 $fed; sleep 0.1
   done
   [ "$(stat -c %a /run/fedimds/identity-header)" = 600 ] || { echo "secret file not 0600" >&2; exit 1; }

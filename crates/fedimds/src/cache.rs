@@ -270,7 +270,8 @@ fn spawn_fetch(
     let (tx, rx) = watch::channel(None);
     state.inflight = Some(rx.clone());
     let inner = inner.clone();
-    tokio::spawn(async move {
+    let span = tracing::info_span!("fetch", tenant = %key.tenant, resource = %key.resource);
+    let task = async move {
         // The timer below decides on "used since this fetch", so clear the flag first.
         slot.used.store(false, Ordering::Relaxed);
         let upstream = inner.upstream.load_full();
@@ -304,15 +305,21 @@ fn spawn_fetch(
                 // serving, and try again when the failure lapses.
                 (Err(error), Some(old)) if old.is_valid(Instant::now()) => {
                     inner.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    let (trace_id, correlation_id) = error.entra_ids();
                     tracing::warn!(
                         tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource,
                         expires_in_s = old.expires_in(Instant::now()), error = %error,
+                        trace_id, correlation_id,
                         "token refresh failed; serving the cached token until it expires"
                     );
                     state.failure.as_ref().map(|(_, until)| *until)
                 }
                 (Err(error), _) => {
-                    tracing::warn!(tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource, error = %error, "token fetch failed");
+                    let (trace_id, correlation_id) = error.entra_ids();
+                    tracing::warn!(
+                        tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource,
+                        error = %error, trace_id, correlation_id, "token fetch failed"
+                    );
                     None
                 }
             }
@@ -322,7 +329,8 @@ fn spawn_fetch(
         if let Some(at) = next_attempt {
             tokio::spawn(refresh_timer(Arc::downgrade(&inner), key, slot, at));
         }
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(task, span));
     rx
 }
 

@@ -187,10 +187,6 @@ impl Exchange {
         let result = self.token_once_unmeasured(req, assertion).await;
         self.metrics
             .upstream(UpstreamName::Entra, result.is_ok(), started.elapsed());
-        if let Err(ExchangeError::Rejected(r)) = &result {
-            // Every upstream error line carries Entra's ids, for Microsoft support.
-            tracing::warn!(tenant = req.tenant, client_id = req.client_id, scope = req.scope, error = %r.error, code = ?r.code, trace_id = %r.trace_id, correlation_id = %r.correlation_id, "Entra refused the token request");
-        }
         result
     }
 

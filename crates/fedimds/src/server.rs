@@ -567,13 +567,22 @@ impl<'a> Call<'a> {
 
     /// Serves a parsed request (or renders its refusal), then audits and counts it.
     async fn answer(&self, parsed: Result<TokenRequest, Refusal>) -> Response {
+        use tracing::Instrument as _;
         let req = match parsed {
             Ok(req) => req,
             Err(refusal) => return self.refused(None, &refusal.into()),
         };
-        match self.serve(&req).await {
-            Ok(served) => self.served(&req, &served),
-            Err(refused) => self.refused(Some(&req), &refused),
+        // One span per request: every line logged on its behalf names the dialect, target and
+        // resource. (Fetches run in their own task, under a `fetch` span of their own.)
+        let span = tracing::info_span!(
+            "request",
+            dialect = self.dialect.as_str(),
+            target = self.prefix.unwrap_or("-"),
+            resource = %req.resource,
+        );
+        match self.serve(&req).instrument(span.clone()).await {
+            Ok(served) => span.in_scope(|| self.served(&req, &served)),
+            Err(refused) => span.in_scope(|| self.refused(Some(&req), &refused)),
         }
     }
 

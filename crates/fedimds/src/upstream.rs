@@ -85,6 +85,17 @@ impl FetchError {
         }
     }
 
+    /// Entra's `trace_id` and `correlation_id`, for every log line about this failure.
+    pub fn entra_ids(&self) -> (&str, &str) {
+        match self {
+            FetchError::Exchange {
+                error: ExchangeError::Rejected(r),
+                ..
+            } => (&r.trace_id, &r.correlation_id),
+            _ => ("-", "-"),
+        }
+    }
+
     /// The AADSTS code, if Entra gave one.
     pub fn code(&self) -> Option<u32> {
         match self {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    AllowedTenants, Config, ConfigError, Env, SourceKind, ENV_FEDERATED_TOKEN_FILE,
+    AllowedTenants, AuditSink, Config, ConfigError, Env, SourceKind, ENV_FEDERATED_TOKEN_FILE,
     ENV_IDENTITY_ENDPOINT, ENV_IDENTITY_HEADER, ENV_SERVER_IDENTITY_HEADER,
 };
 
@@ -44,7 +44,7 @@ impl fmt::Display for Origin {
 /// One effective value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Dotted key, `targets[0].name` for array entries.
+    /// Dotted key, `targets[0].name` / `callers[0].name` for array entries.
     pub key: String,
     /// The value as TOML, or a bare placeholder such as `(redacted)` or `(none)`.
     pub value: String,
@@ -110,6 +110,25 @@ pub fn effective(config: &Config, file: &Table, env: Env<'_>) -> Vec<Entry> {
         optional(s.arc_key_group.map(|g| Value::Integer(g.into()))),
         &[],
     );
+    e.push_text(
+        "server.unix_socket",
+        optional(s.unix_socket.as_ref().map(|p| string(p.display()))),
+        &[],
+    );
+    // A mode reads in octal, and TOML takes it as written: `0o660`.
+    e.push_text(
+        "server.unix_socket_mode",
+        format!("{:#o}", s.unix_socket_mode),
+        &[],
+    );
+    e.push("server.allowed_hosts", strings(&s.allowed_hosts), &[]);
+    e.push("server.max_connections", integer(s.max_connections), &[]);
+    e.push(
+        "server.header_read_timeout",
+        duration(s.header_read_timeout),
+        &[],
+    );
+    e.push("server.max_header_bytes", integer(s.max_header_bytes), &[]);
 
     let src = &config.source;
     match &src.kind {
@@ -166,11 +185,7 @@ pub fn effective(config: &Config, file: &Table, env: Env<'_>) -> Vec<Entry> {
     e.push("upstream.request_timeout", duration(u.request_timeout), &[]);
 
     let c = &config.cache;
-    e.push(
-        "cache.max_keys",
-        Value::Integer(c.max_keys.try_into().unwrap_or(i64::MAX)),
-        &[],
-    );
+    e.push("cache.max_keys", integer(c.max_keys), &[]);
     e.push("cache.idle_ttl", duration(c.idle_ttl), &[]);
     e.push("cache.error_ttl", duration(c.error_ttl), &[]);
 
@@ -204,6 +219,57 @@ pub fn effective(config: &Config, file: &Table, env: Env<'_>) -> Vec<Entry> {
         );
         e.push(&key("prefetch"), strings(&t.prefetch), &[]);
     }
+
+    for (i, c) in config.callers.iter().enumerate() {
+        let key = |k: &str| format!("callers[{i}].{k}");
+        e.push(&key("name"), string(&c.name), &[]);
+        let secret = c.secret.as_ref().map_or(NONE, |_| REDACTED);
+        e.push_text(&key("secret"), secret.to_owned(), &[]);
+        e.push_text(
+            &key("uid"),
+            optional(c.uid.map(|u| Value::Integer(u.into()))),
+            &[],
+        );
+        e.push_text(
+            &key("gid"),
+            optional(c.gid.map(|g| Value::Integer(g.into()))),
+            &[],
+        );
+        e.push_text(
+            &key("source"),
+            optional(c.source.map(|(ip, len)| string(format!("{ip}/{len}")))),
+            &[],
+        );
+        // The loader keeps `None` for ["*"].
+        let all = strings(&["*".to_owned()]);
+        e.push(
+            &key("targets"),
+            c.targets.as_deref().map_or(all, strings),
+            &[],
+        );
+        let any = "(any)".to_owned();
+        e.push_text(
+            &key("resources"),
+            c.resources.as_ref().map_or(any, |r| strings(r).to_string()),
+            &[],
+        );
+        e.push_text(
+            &key("rate"),
+            c.rate
+                .map_or_else(|| "(unlimited)".to_owned(), |r| Value::Float(r).to_string()),
+            &[],
+        );
+    }
+
+    let admin = config.admin.listen.map_or_else(|| string("off"), string);
+    e.push("admin.listen", admin, &[]);
+
+    let audit = match &config.audit {
+        AuditSink::Off => string("off"),
+        AuditSink::Stdout => string("-"),
+        AuditSink::File(path) => string(path.display()),
+    };
+    e.push("audit.path", audit, &[]);
     e.unlisted_file_keys();
     e.list
 }
@@ -226,8 +292,8 @@ pub fn render(entries: &[Entry], file: &Path, file_origin: &Origin) -> String {
             .map_or(entries.len(), |n| i + n);
         let group = &entries[i..end];
         out.push('\n');
-        match section.strip_prefix("targets[") {
-            Some(_) => out.push_str("[[targets]]\n"),
+        match section.split_once('[') {
+            Some((array, _)) => out.push_str(&format!("[[{array}]]\n")),
             None => out.push_str(&format!("[{section}]\n")),
         }
         let name_width = group
@@ -302,10 +368,12 @@ impl Entries<'_> {
                         extra.push((format!("{section}.{k}"), v.clone()));
                     }
                 }
-                Value::Array(items) if section == "targets" => {
+                // `[[targets]]`, `[[callers]]`: never shown whole, so a secret in one is
+                // redacted by its own key's name below.
+                Value::Array(items) if items.iter().all(Value::is_table) => {
                     for (i, item) in items.iter().enumerate() {
                         for (k, v) in item.as_table().into_iter().flatten() {
-                            extra.push((format!("targets[{i}].{k}"), v.clone()));
+                            extra.push((format!("{section}[{i}].{k}"), v.clone()));
                         }
                     }
                 }
@@ -343,13 +411,13 @@ impl Entries<'_> {
     }
 }
 
-/// The value at a dotted key (`targets[1].name` included) in the file's table.
+/// The value at a dotted key (`targets[1].name`, `callers[0].uid` included) in the file's table.
 fn lookup<'t>(file: &'t Table, key: &str) -> Option<&'t Value> {
     let (section, name) = split(key);
-    let table = match section.strip_prefix("targets[") {
-        Some(rest) => {
+    let table = match section.split_once('[') {
+        Some((array, rest)) => {
             let i: usize = rest.strip_suffix(']')?.parse().ok()?;
-            file.get("targets")?.as_array()?.get(i)?.as_table()?
+            file.get(array)?.as_array()?.get(i)?.as_table()?
         }
         None => file.get(section)?.as_table()?,
     };
@@ -364,6 +432,11 @@ fn allow_remote(file: &Table) -> bool {
 
 fn string(v: impl fmt::Display) -> Value {
     Value::String(v.to_string())
+}
+
+/// A count, saturating at TOML's largest integer.
+fn integer(n: impl TryInto<i64>) -> Value {
+    Value::Integer(n.try_into().unwrap_or(i64::MAX))
 }
 
 fn strings(list: &[String]) -> Value {

@@ -1,0 +1,3 @@
+import { wrongSecretTest } from "./lib.mjs";
+
+wrongSecretTest("legacy");
