@@ -2,7 +2,8 @@
 //! world can really have, each AADSTS code the simulator can be scripted to answer, and the
 //! binary's exit statuses.
 
-use std::path::Path;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -108,12 +109,37 @@ fn block<'t>(text: &'t str, target: &str) -> &'t str {
     &text[start..start + "✔".len() + end]
 }
 
-fn k8s_file(sim: &Sim, issuer: &str, subject: &str, lifetime: Duration) -> std::path::PathBuf {
-    let dir = temp_dir("check");
-    let file = dir.join("token");
+/// A file alone in a fresh temporary directory, which is removed when this is dropped (at the
+/// end of the test, passed or failed).
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(dir: &str, name: &str, contents: impl AsRef<[u8]>) -> TempFile {
+        let path = temp_dir(dir).join(name);
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Deref for TempFile {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn k8s_file(sim: &Sim, issuer: &str, subject: &str, lifetime: Duration) -> TempFile {
     let token = sim.issue_k8s_token(issuer, subject, demo::EXCHANGE_AUDIENCE, lifetime);
-    std::fs::write(&file, token).unwrap();
-    file
+    TempFile::new("check", "token", token)
 }
 
 #[tokio::test]
@@ -263,10 +289,8 @@ async fn wrong_subject_gets_700213_and_the_k8s_hint() {
 #[tokio::test]
 async fn forged_assertion_gets_7000274() {
     let sim = sim().await;
-    let dir = temp_dir("check-forged");
-    let file = dir.join("token");
     let forged = sim.issue_forged_assertion(demo::MI_OBJECT_ID, demo::EXCHANGE_AUDIENCE);
-    std::fs::write(&file, &forged).unwrap();
+    let file = TempFile::new("check-forged", "token", &forged);
     let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
     assert!(!passed, "{text}");
     assert!(!text.contains(&forged), "{text}");
@@ -372,10 +396,8 @@ async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-fn write_config(toml: &str) -> std::path::PathBuf {
-    let path = temp_dir("check-bin").join("fedimds.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
+fn write_config(toml: &str) -> TempFile {
+    TempFile::new("check-bin", "fedimds.toml", toml)
 }
 
 #[tokio::test]

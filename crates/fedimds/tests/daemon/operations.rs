@@ -232,3 +232,109 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     assert!(http.get(format!("{url}/healthz")).send().await.is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Starts the real binary on a free port with `toml` (admin off); returns it, its URL and the
+/// config path.
+async fn spawn_daemon(
+    toml: &str,
+    name: &str,
+) -> (tokio::process::Child, String, std::path::PathBuf) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = temp_dir(name);
+    let path = dir.join("fedimds.toml");
+    let toml = toml.replace(
+        "listen = \"127.0.0.1:8181\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&path, format!("{toml}\n[admin]\nlisten = \"off\"\n")).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fedimds"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("FEDIMDS_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/healthz")).await.is_ok() {
+            return (child, url, path);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the daemon did not come up");
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_an_invalid_file_is_refused() {
+    let sim = fedimds_sim::Sim::start(
+        fedimds_sim::SimConfig::demo(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let toml = fedimds::demo::config_toml(&sim.url(), "127.0.0.1:8181".parse().unwrap());
+    let (child, url, path) = spawn_daemon(&toml, "sighup").await;
+    let tid = |url: String| async move {
+        let r = reqwest::Client::new()
+            .get(format!(
+                "{url}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}"
+            ))
+            .header("Metadata", "true")
+            .send()
+            .await
+            .unwrap();
+        let (_, body) = status_json(r).await;
+        body["access_token"]
+            .as_str()
+            .map(|t| claims(t)["tid"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(tid(url.clone()).await.as_deref(), Some(demo::TARGET_TENANT));
+    let pid = child.id().unwrap().to_string();
+    let hup = || {
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    // Rewrite the file but keep its modification time, so only SIGHUP can trigger the reload.
+    let keep_mtime = |text: &str| {
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    };
+    let current = std::fs::read_to_string(&path).unwrap();
+    keep_mtime(&current.replacen("default = true\n", "", 1).replacen(
+        "name = \"contoso\"",
+        "name = \"contoso\"\ndefault = true",
+        1,
+    ));
+    hup();
+    let mut switched = false;
+    for _ in 0..40 {
+        if tid(url.clone()).await.as_deref() == Some(demo::OTHER_TARGET_TENANT) {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(switched, "SIGHUP reloaded the config");
+    keep_mtime("[[targets]]\ntenant_id = \"common\"\nclient_id = \"x\"\n");
+    hup();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        tid(url.clone()).await.as_deref(),
+        Some(demo::OTHER_TARGET_TENANT),
+        "the old config keeps serving"
+    );
+    drop(child);
+}
