@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::{header_is_true, imds, Params, Refusal, TokenRequest, ALL_ID_KEYS};
+use super::{imds, Refusal, TokenRequest};
 use crate::token::Secret;
 
 /// api-versions Arc clients send: 2020-06-01 (Python, JS, .NET), 2021-02-01 (Rust).
@@ -72,21 +72,7 @@ impl ArcKeys {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<ArcRequest, Refusal> {
-        if method != Method::GET {
-            return Err(Refusal::MethodNotAllowed);
-        }
-        if headers.contains_key("x-forwarded-for") {
-            return Err(Refusal::Forwarded);
-        }
-        if !header_is_true(headers, "metadata") {
-            return Err(Refusal::MissingMetadata);
-        }
-        let params = Params::parse(query.unwrap_or_default(), true)?;
-        match params.get(&["api-version"]).as_deref() {
-            Some(v) if API_VERSIONS.contains(&v) => {}
-            _ => return Err(Refusal::ApiVersion),
-        }
-        let request = params.token_request(&ALL_ID_KEYS)?;
+        let request = imds::checked(method, headers, query, &API_VERSIONS)?;
         let Some(auth) = headers.get(header::AUTHORIZATION) else {
             return self.challenge().map(ArcRequest::Challenge);
         };

@@ -24,6 +24,17 @@ pub fn parse(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<TokenRequest, Refusal> {
+    checked(method, headers, query, &API_VERSIONS)
+}
+
+/// IMDS's request rules (GET, no `X-Forwarded-For`, `Metadata: true`, no duplicated keys, a
+/// known api-version among `versions`); Arc's requests follow them too.
+pub fn checked(
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    versions: &[&str],
+) -> Result<TokenRequest, Refusal> {
     if method != Method::GET {
         return Err(Refusal::MethodNotAllowed);
     }
@@ -37,7 +48,7 @@ pub fn parse(
     }
     let params = Params::parse(query.unwrap_or_default(), true)?;
     match params.get(&["api-version"]).as_deref() {
-        Some(v) if API_VERSIONS.contains(&v) => {}
+        Some(v) if versions.contains(&v) => {}
         _ => return Err(Refusal::ApiVersion),
     }
     params.token_request(&ALL_ID_KEYS)
