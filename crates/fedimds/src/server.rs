@@ -573,8 +573,10 @@ impl<'a> Call<'a> {
             Err(refusal) => return self.refused(None, &refusal.into()),
         };
         // One span per request: every line logged on its behalf names the dialect, target and
-        // resource. (Fetches run in their own task, under a `fetch` span of their own.)
-        let span = tracing::info_span!(
+        // resource. (Fetches run in their own task, under a `fetch` span of their own.) At
+        // debug level: an enabled span costs an allocation on every cache hit, and the info
+        // lines (refusals) carry these fields themselves.
+        let span = tracing::debug_span!(
             "request",
             dialect = self.dialect.as_str(),
             target = self.prefix.unwrap_or("-"),

@@ -124,9 +124,9 @@ pub const MAX_REFRESH_JITTER: Duration = Duration::from_secs(60);
 
 /// How long after issue a token should be refreshed, as `entra-exchange.md` §1.4 sets it:
 /// `refresh_in` when Entra sent it; else half the lifetime when that is 2 h or more; else
-/// 5 min before expiry. Then up to [`MAX_REFRESH_JITTER`] (scaled by `jitter` in `[0, 1)`),
-/// never later than 5 min before expiry, and never before half of the lifetime is up for
-/// very short tokens.
+/// 5 min before expiry (but not before half of it for very short tokens). Then up to
+/// [`MAX_REFRESH_JITTER`] of jitter (scaled by `jitter` in `[0, 1)`): later when there is room
+/// before the 5-minute buffer, else earlier, so keys fetched together refresh apart.
 pub fn refresh_delay(lifetime: Duration, refresh_in: Option<Duration>, jitter: f64) -> Duration {
     let base = match refresh_in {
         Some(hint) if hint < lifetime => hint,
@@ -138,7 +138,16 @@ pub fn refresh_delay(lifetime: Duration, refresh_in: Option<Duration>, jitter: f
     let latest = lifetime
         .saturating_sub(CLIENT_EXPIRY_BUFFER)
         .max(lifetime / 2);
-    (base + MAX_REFRESH_JITTER.mul_f64(jitter.clamp(0.0, 1.0))).min(latest)
+    let spread = MAX_REFRESH_JITTER
+        .mul_f64(jitter.clamp(0.0, 1.0))
+        .min(latest / 4);
+    // Later by the jitter when there is room before the latest point; else earlier by it, so
+    // the common 60-90 minute tokens (refreshed 5 minutes before expiry) are spread too.
+    if base + spread <= latest {
+        base + spread
+    } else {
+        latest.saturating_sub(spread)
+    }
 }
 
 /// Seconds since the Unix epoch, on the wall clock (for wire values only).
@@ -221,8 +230,10 @@ mod tests {
         assert_eq!(refresh_delay(h(7200), None, 0.0), h(3600));
         // Short tokens: five minutes before expiry.
         assert_eq!(refresh_delay(h(3599), None, 0.0), h(3299));
-        // Jitter never pushes past the five-minute buffer.
-        assert_eq!(refresh_delay(h(3599), None, 0.999), h(3299));
+        // Jitter never pushes past the five-minute buffer: it spreads short tokens earlier.
+        let d = refresh_delay(h(3599), None, 0.5);
+        assert_eq!(d, h(3299 - 30));
+        assert!(refresh_delay(h(3599), None, 0.999) < h(3299));
         assert!(refresh_delay(h(7200), None, 0.5) > h(3600));
         // Very short tokens refresh at half-life rather than immediately.
         assert_eq!(refresh_delay(h(400), None, 0.0), h(200));

@@ -248,3 +248,14 @@ async fn the_assertion_is_reused_then_refreshed_at_half_life() {
         "one assertion for 12 hours, then a fresh one"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_assertion_is_replaced_and_the_exchange_retried_once() {
+    let h = start().await;
+    // As Entra answers when the assertion it got had expired.
+    h.sim.push_fault(Route::Entra, Fault::aadsts(700024));
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.sim.counters().entra, 2, "one retry");
+    assert_eq!(h.sim.counters().imds, 2, "with a freshly fetched assertion");
+}

@@ -308,3 +308,88 @@ async fn unix_socket_callers_are_told_apart_by_uid() {
     assert_eq!(h.imds_token(GRAPH, "").await.0, 403);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_generated_secret_is_written_0600_and_is_long() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir("secret-file");
+    let file = dir.join("identity-header");
+    std::fs::write(&file, "old contents, world-readable").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file_text = file.display().to_string();
+    let h = start_with(SimConfig::demo(), |toml| {
+        toml.replacen(
+            "[server]\n",
+            &format!("[server]\nidentity_header_file = \"{file_text}\"\n"),
+            1,
+        )
+    })
+    .await;
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(written, h.app.identity_header().expose());
+    assert!(
+        written.len() >= 32 && written.chars().all(|c| c.is_ascii_hexdigit()),
+        "at least 128 bits, hex"
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (status, _) = msi(&h, "", GRAPH, &written).await;
+    assert_eq!(
+        status, 200,
+        "the file's secret is the one the endpoint checks"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_oversize_form_body_is_refused() {
+    let h = start().await;
+    let r = h
+        .http
+        .post(format!("{}/msi/token", h.url))
+        .header("X-IDENTITY-HEADER", h.app.identity_header().expose())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("resource={GRAPH}&pad={}", "x".repeat(64 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("larger than"), "{text}");
+    assert_eq!(h.sim.counters().entra, 0);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_their_turn() {
+    let h = start_with(SimConfig::demo(), |toml| {
+        toml.replacen("[server]\n", "[server]\nmax_connections = 1\n", 1)
+    })
+    .await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    // One idle connection takes the only place.
+    let hog = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let request = {
+        let http = h.http.clone();
+        let url = h.url.clone();
+        tokio::spawn(async move {
+            http.get(format!("{url}/healthz"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !request.is_finished(),
+        "a second connection is not served while the cap is reached"
+    );
+    drop(hog);
+    let status = tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .expect("served once the place is free");
+    assert_eq!(status.unwrap().unwrap(), 200);
+}
