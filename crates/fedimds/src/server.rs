@@ -582,7 +582,13 @@ impl<'a> Call<'a> {
             target = self.prefix.unwrap_or("-"),
             resource = %req.resource,
         );
-        match self.serve(&req).instrument(span.clone()).await {
+        // A disabled span (the default level) is not worth instrumenting the future with.
+        let outcome = if span.is_disabled() {
+            self.serve(&req).await
+        } else {
+            self.serve(&req).instrument(span.clone()).await
+        };
+        match outcome {
             Ok(served) => span.in_scope(|| self.served(&req, &served)),
             Err(refused) => span.in_scope(|| self.refused(Some(&req), &refused)),
         }

@@ -168,40 +168,42 @@ impl Refusal {
     }
 }
 
-/// Query or form parameters: the raw text, decoded lazily. Nothing is copied unless a value
-/// is percent-encoded, and then only that value: this runs on every cache hit.
-#[derive(Debug, Clone, Copy)]
-pub struct Params<'a>(&'a str);
+/// Query or form parameters, decoded once. Values borrow the request's text unless they are
+/// percent-encoded: this runs on every cache hit.
+#[derive(Debug)]
+pub struct Params<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
 /// More pairs than any client sends; beyond this a request is refused, which also bounds the
 /// duplicate check below.
 const MAX_PAIRS: usize = 32;
 
 impl<'a> Params<'a> {
-    /// Checks `a=b&c=d` (raw or percent-encoded values). With `unique`, a key given twice is
+    /// Parses `a=b&c=d` (raw or percent-encoded values). With `unique`, a key given twice is
     /// refused, as real IMDS refuses it (two `resource`s could otherwise mean two things).
     pub fn parse(text: &'a str, unique: bool) -> Result<Params<'a>, Refusal> {
-        let pairs = || form_urlencoded::parse(text.as_bytes());
-        for (i, (key, _)) in pairs().enumerate() {
-            if i >= MAX_PAIRS {
+        let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(4);
+        for (key, value) in form_urlencoded::parse(text.as_bytes()) {
+            if pairs.len() >= MAX_PAIRS {
                 return Err(Refusal::BadRequest(format!(
                     "More than {MAX_PAIRS} parameters"
                 )));
             }
-            if unique && pairs().take(i).any(|(seen, _)| seen == key) {
+            if unique && pairs.iter().any(|(seen, _)| *seen == key) {
                 return Err(Refusal::BadRequest(format!(
                     "The query parameter '{key}' is given more than once"
                 )));
             }
+            pairs.push((key, value));
         }
-        Ok(Params(text))
+        Ok(Params(pairs))
     }
 
     /// The first value of any of `keys`, if non-empty.
     pub fn get(&self, keys: &[&str]) -> Option<Cow<'a, str>> {
-        form_urlencoded::parse(self.0.as_bytes())
+        self.0
+            .iter()
             .find(|(k, v)| !v.is_empty() && keys.contains(&k.as_ref()))
-            .map(|(_, v)| v)
+            .map(|(_, v)| v.clone())
     }
 
     /// Builds the dialect-independent request; `resource` is required.
@@ -305,6 +307,12 @@ fn push_number_field(b: &mut String, name: &str, value: u64) {
 /// A JSON string literal, escaped.
 fn push_json_str(b: &mut String, s: &str) {
     b.push('"');
+    // Resources and ids almost never need escaping: copy them whole when they do not.
+    if !s.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20) {
+        b.push_str(s);
+        b.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => b.push_str("\\\""),
