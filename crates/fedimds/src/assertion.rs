@@ -60,6 +60,8 @@ pub enum AssertionError {
         path: PathBuf,
         /// Why.
         detail: String,
+        /// Missing or empty (the kubelet may be about to write it), rather than unreadable.
+        transient: bool,
     },
     /// The token there has already expired (or nearly): the file is stale.
     #[error(
@@ -90,8 +92,12 @@ impl AssertionError {
             AssertionError::Unreachable { .. } | AssertionError::Stale { .. } => {
                 Transience::Transient { retry_after: None }
             }
-            // A token file is written by the kubelet; a missing or empty one usually appears soon.
-            AssertionError::File { .. } => Transience::Transient { retry_after: None },
+            // A token file is written by the kubelet; a missing or empty one usually appears
+            // soon. Permission and type errors do not fix themselves.
+            AssertionError::File {
+                transient: true, ..
+            } => Transience::Transient { retry_after: None },
+            AssertionError::File { .. } => Transience::Permanent,
             AssertionError::Malformed { .. } => Transience::Permanent,
         }
     }
@@ -127,7 +133,8 @@ impl Assertion {
             .exp
             .map(|exp| Duration::from_secs(exp.saturating_sub(unix_now())))
             .or(fallback_lifetime)
-            .unwrap_or(OPAQUE_FILE_TTL);
+            .unwrap_or(OPAQUE_FILE_TTL)
+            .min(crate::token::MAX_LIFETIME);
         Assertion {
             token: Secret::new(token),
             claims,
@@ -345,18 +352,19 @@ async fn file_stamp(path: &Path) -> Option<FileStamp> {
 }
 
 async fn read_token_file(path: &Path) -> Result<Assertion, AssertionError> {
-    let file_error = |detail: String| AssertionError::File {
+    let file_error = |detail: String, transient: bool| AssertionError::File {
         path: path.to_owned(),
         detail,
+        transient,
     };
     // Stamp first: if the file changes while we read it, the next get() sees a new stamp.
     let stamp = file_stamp(path).await;
     let text = tokio::fs::read_to_string(path)
         .await
-        .map_err(|e| file_error(e.to_string()))?;
+        .map_err(|e| file_error(e.to_string(), e.kind() == std::io::ErrorKind::NotFound))?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(file_error("the file is empty".to_owned()));
+        return Err(file_error("the file is empty".to_owned(), true));
     }
     Ok(Assertion::new(token.to_owned(), None, stamp))
 }

@@ -201,7 +201,12 @@ impl TokenCache {
         let outcome = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
         match outcome {
             Ok(Ok(done)) => match done.as_ref() {
-                Some(Ok(token)) => Ok((token.clone(), Lookup::Miss)),
+                // A token that expired while it was being fetched (a zero lifetime, or long
+                // retries) is not served.
+                Some(Ok(token)) if token.is_valid(Instant::now()) => {
+                    Ok((token.clone(), Lookup::Miss))
+                }
+                Some(Ok(_)) => Err(CacheError::Timeout),
                 Some(Err(error)) => {
                     let until = slot.state().failure.as_ref().map(|(_, until)| *until);
                     Err(CacheError::Upstream {
@@ -221,6 +226,15 @@ impl TokenCache {
     /// Starts a background refresh unless one is running or a remembered failure says wait.
     fn refresh(&self, key: &TokenKey, slot: &Arc<Slot>, now: Instant) {
         start_refresh(&self.inner, key, slot, now);
+    }
+
+    /// Clears every remembered failure (after a reload: the config that caused them is gone).
+    pub fn forget_failures(&self) {
+        for (_, slot) in self.inner.slots.iter() {
+            let mut state = slot.state();
+            state.failure = None;
+            state.failures_in_a_row = 0;
+        }
     }
 
     /// Number of keys held (approximate; for metrics and tests).
@@ -270,16 +284,30 @@ fn spawn_fetch(
     let (tx, rx) = watch::channel(None);
     state.inflight = Some(rx.clone());
     let inner = inner.clone();
-    let span = tracing::info_span!("fetch", tenant = %key.tenant, resource = %key.resource);
+    let span = tracing::info_span!("fetch", tenant = ?key.tenant, resource = ?key.resource);
     let task = async move {
         // The timer below decides on "used since this fetch", so clear the flag first.
         slot.used.store(false, Ordering::Relaxed);
         let upstream = inner.upstream.load_full();
-        let outcome = match upstream.fetch(&key).await {
+        // The fetch runs in a task of its own, so that even a panic in it ends here as a
+        // failure; otherwise this key's in-flight marker would never clear.
+        let fetched = {
+            let key = key.clone();
+            tokio::spawn(async move { upstream.fetch(&key).await })
+        };
+        let fetched = match fetched.await {
+            Ok(result) => result,
+            Err(join) => Err(FetchError::Internal(if join.is_panic() {
+                "the fetch task panicked".to_owned()
+            } else {
+                "the fetch task was cancelled".to_owned()
+            })),
+        };
+        let outcome = match fetched {
             Ok(token) => {
                 let token = Arc::new(token);
                 slot.token.store(Some(token.clone()));
-                tracing::debug!(tenant = %key.tenant, resource = %key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");
+                tracing::debug!(tenant = ?key.tenant, resource = ?key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");
                 Ok(token)
             }
             Err(error) => Err(Arc::new(error)),
@@ -307,7 +335,7 @@ fn spawn_fetch(
                     inner.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
                     let (trace_id, correlation_id) = error.entra_ids();
                     tracing::warn!(
-                        tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource,
+                        tenant = ?key.tenant, client_id = %key.client_id, resource = ?key.resource,
                         expires_in_s = old.expires_in(Instant::now()), error = %error,
                         trace_id, correlation_id,
                         "token refresh failed; serving the cached token until it expires"
@@ -317,7 +345,7 @@ fn spawn_fetch(
                 (Err(error), _) => {
                     let (trace_id, correlation_id) = error.entra_ids();
                     tracing::warn!(
-                        tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource,
+                        tenant = ?key.tenant, client_id = %key.client_id, resource = ?key.resource,
                         error = %error, trace_id, correlation_id, "token fetch failed"
                     );
                     None
@@ -341,7 +369,15 @@ async fn refresh_timer(inner: std::sync::Weak<Inner>, key: TokenKey, slot: Arc<S
     let Some(inner) = inner.upgrade() else { return };
     // contains_key does not count as a use for the idle timeout; get would.
     let still_cached = inner.slots.contains_key(&key);
-    if still_cached && slot.used.load(Ordering::Relaxed) {
-        start_refresh(&inner, &key, &slot, Instant::now());
+    // A fetch that finished since this timer was set has set its own timer: only one chain
+    // of refreshes per key.
+    let now = Instant::now();
+    let due = slot
+        .token
+        .load()
+        .as_ref()
+        .is_none_or(|t| now >= t.refresh_at);
+    if still_cached && due && slot.used.load(Ordering::Relaxed) {
+        start_refresh(&inner, &key, &slot, now);
     }
 }

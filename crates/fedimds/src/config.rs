@@ -252,8 +252,12 @@ impl RawDuration {
         match unit.trim() {
             "ms" => Ok(Duration::from_millis(n)),
             "" | "s" => Ok(Duration::from_secs(n)),
-            "m" => Ok(Duration::from_secs(n * 60)),
-            "h" => Ok(Duration::from_secs(n * 3600)),
+            "m" | "h" => {
+                let unit_s = if unit.trim() == "m" { 60 } else { 3600 };
+                n.checked_mul(unit_s)
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| invalid(key, text, "a duration that fits in 64 bits of seconds"))
+            }
             _ => Err(invalid(key, text, "a duration unit of ms, s, m or h")),
         }
     }
@@ -537,7 +541,7 @@ impl Config {
     pub fn from_toml(text: &str, origin: &str, env: Env<'_>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_owned(),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         raw.validate(env)
     }
@@ -596,6 +600,21 @@ impl RawConfig {
             config.callers = validate_callers(self.callers, &config.targets)?;
             Ok(config)
         })
+    }
+}
+
+/// The TOML parser's message with its line and column, but not the quoted source line it
+/// would print: that line may hold a secret (an `identity_header` under the wrong table).
+pub(crate) fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
     }
 }
 
@@ -943,7 +962,9 @@ fn validate_callers(
                     ))
                 }
             };
-            if c.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            // Below one request in about 17 minutes a "rate" is a typo, and its refill time
+            // would not fit a Duration.
+            if c.rate.is_some_and(|r| !(r >= 0.001 && r.is_finite())) {
                 return Err(invalid(
                     key("rate"),
                     format!("{:?}", c.rate),

@@ -238,7 +238,7 @@ impl Exchange {
                 detail: "a 200 answer without access_token and expires_in".to_owned(),
             });
         }
-        if status == 429 || status >= 500 {
+        if status == 408 || status == 429 || status >= 500 {
             return Err(ExchangeError::Unavailable {
                 status,
                 detail: retry::error_text(&body),

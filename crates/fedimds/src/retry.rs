@@ -128,7 +128,8 @@ pub fn error_text(body: &[u8]) -> String {
         Ok(v) => ["error_description", "message", "Message", "error"]
             .iter()
             .find_map(|k| v.get(*k).and_then(|x| x.as_str().map(str::to_owned)))
-            .unwrap_or_else(|| v.to_string()),
+            // Any other JSON could be a token answer: never echo it.
+            .unwrap_or_else(|| format!("(an unrecognised JSON answer, {} bytes)", body.len())),
         Err(_) => String::from_utf8_lossy(body).into_owned(),
     };
     let mut line: String = text.chars().filter(|c| !c.is_control()).take(MAX).collect();
@@ -233,5 +234,8 @@ mod tests {
         );
         assert_eq!(error_text(b"plain\nfailure"), "plainfailure");
         assert_eq!(error_text(b""), "(empty body)");
+        // A JSON answer without an error field might be a token: never echoed.
+        let t = error_text(br#"{"access_token":"eyJsecret","expires_in":3599}"#);
+        assert!(!t.contains("eyJsecret"), "{t}");
     }
 }

@@ -58,6 +58,9 @@ pub enum StartError {
     /// The OS random source failed.
     #[error("cannot generate the identity header secret: {0}")]
     Random(String),
+    /// A reload changed something only a restart can apply.
+    #[error("{0} changed: restart fedimds to apply it (the running config stays in force)")]
+    NeedsRestart(&'static str),
 }
 
 /// What a reload replaces at once.
@@ -153,12 +156,22 @@ impl App {
     /// listeners, the admin address and the audit sink stay as they were started.
     pub fn reload(&self, config: Config) -> Result<(), StartError> {
         let old = self.settings.load();
-        if config.server.listen != old.config.server.listen
-            || config.server.unix_socket != old.config.server.unix_socket
-            || config.admin.listen != old.config.admin.listen
-            || config.audit != old.config.audit
-        {
-            tracing::warn!("listen addresses and the audit sink change only on restart");
+        // What the sockets were bound with must not change under them: a reload that turned
+        // allow_remote off while 0.0.0.0 stays bound would drop the secret requirement.
+        let (new, was) = (&config.server, &old.config.server);
+        for (changed, key) in [
+            (new.listen != was.listen, "server.listen"),
+            (new.allow_remote != was.allow_remote, "server.allow_remote"),
+            (new.unix_socket != was.unix_socket, "server.unix_socket"),
+            (
+                config.admin.listen != old.config.admin.listen,
+                "admin.listen",
+            ),
+            (config.audit != old.config.audit, "audit.path"),
+        ] {
+            if changed {
+                return Err(StartError::NeedsRestart(key));
+            }
         }
         let upstream = Upstream::with_metrics(&config, self.metrics.clone())?;
         self.cache.set_upstream(Arc::new(upstream));
@@ -167,11 +180,21 @@ impl App {
             .identity_header
             .clone()
             .unwrap_or_else(|| old.identity_header.clone());
+        if let Some(path) = &config.server.identity_header_file {
+            write_secret_file(path, &identity_header).map_err(|source| StartError::File {
+                what: "the identity header file",
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
         self.settings.store(Arc::new(Settings::new(
             config,
             identity_header,
             &self.metrics,
         )));
+        // A failure remembered under the old config (a wrong source, a wrong tenant) must not
+        // outlive the config that caused it.
+        self.cache.forget_failures();
         Ok(())
     }
 
@@ -494,7 +517,9 @@ async fn arc_token(
         &parts.headers,
         arc::error,
     );
-    match call.guard().and_then(|()| {
+    // Callers are checked (policy, rate) before a challenge is issued: a challenge writes a
+    // key file, and a flood of them must not push out other callers' keys.
+    match call.guard().and_then(|()| call.admit()).and_then(|()| {
         app.arc_keys
             .parse(&parts.method, &parts.headers, parts.uri.query())
     }) {
@@ -565,6 +590,22 @@ impl<'a> Call<'a> {
         Ok(())
     }
 
+    /// The caller policy and rate limit on their own, for the Arc challenge.
+    fn admit(&self) -> Result<(), Refusal> {
+        let caller = caller::identify(
+            &self.settings.config,
+            &self.peer,
+            caller::presented_secret(self.headers),
+        )
+        .ok_or(Refusal::Forbidden(
+            "no [[callers]] rule matches this caller".to_owned(),
+        ))?;
+        self.settings
+            .rate_limits
+            .take(&caller)
+            .map_err(Refusal::RateLimited)
+    }
+
     /// Serves a parsed request (or renders its refusal), then audits and counts it.
     async fn answer(&self, parsed: Result<TokenRequest, Refusal>) -> Response {
         use tracing::Instrument as _;
@@ -580,7 +621,7 @@ impl<'a> Call<'a> {
             "request",
             dialect = self.dialect.as_str(),
             target = self.prefix.unwrap_or("-"),
-            resource = %req.resource,
+            resource = ?req.resource,
         );
         // A disabled span (the default level) is not worth instrumenting the future with.
         let outcome = if span.is_disabled() {
@@ -661,7 +702,7 @@ impl<'a> Call<'a> {
                 reason: None,
             });
         }
-        tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = %req.resource, cache = served.lookup.as_str(), "token served");
+        tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = ?req.resource, cache = served.lookup.as_str(), "token served");
         // Echo the id the caller named (Arc clients insist); else the app's client id.
         let client_id = req.client_id.as_deref().unwrap_or(&served.target.client_id);
         dialect::token_response(&served.token, req, client_id)
@@ -691,9 +732,9 @@ impl<'a> Call<'a> {
             _ => tracing::info!(
                 dialect = self.dialect.as_str(),
                 target = target.unwrap_or("-"),
-                resource = resource.unwrap_or("-"),
+                resource = ?resource.unwrap_or("-"),
                 status = status.as_u16(),
-                reason = %refusal.message(),
+                reason = ?refusal.message(),
                 "token refused"
             ),
         }

@@ -87,6 +87,8 @@ impl AccessToken {
         expires_in: Duration,
         refresh_in: Option<Duration>,
     ) -> Self {
+        // An absurd lifetime from upstream must not overflow the clock.
+        let expires_in = expires_in.min(MAX_LIFETIME);
         let expires_at = sent_at + expires_in;
         let elapsed = Instant::now().saturating_duration_since(sent_at);
         let expires_on = unix_now() + expires_in.saturating_sub(elapsed).as_secs();
@@ -119,6 +121,12 @@ impl AccessToken {
 /// ask again on every call; a refresh must land before a token enters this window.
 pub const CLIENT_EXPIRY_BUFFER: Duration = Duration::from_secs(300);
 
+/// The soonest a `refresh_in` hint is taken to mean: zero would refresh a busy key nonstop.
+const MIN_REFRESH_HINT: Duration = Duration::from_secs(60);
+
+/// Longest lifetime believed: upstream values beyond it are clamped (CAE tokens live 28 h).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Jitter added on top of the refresh point, so keys fetched together do not refresh together.
 pub const MAX_REFRESH_JITTER: Duration = Duration::from_secs(60);
 
@@ -129,7 +137,8 @@ pub const MAX_REFRESH_JITTER: Duration = Duration::from_secs(60);
 /// before the 5-minute buffer, else earlier, so keys fetched together refresh apart.
 pub fn refresh_delay(lifetime: Duration, refresh_in: Option<Duration>, jitter: f64) -> Duration {
     let base = match refresh_in {
-        Some(hint) if hint < lifetime => hint,
+        // A hint of zero (or nearly) would refresh a busy key without pause.
+        Some(hint) if hint < lifetime => hint.max(MIN_REFRESH_HINT.min(lifetime / 2)),
         _ if lifetime >= Duration::from_secs(2 * 3600) => lifetime / 2,
         _ => lifetime
             .saturating_sub(CLIENT_EXPIRY_BUFFER)
@@ -235,6 +244,8 @@ mod tests {
         assert_eq!(d, h(3299 - 30));
         assert!(refresh_delay(h(3599), None, 0.999) < h(3299));
         assert!(refresh_delay(h(7200), None, 0.5) > h(3600));
+        // A zero hint does not make a busy key refresh without pause.
+        assert_eq!(refresh_delay(h(3600), Some(h(0)), 0.0), h(60));
         // Very short tokens refresh at half-life rather than immediately.
         assert_eq!(refresh_delay(h(400), None, 0.0), h(200));
     }

@@ -57,6 +57,8 @@ pub enum FetchError {
         /// The AADSTS code explained for this set-up.
         diagnosis: Option<Diagnosis>,
     },
+    /// fedimds itself failed (a bug): treated as transient, and logged.
+    Internal(String),
 }
 
 impl fmt::Display for FetchError {
@@ -70,6 +72,7 @@ impl fmt::Display for FetchError {
                 error,
                 diagnosis: None,
             } => write!(f, "{error}"),
+            FetchError::Internal(what) => write!(f, "internal error: {what}"),
         }
     }
 }
@@ -82,6 +85,7 @@ impl FetchError {
         match self {
             FetchError::Assertion(e) => e.transience(),
             FetchError::Exchange { error, .. } => error.transience(),
+            FetchError::Internal(_) => Transience::Transient { retry_after: None },
         }
     }
 
@@ -100,7 +104,7 @@ impl FetchError {
     pub fn code(&self) -> Option<u32> {
         match self {
             FetchError::Exchange { error, .. } => error.code(),
-            FetchError::Assertion(_) => None,
+            FetchError::Assertion(_) | FetchError::Internal(_) => None,
         }
     }
 }

@@ -67,7 +67,7 @@ pub fn load(path: &Path, env: Env<'_>) -> Result<(Config, Vec<Entry>), ConfigErr
     let config = Config::from_toml(&text, &origin, env)?;
     let table: Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: origin,
-        message: e.to_string(),
+        message: super::parse_message(&text, &e),
     })?;
     let entries = effective(&config, &table, env);
     Ok((config, entries))

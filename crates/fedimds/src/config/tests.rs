@@ -230,3 +230,17 @@ fn shipped_examples_are_valid() {
     assert_eq!(shipped, built.lines().collect::<Vec<_>>());
     parse(&built).unwrap();
 }
+
+#[test]
+fn a_syntax_error_does_not_echo_the_line_it_is_on() {
+    // An identity_header under the wrong table is an unknown key: the error must not quote it.
+    let text = format!("[source]\nidentity_header = \"hunter2-very-secret-value\"\n{MINIMAL}");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("line 2"), "names the place: {err}");
+    assert!(err.contains("identity_header"), "names the key: {err}");
+    assert!(!err.contains("hunter2"), "never the value: {err}");
+    let err = parse("[server]\nidentity_header = \"unterminated-secret-value\n")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("unterminated-secret"), "{err}");
+}

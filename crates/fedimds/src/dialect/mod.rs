@@ -218,6 +218,18 @@ impl<'a> Params<'a> {
             resource_id: self.get(id_keys.resource_id).map(Cow::into_owned),
             tenant_id: self.get(&["tenant_id"]).map(Cow::into_owned),
         };
+        // A tenant is a GUID or a domain; anything else would end up in Entra's URL path.
+        if let Some(t) = &req.tenant_id {
+            if !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                || t.len() > 255
+            {
+                return Err(Refusal::BadRequest(
+                    "tenant_id must be a tenant id (GUID) or a domain name".to_owned(),
+                ));
+            }
+        }
         let ids = [&req.client_id, &req.object_id, &req.resource_id]
             .iter()
             .filter(|v| v.is_some())

@@ -267,3 +267,23 @@ async fn arc_challenge_then_key_file_then_token() {
     assert_eq!(r.status().as_u16(), 401);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_tenant_id_that_is_not_a_tenant_is_refused() {
+    let h = start_with(fedimds_sim::SimConfig::demo(), |toml| {
+        toml.replacen("allowed_tenants = [", "allowed_tenants = [\"*\", ", 1)
+    })
+    .await;
+    for bad in ["..%2F..", "a%0Ab", "x%20y", "t%2Fv2.0"] {
+        let (status, body) = h.imds_token(GRAPH, &format!("&tenant_id={bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("tenant_id"),
+            "{body}"
+        );
+    }
+    assert_eq!(h.sim.counters().entra, 0);
+}

@@ -118,7 +118,7 @@ async fn reload_swaps_valid_configs_and_keeps_tokens_of_unchanged_targets() {
     let path = dir.join("fedimds.toml");
 
     // A valid new config: contoso becomes the default target; litware is unchanged.
-    let text = fedimds::demo::config_toml(&h.sim.url(), "127.0.0.1:8181".parse().unwrap())
+    let text = fedimds::demo::config_toml(&h.sim.url(), h.app.settings().config.server.listen)
         .replacen("default = true\n", "", 1)
         .replacen(
             "name = \"contoso\"",
@@ -337,4 +337,36 @@ async fn sighup_reloads_and_an_invalid_file_is_refused() {
         "the old config keeps serving"
     );
     drop(child);
+}
+
+#[tokio::test]
+async fn reload_refuses_what_only_a_restart_can_apply_and_forgets_old_failures() {
+    let h = start().await;
+    let unconsented = format!("/targets/unconsented/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}");
+    assert_eq!(h.imds(&unconsented).await.0, 400);
+    let dir = temp_dir("reload-restart");
+    let path = dir.join("fedimds.toml");
+    let base = fedimds::demo::config_toml(&h.sim.url(), h.app.settings().config.server.listen);
+
+    // Turning allow_remote (or the listen address) around under a bound socket is refused.
+    let remote = base.replacen(
+        "[server]\n",
+        "[server]\nallow_remote = true\nidentity_header = \"remote-secret-0123456789\"\n",
+        1,
+    );
+    std::fs::write(&path, &remote).unwrap();
+    assert!(!fedimds::reload::reload(&h.app, &path, "test"));
+    assert!(
+        !h.app.settings().config.server.allow_remote,
+        "the running config stays"
+    );
+
+    // The unconsented target now points at the consented app: the remembered 700016 must not
+    // outlive the config that caused it.
+    let fixed = base.replacen(demo::UNCONSENTED_APP_CLIENT_ID, demo::APP_CLIENT_ID, 1);
+    std::fs::write(&path, &fixed).unwrap();
+    assert!(fedimds::reload::reload(&h.app, &path, "test"));
+    let (status, body) = h.imds(&unconsented).await;
+    assert_eq!(status, 200, "{body}");
+    let _ = std::fs::remove_dir_all(dir);
 }
