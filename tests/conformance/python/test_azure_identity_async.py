@@ -77,7 +77,9 @@ def test_token_is_the_one_entra_issued_and_is_cached(env, dialect):
 
     first, second = run(twice())
     assert_issued(first.token, res)
-    assert (fp(second.token), second.expires_on) == (fp(first.token), first.expires_on)
+    assert fp(second.token) == fp(first.token)
+    # The client may recompute expires_on as its own clock plus expires_in: a second apart at most.
+    assert abs(second.expires_on - first.expires_on) <= 1
 
 
 @pytest.mark.parametrize(

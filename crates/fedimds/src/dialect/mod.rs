@@ -218,6 +218,23 @@ impl<'a> Params<'a> {
             resource_id: self.get(id_keys.resource_id).map(Cow::into_owned),
             tenant_id: self.get(&["tenant_id"]).map(Cow::into_owned),
         };
+        // No control characters anywhere: they have no place in a resource or an id, and
+        // they would let a caller forge lines in text-format logs.
+        let fields = [
+            Some(&req.resource),
+            req.client_id.as_ref(),
+            req.object_id.as_ref(),
+            req.resource_id.as_ref(),
+        ];
+        if fields
+            .into_iter()
+            .flatten()
+            .any(|v| v.chars().any(char::is_control))
+        {
+            return Err(Refusal::BadRequest(
+                "Parameters must not contain control characters".to_owned(),
+            ));
+        }
         // A tenant is a GUID or a domain; anything else would end up in Entra's URL path.
         if let Some(t) = &req.tenant_id {
             if !t

@@ -286,4 +286,9 @@ async fn a_tenant_id_that_is_not_a_tenant_is_refused() {
         );
     }
     assert_eq!(h.sim.counters().entra, 0);
+    // Nor can a resource carry a line break into the logs.
+    let (status, _) = h
+        .imds_token("https://x%0A2026-11-22T00:00:00Z%20INFO%20forged", "")
+        .await;
+    assert_eq!(status, 400);
 }
