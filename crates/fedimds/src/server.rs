@@ -252,30 +252,39 @@ impl App {
     pub async fn prefetch(self: Arc<Self>) {
         /// Between rounds of failed prefetches: the fetch itself already retried.
         const PAUSE: Duration = Duration::from_secs(5);
-        let settings = self.settings();
-        let mut pending: Vec<(String, String)> = settings
-            .config
-            .targets
-            .iter()
-            .flat_map(|t| t.prefetch.iter().map(move |r| (t.name.clone(), r.clone())))
-            .collect();
-        while !pending.is_empty() {
-            let mut still = Vec::new();
+        let mut done: std::collections::HashSet<(String, String)> = Default::default();
+        loop {
+            // The settings in force this round: a reload that fixes or drops a broken
+            // prefetch entry is honoured at the next round.
+            let settings = self.settings.load_full();
+            let pending: Vec<(String, String)> = settings
+                .config
+                .targets
+                .iter()
+                .flat_map(|t| t.prefetch.iter().map(move |r| (t.name.clone(), r.clone())))
+                .filter(|pair| !done.contains(pair))
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let mut failed = false;
             for (target, resource) in pending {
                 let req = TokenRequest {
                     resource: resource.clone(),
                     ..Default::default()
                 };
                 match self.token_for(&settings, Some(&target), &req).await {
-                    Ok(_) => tracing::info!(target = %target, resource = %resource, "prefetched"),
+                    Ok(_) => {
+                        tracing::info!(target = %target, resource = %resource, "prefetched");
+                        done.insert((target, resource));
+                    }
                     Err(refusal) => {
                         tracing::warn!(target = %target, resource = %resource, error = %refusal.message(), "prefetch failed; will retry");
-                        still.push((target, resource));
+                        failed = true;
                     }
                 }
             }
-            pending = still;
-            if !pending.is_empty() {
+            if failed {
                 tokio::time::sleep(PAUSE).await;
             }
         }

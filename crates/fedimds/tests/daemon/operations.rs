@@ -370,3 +370,44 @@ async fn reload_refuses_what_only_a_restart_can_apply_and_forgets_old_failures()
     assert_eq!(status, 200, "{body}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_drops_a_broken_prefetch_makes_the_daemon_ready() {
+    let broken = |toml: String| {
+        toml.replacen(
+            "name = \"unconsented\"",
+            "name = \"unconsented\"\nprefetch = [\"https://graph.microsoft.com\"]",
+            1,
+        )
+    };
+    let h = start_with(fedimds_sim::SimConfig::demo(), broken).await;
+    let ready = || {
+        let (http, url) = (h.http.clone(), h.admin_url.clone());
+        async move {
+            http.get(format!("{url}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    assert_eq!(
+        ready().await,
+        503,
+        "the unconsented app can never be prefetched"
+    );
+    let dir = temp_dir("reload-prefetch");
+    let path = dir.join("fedimds.toml");
+    let listen = h.app.settings().config.server.listen;
+    std::fs::write(&path, fedimds::demo::config_toml(&h.sim.url(), listen)).unwrap();
+    assert!(fedimds::reload::reload(&h.app, &path, "test"));
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    assert_eq!(
+        ready().await,
+        200,
+        "the next prefetch round follows the new config"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
