@@ -845,27 +845,22 @@ pub async fn run(
         tokio::spawn(app.clone().prefetch());
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut sockets = vec![(Listener::Tcp(listeners.token), router(app.clone()))];
+    sockets.extend(
+        listeners
+            .unix
+            .map(|unix| (Listener::Unix(unix), router(app.clone()))),
+    );
+    sockets.extend(
+        listeners
+            .admin
+            .map(|admin| (Listener::Tcp(admin), admin_router(app.clone()))),
+    );
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(listener::serve(
-        Listener::Tcp(listeners.token),
-        router(app.clone()),
-        limits,
-        stop_rx.clone(),
-        SHUTDOWN_GRACE,
-    ));
-    if let Some(unix) = listeners.unix {
+    for (socket, routes) in sockets {
         tasks.spawn(listener::serve(
-            Listener::Unix(unix),
-            router(app.clone()),
-            limits,
-            stop_rx.clone(),
-            SHUTDOWN_GRACE,
-        ));
-    }
-    if let Some(admin) = listeners.admin {
-        tasks.spawn(listener::serve(
-            Listener::Tcp(admin),
-            admin_router(app.clone()),
+            socket,
+            routes,
             limits,
             stop_rx.clone(),
             SHUTDOWN_GRACE,

@@ -172,33 +172,10 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
         Route::Entra,
         Fault::slow(std::time::Duration::from_millis(1500)),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = temp_dir("sigterm");
-    let path = dir.join("fedimds.toml");
-    let toml = fedimds::demo::config_toml(&sim.url(), format!("127.0.0.1:{port}").parse().unwrap());
-    std::fs::write(&path, format!("{toml}\n[admin]\nlisten = \"off\"\n")).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fedimds"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("FEDIMDS_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let toml = fedimds::demo::config_toml(&sim.url(), "127.0.0.1:8181".parse().unwrap());
+    let (mut child, url, path) = spawn_daemon(&toml, "sigterm").await;
+    let dir = path.parent().unwrap().to_owned();
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if http.get(format!("{url}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(up, "the daemon came up");
     let request = tokio::spawn({
         let http = http.clone();
         let url = url.clone();
