@@ -24,7 +24,7 @@ use crate::audit::{self, Audit};
 use crate::cache::{Lookup, TokenCache};
 use crate::caller::{self, Caller, Peer, RateLimits};
 use crate::config::{Config, Target};
-use crate::dialect::arc::{self, ArcKeys, ArcRequest};
+use crate::dialect::arc::{ArcKeys, ArcRequest};
 use crate::dialect::{self, app_service, imds, Dialect, Refusal, TokenRequest};
 use crate::listener::{self, Limits, Listener};
 use crate::metrics::Metrics;
@@ -443,7 +443,6 @@ struct Call<'a> {
     prefix: Option<&'a str>,
     peer: Peer,
     headers: &'a HeaderMap,
-    render: fn(&Refusal) -> Response,
 }
 
 // The handlers take the request whole and read its parts by reference: extracting a
@@ -456,14 +455,7 @@ async fn imds_token(
 ) -> Response {
     let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
     let (parts, _) = req.into_parts();
-    let call = Call::new(
-        &app,
-        Dialect::Imds,
-        prefix,
-        peer_of(&parts),
-        &parts.headers,
-        imds::error,
-    );
+    let call = Call::new(&app, Dialect::Imds, prefix, &parts);
     let parsed = call
         .guard()
         .and_then(|()| imds::parse(&parts.method, &parts.headers, parts.uri.query()));
@@ -479,19 +471,7 @@ async fn app_service_token(
     let (parts, body) = req.into_parts();
     let query = parts.uri.query();
     let dialect = app_service::dialect_of(&parts.method, &parts.headers, query);
-    // Cloud Shell speaks OAuth-style errors, like IMDS; the rest App Service's shape.
-    let render: fn(&Refusal) -> Response = match dialect {
-        Dialect::CloudShell => imds::error,
-        _ => app_service::error,
-    };
-    let call = Call::new(
-        &app,
-        dialect,
-        prefix,
-        peer_of(&parts),
-        &parts.headers,
-        render,
-    );
+    let call = Call::new(&app, dialect, prefix, &parts);
     let body = match parts.method {
         Method::POST => match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(bytes) => bytes,
@@ -518,14 +498,7 @@ async fn arc_token(
 ) -> Response {
     let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
     let (parts, _) = req.into_parts();
-    let call = Call::new(
-        &app,
-        Dialect::Arc,
-        prefix,
-        peer_of(&parts),
-        &parts.headers,
-        arc::error,
-    );
+    let call = Call::new(&app, Dialect::Arc, prefix, &parts);
     // Callers are checked (policy, rate) before a challenge is issued: a challenge writes a
     // key file, and a flood of them must not push out other callers' keys.
     match call.guard().and_then(|()| call.admit()).and_then(|()| {
@@ -568,18 +541,15 @@ impl<'a> Call<'a> {
         app: &'a App,
         dialect: Dialect,
         prefix: Option<&'a str>,
-        peer: Peer,
-        headers: &'a HeaderMap,
-        render: fn(&Refusal) -> Response,
+        parts: &'a axum::http::request::Parts,
     ) -> Self {
         Call {
             app,
             settings: app.settings.load(),
             dialect,
             prefix,
-            peer,
-            headers,
-            render,
+            peer: peer_of(parts),
+            headers: &parts.headers,
         }
     }
 
@@ -771,7 +741,7 @@ impl<'a> Call<'a> {
                 reason: Some(&reason),
             });
         }
-        (self.render)(refusal)
+        dialect::error(self.dialect, refusal)
     }
 }
 

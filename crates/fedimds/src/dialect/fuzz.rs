@@ -70,11 +70,7 @@ fn headers(rng: &mut fastrand::Rng) -> HeaderMap {
 }
 
 fn assert_well_formed(refusal: &Refusal, dialect: Dialect) {
-    let response = match dialect {
-        Dialect::Imds | Dialect::CloudShell => imds::error(refusal),
-        Dialect::Arc => arc::error(refusal),
-        _ => app_service::error(refusal),
-    };
+    let response = super::error(dialect, refusal);
     let status = response.status().as_u16();
     assert!((400..600).contains(&status), "{status}");
     // Permanent mistakes are 4xx without Retry-After (Python would retry a 400 that had one).

@@ -360,6 +360,16 @@ fn push_json_str(b: &mut String, s: &str) {
     b.push('"');
 }
 
+/// Renders a refusal in `dialect`'s error shape: OAuth-style for IMDS, Cloud Shell and Arc;
+/// `statusCode`/`message` for the App Service family.
+pub fn error(dialect: Dialect, refusal: &Refusal) -> Response {
+    match dialect {
+        Dialect::Imds | Dialect::CloudShell => imds::error(refusal),
+        Dialect::Arc => arc::error(refusal),
+        Dialect::AppService | Dialect::AppService2017 => app_service::error(refusal),
+    }
+}
+
 /// Headers on every token endpoint answer: JSON, and never stored by a proxy or cache.
 pub fn no_store_json() -> [(header::HeaderName, HeaderValue); 2] {
     [
