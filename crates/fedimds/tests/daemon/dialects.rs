@@ -39,12 +39,7 @@ async fn imds_rules() {
 
     // X-Forwarded-For refused.
     let r = h
-        .http
-        .get(format!(
-            "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
-            h.url
-        ))
-        .header("Metadata", "true")
+        .imds_request()
         .header("X-Forwarded-For", "10.0.0.1")
         .send()
         .await

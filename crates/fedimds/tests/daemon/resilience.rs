@@ -166,16 +166,7 @@ async fn a_hung_upstream_does_not_hang_callers() {
         Fault::slow(Duration::from_secs(3600)).forever(),
     );
     let started = Instant::now();
-    let r = h
-        .http
-        .get(format!(
-            "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
-            h.url
-        ))
-        .header("Metadata", "true")
-        .send()
-        .await
-        .unwrap();
+    let r = h.imds_request().send().await.unwrap();
     let waited = started.elapsed();
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.headers().contains_key("retry-after"));

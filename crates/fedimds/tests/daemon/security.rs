@@ -52,17 +52,7 @@ fn no_token(body: &serde_json::Value) {
 async fn a_foreign_host_header_is_refused() {
     let h = start().await;
     for host in ["evil.example", "attacker.example:8181", "10.0.0.9"] {
-        let r = h
-            .http
-            .get(format!(
-                "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
-                h.url
-            ))
-            .header("Metadata", "true")
-            .header("Host", host)
-            .send()
-            .await
-            .unwrap();
+        let r = h.imds_request().header("Host", host).send().await.unwrap();
         let (status, body) = status_json(r).await;
         assert_eq!(status, 403, "{host}: {body}");
         assert!(
@@ -73,17 +63,7 @@ async fn a_foreign_host_header_is_refused() {
     }
     // Names a capture or an SDK uses pass.
     for host in ["169.254.169.254", "localhost:8181", "127.0.0.1"] {
-        let r = h
-            .http
-            .get(format!(
-                "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
-                h.url
-            ))
-            .header("Metadata", "true")
-            .header("Host", host)
-            .send()
-            .await
-            .unwrap();
+        let r = h.imds_request().header("Host", host).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{host}");
     }
 }
@@ -179,12 +159,7 @@ async fn a_remote_listener_needs_the_secret_on_every_request() {
     );
     no_token(&body);
     let r = h
-        .http
-        .get(format!(
-            "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
-            h.url
-        ))
-        .header("Metadata", "true")
+        .imds_request()
         .header("X-IDENTITY-HEADER", "remote-secret-0123456789")
         .send()
         .await
@@ -196,12 +171,7 @@ async fn a_remote_listener_needs_the_secret_on_every_request() {
 async fn oversize_headers_are_refused() {
     let h = start().await;
     let r = h
-        .http
-        .get(format!(
-            "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
-            h.url
-        ))
-        .header("Metadata", "true")
+        .imds_request()
         .header("X-Padding", "x".repeat(64 * 1024))
         .send()
         .await;

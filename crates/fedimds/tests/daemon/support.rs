@@ -83,6 +83,16 @@ impl Harness {
         status_json(r).await
     }
 
+    /// The IMDS request for a Graph token, `Metadata: true` set, to add headers to.
+    pub fn imds_request(&self) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!(
+                "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
+                self.url
+            ))
+            .header("Metadata", "true")
+    }
+
     /// GET an IMDS token for `resource` with extra query parameters.
     pub async fn imds_token(&self, resource: &str, extra: &str) -> (u16, Value) {
         self.imds(&format!(
