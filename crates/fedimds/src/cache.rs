@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::CacheSettings;
+use crate::metrics::CacheFigures;
 use crate::token::AccessToken;
 use crate::upstream::{failure_ttl, FetchError, TokenKey, Upstream};
 
@@ -35,7 +36,7 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    /// For logs and metrics.
+    /// For logs, and the metric's label (one of [`crate::metrics::LOOKUP_RESULTS`]).
     pub fn as_str(self) -> &'static str {
         match self {
             Lookup::Hit => "hit",
@@ -100,11 +101,11 @@ impl Slot {
 
 /// Counts of what the cache did, for metrics.
 #[derive(Debug, Default)]
-pub struct CacheStats {
+struct CacheStats {
     /// Background refreshes started.
-    pub refreshes: std::sync::atomic::AtomicU64,
+    refreshes: std::sync::atomic::AtomicU64,
     /// Background refreshes that failed while a valid token stayed in service.
-    pub refresh_failures: std::sync::atomic::AtomicU64,
+    refresh_failures: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -153,11 +154,6 @@ impl TokenCache {
     /// Puts a new upstream behind the cache (reload); fetches in flight finish on the old one.
     pub fn set_upstream(&self, upstream: Arc<Upstream>) {
         self.inner.upstream.store(upstream);
-    }
-
-    /// What the cache did so far.
-    pub fn stats(&self) -> &CacheStats {
-        &self.inner.stats
     }
 
     /// A valid token for `key`: from the cache, or fetched while the caller waits at most `wait`.
@@ -238,28 +234,35 @@ impl TokenCache {
     }
 
     /// Number of keys held (approximate; for metrics and tests).
-    pub fn len(&self) -> u64 {
+    pub fn key_count(&self) -> u64 {
         self.inner.slots.run_pending_tasks();
         self.inner.slots.entry_count()
     }
 
-    /// True when no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Seconds until expiry of every cached token, for metrics.
-    pub fn expiries(&self) -> Vec<(TokenKey, u64)> {
+    /// What the cache did and holds, for `/metrics`.
+    pub fn figures(&self) -> CacheFigures {
         let now = Instant::now();
-        self.inner
-            .slots
-            .iter()
-            .filter_map(|(key, slot)| {
-                slot.token
-                    .load_full()
-                    .map(|t| ((*key).clone(), t.expires_in(now)))
-            })
-            .collect()
+        let stats = &self.inner.stats;
+        CacheFigures {
+            refreshes: stats.refreshes.load(Ordering::Relaxed),
+            refresh_failures: stats.refresh_failures.load(Ordering::Relaxed),
+            keys: self.key_count(),
+            expiries: self
+                .inner
+                .slots
+                .iter()
+                .filter_map(|(key, slot)| {
+                    slot.token.load_full().map(|t| {
+                        let labels = [
+                            key.tenant.clone(),
+                            key.client_id.clone(),
+                            Arc::from(&*key.resource),
+                        ];
+                        (labels, t.expires_in(now))
+                    })
+                })
+                .collect(),
+        }
     }
 }
 

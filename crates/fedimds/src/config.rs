@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::cloud::CloudName;
 use crate::token::Secret;
 
 /// The config file, when `--config` is not given.
@@ -55,6 +56,12 @@ pub const DEFAULT_ERROR_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_KEYS: u64 = 100_000;
 /// Keys not asked for in this long are dropped and no longer refreshed.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Largest form body accepted (Automation's POST carries two short parameters).
+pub const MAX_BODY: usize = 16 * 1024;
+/// How long in-flight requests get to finish after shutdown is asked for: short, so a
+/// Kubernetes Job with fedimds as a sidecar finishes promptly.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A way to read environment variables, so tests never touch the process environment.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -391,55 +398,6 @@ pub struct Source {
     pub kind: SourceKind,
     /// The resource the managed-identity token is requested for.
     pub audience: String,
-}
-
-/// An Azure cloud.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CloudName {
-    /// Azure global.
-    Public,
-    /// Azure US Government.
-    UsGov,
-    /// Azure operated by 21Vianet.
-    China,
-}
-
-impl CloudName {
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "public" | "AzurePublicCloud" => Some(CloudName::Public),
-            "usgov" | "AzureUSGovernment" => Some(CloudName::UsGov),
-            "china" | "AzureChinaCloud" => Some(CloudName::China),
-            _ => None,
-        }
-    }
-
-    /// The config name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloudName::Public => "public",
-            CloudName::UsGov => "usgov",
-            CloudName::China => "china",
-        }
-    }
-
-    /// Entra's host in this cloud.
-    pub fn authority_host(self) -> &'static str {
-        match self {
-            CloudName::Public => "https://login.microsoftonline.com",
-            CloudName::UsGov => "https://login.microsoftonline.us",
-            CloudName::China => "https://login.chinacloudapi.cn",
-        }
-    }
-
-    /// The audience a managed-identity token must carry for federation in this cloud.
-    pub fn exchange_audience(self) -> &'static str {
-        match self {
-            CloudName::Public => "api://AzureADTokenExchange",
-            CloudName::UsGov => "api://AzureADTokenExchangeUSGov",
-            CloudName::China => "api://AzureADTokenExchangeChina",
-        }
-    }
 }
 
 /// The cloud profile in force.

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 
 use fedimds_sim::{demo, Sim, SimConfig};
 
+use crate::app::App;
 use crate::config::{self, Config};
-use crate::server::{self, App};
+use crate::http;
 
 /// The daemon config for the demo world, pointed at a simulator at `sim_url`. It is also a
 /// worked example of the config format.
@@ -80,12 +81,12 @@ pub async fn run(
         instructions(addr, app.identity_header().expose(), &sim.url())
     );
     println!("Metrics: curl -s http://{admin_addr}/metrics\n");
-    let listeners = server::Listeners {
+    let listeners = http::Listeners {
         token: listener,
         unix: None,
         admin: Some(admin),
     };
-    server::run(app, listeners, shutdown)
+    http::run(app, listeners, shutdown)
         .await
         .map_err(|e| e.to_string())
 }

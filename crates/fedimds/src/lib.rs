@@ -4,42 +4,47 @@
 //! result and serves it to co-located processes.
 //!
 //! # Layout
+//! Dependencies point down this list, never up: a module imports only modules below it.
 //! - [`cli`]: the command line (`serve`, `check`, `config`, `demo`, `sim`).
-//! - [`config`]: every key, environment variable and default; raw TOML to validated [`config::Config`].
 //! - [`logging`]: tracing set-up (text or JSON, env filter).
-//! - [`listener`]: accepting TCP and Unix-socket connections with limits; the peer's identity.
-//! - [`caller`]: who is asking (peer, secret, `[[callers]]` rule), Host checks, rate limits.
-//! - [`audit`]: one JSON line per token served or refused.
-//! - [`metrics`]: Prometheus metrics for the admin listener.
-//! - [`reload`]: config reload on SIGHUP or a file change.
-//! - [`server`]: shared state ([`server::App`]), the router, serve and graceful shutdown.
-//! - [`dialect`]: the wire dialects; each parses its requests and renders its answers.
-//! - [`target`]: which target (tenant, app) a request means.
-//! - [`cache`]: the token cache: single-flight fetches, refresh ahead, remembered failures.
-//! - [`upstream`]: a fetch = assertion, then exchange; the cache key.
-//! - [`assertion`]: the home-tenant assertion from IMDS, an identity endpoint, or a token file.
-//! - [`exchange`]: the Entra client and the AADSTS diagnoses.
-//! - [`retry`]: retry schedules, `Retry-After`, upstream error text.
-//! - [`token`]: secrets and tokens as redacting types; refresh timing.
 //! - [`demo`]: the built-in simulator wired to a daemon, for `fedimds demo`.
 //! - [`check`]: `fedimds check`, the whole chain walked once with a diagnosis at each step.
+//! - [`reload`]: config reload on SIGHUP or a file change.
+//! - [`http`]: the routers, binding and serving; [`http::call`] is the one request path;
+//!   [`http::listener`] accepts connections with limits and knows each peer.
+//! - [`app`]: the shared state ([`app::App`]): settings swapped whole on reload, cache,
+//!   metrics, audit, readiness, prefetch.
+//! - [`dialect`]: the wire dialects; each parses its requests and renders its answers.
+//! - [`refusal`]: why a request gets no token, and the one status table.
+//! - [`caller`]: who is asking (peer, secret, `[[callers]]` rule), Host checks, rate limits.
+//! - [`target`]: which target (tenant, app) a request means.
+//! - [`audit`]: one JSON line per token served or refused.
+//! - [`cache`]: the token cache: single-flight fetches, refresh ahead, remembered failures.
+//! - [`upstream`]: a fetch = assertion ([`upstream::assertion`]), then exchange
+//!   ([`upstream::exchange`]); the cache key; [`upstream::diagnosis`] explains AADSTS codes.
+//! - [`retry`]: retry schedules, `Retry-After`, upstream error text.
+//! - [`config`]: every key, environment variable and default; raw TOML to validated
+//!   [`config::Config`].
+//! - [`cloud`]: every per-cloud fact (hosts, audiences, ARM, consent URL).
+//! - [`metrics`]: Prometheus metrics for the admin listener; a leaf.
+//! - [`token`]: secrets and tokens as redacting types; refresh timing.
 
-pub mod assertion;
+pub mod app;
 pub mod audit;
 pub mod cache;
 pub mod caller;
 pub mod check;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod demo;
 pub mod dialect;
-pub mod exchange;
-pub mod listener;
+pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod refusal;
 pub mod reload;
 pub mod retry;
-pub mod server;
 pub mod target;
 pub mod token;
 pub mod upstream;

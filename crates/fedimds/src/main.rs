@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use fedimds::app::App;
 use fedimds::cli::{Cli, Command};
 use fedimds::config::{self, Config};
-use fedimds::server::{self, App};
+use fedimds::http;
 
 /// `EX_USAGE`: the config is wrong; nothing was started.
 const EXIT_CONFIG: u8 = 64;
@@ -61,10 +62,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
-    let listeners = server::Listeners::bind(&config).await?;
+    let listeners = http::Listeners::bind(&config)
+        .await
+        .map_err(|e| e.to_string())?;
     let app = App::new(config).map_err(|e| e.to_string())?;
     tokio::spawn(fedimds::reload::watch(app.clone(), path));
-    server::run(app, listeners, shutdown_signal())
+    http::run(app, listeners, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }

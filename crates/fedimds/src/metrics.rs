@@ -1,7 +1,9 @@
 //! Prometheus metrics (OpenMetrics text at the admin listener's `/metrics`). No token data:
 //! labels are dialects, target names, tenants, resources and statuses.
+//!
+//! A leaf: it imports nothing from the crate. The cache hands it figures ([`CacheFigures`])
+//! when `/metrics` is rendered, and the request path names lookups by their label.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +14,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::cache::{Lookup, TokenCache};
+/// What the cache reports at each scrape.
+#[derive(Debug, Default)]
+pub struct CacheFigures {
+    /// Background refreshes started since start.
+    pub refreshes: u64,
+    /// Background refreshes that failed while a valid token stayed in service.
+    pub refresh_failures: u64,
+    /// Keys held.
+    pub keys: u64,
+    /// Per cached token: (tenant, client id, resource) and seconds until it expires.
+    pub expiries: Vec<([Arc<str>; 3], u64)>,
+}
+
+/// The `result` label values of `fedimds_cache_lookups`, each resolved once at start.
+pub const LOOKUP_RESULTS: [&str; 3] = ["hit", "stale", "miss"];
 
 /// A label value shared, not copied, on every request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -49,9 +65,9 @@ struct UpstreamKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ExpiryLabels {
-    tenant: String,
-    client_id: String,
-    resource: String,
+    tenant: Shared,
+    client_id: Shared,
+    resource: Shared,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -92,11 +108,8 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let lookups = Family::<LookupLabels, Counter>::default();
-        let by_lookup = [Lookup::Hit, Lookup::Stale, Lookup::Miss].map(|l| {
-            lookups
-                .get_or_create(&LookupLabels { result: l.as_str() })
-                .clone()
-        });
+        let by_lookup =
+            LOOKUP_RESULTS.map(|result| lookups.get_or_create(&LookupLabels { result }).clone());
         Metrics {
             by_lookup,
             requests: Family::default(),
@@ -124,14 +137,13 @@ impl Metrics {
             .inc();
     }
 
-    /// How the cache answered a served request.
-    pub fn lookup(&self, lookup: Lookup) {
-        let index = match lookup {
-            Lookup::Hit => 0,
-            Lookup::Stale => 1,
-            Lookup::Miss => 2,
+    /// How the cache answered a served request: one of [`LOOKUP_RESULTS`] (a resolved
+    /// counter, one atomic add), or any other label (looked up).
+    pub fn lookup(&self, result: &'static str) {
+        match LOOKUP_RESULTS.iter().position(|r| *r == result) {
+            Some(index) => self.by_lookup[index].inc(),
+            None => self.lookups.get_or_create(&LookupLabels { result }).inc(),
         };
-        self.by_lookup[index].inc();
     }
 
     /// The counter of requests answered 200 for this dialect and target, to keep and bump
@@ -161,7 +173,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics text: the standing metrics, plus the cache's figures read now.
-    pub fn render(&self, cache: &TokenCache) -> String {
+    pub fn render(&self, cache: &CacheFigures) -> String {
         let mut registry = Registry::with_prefix("fedimds");
         registry.register(
             "requests",
@@ -190,29 +202,28 @@ impl Metrics {
             .set(1);
         registry.register("build_info", "The running version", self.build.clone());
 
-        let stats = cache.stats();
         let refreshes = Counter::<u64>::default();
-        refreshes.inc_by(stats.refreshes.load(Ordering::Relaxed));
+        refreshes.inc_by(cache.refreshes);
         registry.register("cache_refreshes", "Background refreshes started", refreshes);
         let failures = Counter::<u64>::default();
-        failures.inc_by(stats.refresh_failures.load(Ordering::Relaxed));
+        failures.inc_by(cache.refresh_failures);
         registry.register(
             "cache_refresh_failures",
             "Background refreshes that failed while the cached token stayed in service",
             failures,
         );
         let keys = Gauge::<i64>::default();
-        keys.set(i64::try_from(cache.len()).unwrap_or(i64::MAX));
+        keys.set(i64::try_from(cache.keys).unwrap_or(i64::MAX));
         registry.register("cache_keys", "Cached (tenant, app, resource) keys", keys);
         let expiry = Family::<ExpiryLabels, Gauge>::default();
-        for (key, seconds) in cache.expiries() {
+        for ([tenant, client_id, resource], seconds) in &cache.expiries {
             expiry
                 .get_or_create(&ExpiryLabels {
-                    tenant: key.tenant.to_string(),
-                    client_id: key.client_id.to_string(),
-                    resource: key.resource.to_string(),
+                    tenant: Shared(tenant.clone()),
+                    client_id: Shared(client_id.clone()),
+                    resource: Shared(resource.clone()),
                 })
-                .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+                .set(i64::try_from(*seconds).unwrap_or(i64::MAX));
         }
         registry.register(
             "token_expiry_seconds",

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::app::App;
 use crate::config::{self, Config};
-use crate::server::App;
 
 /// How often the config file's modification time is looked at: cheap, and quick enough for a
 /// ConfigMap update (which itself takes up to a minute to reach the pod).

@@ -130,7 +130,7 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Jitter added on top of the refresh point, so keys fetched together do not refresh together.
 pub const MAX_REFRESH_JITTER: Duration = Duration::from_secs(60);
 
-/// How long after issue a token should be refreshed, as `entra-exchange.md` §1.4 sets it:
+/// How long after issue a token should be refreshed, as `docs/entra-exchange.md#refresh` sets it:
 /// `refresh_in` when Entra sent it; else half the lifetime when that is 2 h or more; else
 /// 5 min before expiry (but not before half of it for very short tokens). Then up to
 /// [`MAX_REFRESH_JITTER`] of jitter (scaled by `jitter` in `[0, 1)`): later when there is room

@@ -93,12 +93,12 @@ impl ArcKeys {
 
     fn challenge(&self) -> Result<Response, Refusal> {
         let key = random_hex(32)
-            .map_err(|e| Refusal::BadRequest(format!("cannot generate an Arc key: {e}")))?;
+            .map_err(|e| Refusal::Internal(format!("cannot generate an Arc key: {e}")))?;
         let name = random_hex(8)
-            .map_err(|e| Refusal::BadRequest(format!("cannot generate an Arc key name: {e}")))?;
+            .map_err(|e| Refusal::Internal(format!("cannot generate an Arc key name: {e}")))?;
         let path = self.dir.join(format!("{name}.key"));
         write_key(&path, &key, self.group).map_err(|e| {
-            Refusal::BadRequest(format!(
+            Refusal::Internal(format!(
                 "the Arc dialect is unavailable: cannot write a key file in {} ({e}); fedimds needs write access there (server.arc_key_dir)",
                 self.dir.display()
             ))

@@ -1,21 +1,19 @@
 //! The wire dialects. Each dialect module parses and checks its own requests and renders its
 //! own answers; what they share is here: the request every dialect boils down to
-//! ([`TokenRequest`]), the reasons a request is refused ([`Refusal`], with the one place that
-//! decides status codes), the query parser, and the 200 body every client accepts.
+//! ([`TokenRequest`]), the query parser, the 200 body every client accepts, and the choice of
+//! error shape per dialect. Why a request is refused, and with which status, is
+//! [`crate::refusal`]'s.
 
 pub mod app_service;
 pub mod arc;
 pub mod imds;
 
 use std::borrow::Cow;
-use std::time::Duration;
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::cache::CacheError;
-use crate::retry::Transience;
-use crate::target::TargetError;
+pub use crate::refusal::Refusal;
 use crate::token::AccessToken;
 
 /// The dialects, for logs, metrics and audit lines.
@@ -73,99 +71,6 @@ pub struct TokenRequest {
     pub resource_id: Option<String>,
     /// `tenant_id`.
     pub tenant_id: Option<String>,
-}
-
-/// Why a request gets no token. [`Refusal::status`] is the one place that picks status codes,
-/// so they keep the meaning clients give them: 400 for anything permanent (clients stop and
-/// show the message); 503 with Retry-After only for a transient upstream failure.
-#[derive(Debug, Clone)]
-pub enum Refusal {
-    /// IMDS: no `Metadata: true` (also the answer to the SDKs' probes).
-    MissingMetadata,
-    /// The request came through a proxy (`X-Forwarded-For`): an SSRF attempt, most likely.
-    Forwarded,
-    /// A method the endpoint does not take.
-    MethodNotAllowed,
-    /// IMDS: api-version missing or unknown.
-    ApiVersion,
-    /// A malformed request, with what is wrong.
-    BadRequest(String),
-    /// The caller secret is missing or wrong.
-    Unauthorized(&'static str),
-    /// The Host header names neither this host nor an allowed name (DNS rebinding).
-    ForeignHost,
-    /// The caller may not have what it asked for ([[callers]] policy).
-    Forbidden(String),
-    /// The caller's request rate is over its limit; try again after this.
-    RateLimited(Duration),
-    /// No target fits.
-    Target(TargetError),
-    /// Upstream failed.
-    Upstream(CacheError),
-}
-
-impl Refusal {
-    /// The HTTP status, and the Retry-After to send with it.
-    pub fn status(&self) -> (StatusCode, Option<Duration>) {
-        /// When a caller waited its bound and the fetch is still going: come back soon.
-        const BUSY_RETRY: Duration = Duration::from_secs(5);
-        match self {
-            Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
-            Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
-            Refusal::ForeignHost | Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, None),
-            Refusal::RateLimited(wait) => (StatusCode::TOO_MANY_REQUESTS, Some(*wait)),
-            Refusal::Upstream(CacheError::Timeout) => {
-                (StatusCode::SERVICE_UNAVAILABLE, Some(BUSY_RETRY))
-            }
-            Refusal::Upstream(CacheError::Upstream { error, retry_in }) => match error.transience()
-            {
-                Transience::Transient { .. } => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some((*retry_in).max(Duration::from_secs(1))),
-                ),
-                Transience::Permanent => (StatusCode::BAD_REQUEST, None),
-            },
-            _ => (StatusCode::BAD_REQUEST, None),
-        }
-    }
-
-    /// The OAuth-style error code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Refusal::Upstream(CacheError::Upstream { error, .. }) => match error.transience() {
-                Transience::Permanent => "invalid_request",
-                Transience::Transient { .. } => "temporarily_unavailable",
-            },
-            Refusal::Upstream(CacheError::Timeout) => "temporarily_unavailable",
-            Refusal::Unauthorized(_) | Refusal::Forbidden(_) | Refusal::ForeignHost => {
-                "unauthorized_client"
-            }
-            Refusal::RateLimited(_) => "slow_down",
-            Refusal::MethodNotAllowed => "method_not_allowed",
-            Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "invalid_resource",
-            _ => "invalid_request",
-        }
-    }
-
-    /// A message a person can act on. Never contains a token or a secret.
-    pub fn message(&self) -> String {
-        match self {
-            Refusal::MissingMetadata => "Required metadata header not specified".to_owned(),
-            Refusal::Forwarded => "Requests with an X-Forwarded-For header are refused".to_owned(),
-            Refusal::MethodNotAllowed => "The method is not allowed on this endpoint".to_owned(),
-            Refusal::ApiVersion => "Bad request. api-version is invalid or was not specified in the request.".to_owned(),
-            Refusal::BadRequest(m) => m.clone(),
-            Refusal::Unauthorized(m) => (*m).to_owned(),
-            Refusal::ForeignHost => "The Host header must name this host (localhost, 127.0.0.1, 169.254.169.254 or a name in server.allowed_hosts)".to_owned(),
-            Refusal::Forbidden(m) => m.clone(),
-            Refusal::RateLimited(wait) => format!("Too many requests from this caller; retry in {} ms", wait.as_millis()),
-            Refusal::Target(e) => e.to_string(),
-            Refusal::Upstream(CacheError::Timeout) => {
-                "The upstream has not answered yet; the token is still being fetched. Retry shortly.".to_owned()
-            }
-            Refusal::Upstream(CacheError::Upstream { error, .. }) => error.to_string(),
-        }
-    }
 }
 
 /// Query or form parameters, decoded once. Values borrow the request's text unless they are
@@ -271,7 +176,7 @@ pub struct IdKeys {
     pub resource_id: &'static [&'static str],
 }
 
-/// Every alias any client sends (`client-protocols.md` §9), accepted everywhere: being lenient
+/// Every alias any client sends (`docs/client-protocols.md#identity-parameters`), accepted everywhere: being lenient
 /// on the way in costs nothing and saves a user a puzzling "Identity not found".
 pub const ALL_ID_KEYS: IdKeys = IdKeys {
     client_id: &["client_id", "clientid"],
@@ -279,7 +184,7 @@ pub const ALL_ID_KEYS: IdKeys = IdKeys {
     resource_id: &["msi_res_id", "mi_res_id", "resource_id", "msi-res-id"],
 };
 
-/// Renders the one 200 body every client accepts (`client-protocols.md` §9): all values
+/// Renders the one 200 body every client accepts (`docs/client-protocols.md#token-response`): all values
 /// strings, both `expires_in` and `expires_on`, `resource` echoed exactly, `token_type`,
 /// `client_id`, and the user-assigned id echoed when the caller named one (Arc clients check).
 ///
@@ -408,6 +313,8 @@ mod fuzz;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use fedimds::config::Config;
-use fedimds::exchange;
+use fedimds::upstream::diagnosis;
 use fedimds_sim::{Fault, Route, Sim, SimConfig};
 
 use crate::support::{demo, temp_dir};
@@ -76,7 +76,7 @@ fn assert_no_secret(sim: &Sim, text: &str) {
 
 fn meaning(code: u32) -> &'static str {
     let host = url::Url::parse("https://login.microsoftonline.com").unwrap();
-    let cx = exchange::Context {
+    let cx = diagnosis::Context {
         authority_host: &host,
         tenant: "t",
         client_id: "c",
@@ -84,7 +84,7 @@ fn meaning(code: u32) -> &'static str {
         claims: None,
         audience: "a",
     };
-    exchange::diagnose(Some(code), &cx).meaning
+    diagnosis::diagnose(Some(code), &cx).meaning
 }
 
 /// Whether `text` says `phrase`, which the report may have wrapped over several lines.

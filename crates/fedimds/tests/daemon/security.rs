@@ -363,3 +363,76 @@ async fn connections_past_the_cap_wait_their_turn() {
         .expect("served once the place is free");
     assert_eq!(status.unwrap().unwrap(), 200);
 }
+
+#[tokio::test]
+async fn an_arc_client_is_charged_once_per_request() {
+    let dir = temp_dir("arc-rate");
+    let dir_text = dir.display().to_string();
+    let h = start_with(SimConfig::demo(), |toml| {
+        let toml = toml
+            .replacen(
+                "[server]\n",
+                &format!("[server]\narc_key_dir = \"{dir_text}\"\n"),
+                1,
+            )
+            // Prefetched, so the three requests below are cache hits: quick, well within the
+            // half second in which a rate of 2 refills one request.
+            .replacen(
+                "default = true\n",
+                &format!("default = true\nprefetch = [\"{GRAPH}\"]\n"),
+                1,
+            );
+        format!(
+            "{toml}\n[[callers]]\nname = \"arc-agent\"\nsource = \"127.0.0.1\"\ntargets = [\"*\"]\nrate = 2\n"
+        )
+    })
+    .await;
+    for _ in 0..200 {
+        if h.app.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(h.app.is_ready(), "the prefetch finished");
+    let url = format!(
+        "{}/arc/metadata/identity/oauth2/token?api-version=2020-06-01&resource={GRAPH}",
+        h.url
+    );
+    let challenge = h
+        .http
+        .get(&url)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenge.status().as_u16(), 401, "the challenge");
+    let realm = challenge.headers()["www-authenticate"].to_str().unwrap();
+    let key = std::fs::read_to_string(realm.strip_prefix("Basic realm=").unwrap()).unwrap();
+    let answer = h
+        .http
+        .get(&url)
+        .header("Metadata", "true")
+        .header("Authorization", format!("Basic {key}"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(answer).await;
+    assert_eq!(
+        status, 200,
+        "the follow-up that presents the key, right after its challenge: {body}"
+    );
+    assert!(body["access_token"].is_string(), "{body}");
+    let third = h
+        .http
+        .get(&url)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        third.status().as_u16(),
+        429,
+        "a third request within the second is over rate = 2"
+    );
+    assert!(third.headers().contains_key("retry-after"));
+}

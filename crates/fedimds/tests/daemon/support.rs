@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use fedimds::app::App;
 use fedimds::config::Config;
-use fedimds::server::{self, App};
+use fedimds::http;
 use fedimds_sim::{Sim, SimConfig};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -45,19 +46,19 @@ pub async fn start_with(sim_config: SimConfig, edit: impl FnOnce(String) -> Stri
     let config =
         Config::from_toml(&toml, "test", &no_env).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     let unix = config.server.unix_socket.as_ref().map(|path| {
-        fedimds::listener::bind_unix(path, config.server.unix_socket_mode)
+        fedimds::http::listener::bind_unix(path, config.server.unix_socket_mode)
             .expect("unix socket binds")
     });
     let app = App::new(config).expect("daemon state builds");
     let admin = tokio::net::TcpListener::bind(loopback()).await.unwrap();
     let admin_url = format!("http://{}", admin.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    let listeners = server::Listeners {
+    let listeners = http::Listeners {
         token: listener,
         unix,
         admin: Some(admin),
     };
-    tokio::spawn(server::run(app.clone(), listeners, async move {
+    tokio::spawn(http::run(app.clone(), listeners, async move {
         let _ = stopped.await;
     }));
     Harness {
@@ -109,7 +110,7 @@ impl Harness {
             .header("Metadata", "true")
             .body(axum::body::Body::empty())
             .unwrap();
-        let response = server::router(self.app.clone())
+        let response = http::router(self.app.clone())
             .oneshot(request)
             .await
             .unwrap();

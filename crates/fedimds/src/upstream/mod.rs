@@ -5,12 +5,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::assertion::{AssertionError, AssertionProvider};
-use crate::config::{CloudName, Config};
-use crate::exchange::{self, Diagnosis, Exchange, ExchangeError, ExchangeRequest};
+pub mod assertion;
+pub mod diagnosis;
+pub mod exchange;
+mod wire;
+
+use crate::cloud::CloudName;
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::retry::Transience;
 use crate::token::{AccessToken, Claims};
+use assertion::{AssertionError, AssertionProvider};
+use diagnosis::Diagnosis;
+use exchange::{Exchange, ExchangeError, ExchangeRequest};
 
 /// User agent on every upstream call, so Entra and IMDS logs show who asked.
 const USER_AGENT: &str = concat!("fedimds/", env!("CARGO_PKG_VERSION"));
@@ -194,9 +201,9 @@ impl Upstream {
         req: ExchangeRequest<'_>,
         claims: Option<&Claims>,
     ) -> Diagnosis {
-        exchange::diagnose(
+        diagnosis::diagnose(
             code,
-            &exchange::Context {
+            &diagnosis::Context {
                 authority_host: self.exchange.authority_host(),
                 tenant: req.tenant,
                 client_id: req.client_id,

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::wire::{MiTokenResponse, NumberOrString};
 use crate::config::{Source, SourceKind};
 use crate::metrics::{Metrics, UpstreamName};
 use crate::retry::{self, Attempt, Transience};
@@ -367,32 +367,4 @@ async fn read_token_file(path: &Path) -> Result<Assertion, AssertionError> {
         return Err(file_error("the file is empty".to_owned(), true));
     }
     Ok(Assertion::new(token.to_owned(), None, stamp))
-}
-
-/// The managed-identity token answer; IMDS sends strings, others may send numbers.
-#[derive(Deserialize)]
-struct MiTokenResponse {
-    access_token: String,
-    expires_in: Option<NumberOrString>,
-    expires_on: Option<NumberOrString>,
-}
-
-/// A JSON number or a string holding one: both appear on the wire for the same field.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-pub enum NumberOrString {
-    /// `3599`
-    Number(u64),
-    /// `"3599"`
-    Text(String),
-}
-
-impl NumberOrString {
-    /// The value, if it is a whole number.
-    pub fn as_u64(&self) -> Option<u64> {
-        match self {
-            NumberOrString::Number(n) => Some(*n),
-            NumberOrString::Text(t) => t.trim().parse().ok(),
-        }
-    }
 }

@@ -6,21 +6,17 @@
 //! retries, each reported as OK (lifetime, fingerprint) or as the diagnosis of Entra's AADSTS
 //! code. Never prints a token, an assertion or a secret: only claims and fingerprints.
 
-use std::fmt::Display;
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::assertion::{self, Assertion, AssertionError};
-use crate::config::{CloudName, Config, SourceKind, Target};
-use crate::exchange::{self, ExchangeError, ExchangeRequest};
+use crate::cloud::CloudName;
+use crate::config::{Config, SourceKind, Target};
 use crate::token::{unix_now, Claims};
+use crate::upstream::assertion::{self, Assertion, AssertionError};
+use crate::upstream::exchange::{self, ExchangeError, ExchangeRequest};
 use crate::upstream::Upstream;
 
-/// Width of the key column in the report.
-const KEY_WIDTH: usize = 10;
-/// Lines are wrapped at this many columns (URLs are never broken).
-const WRAP: usize = 100;
 /// An assertion this close to expiry is worth a warning: fedimds refuses to present one with
 /// less than [`assertion::MIN_REMAINING`] left, so this warns before that starts to bite.
 const EXPIRY_WARNING: Duration = Duration::from_secs(2 * assertion::MIN_REMAINING.as_secs());
@@ -34,6 +30,10 @@ macro_rules! say {
     ($out:expr) => { let _ = writeln!($out); };
     ($out:expr, $($arg:tt)*) => { let _ = writeln!($out, $($arg)*); };
 }
+
+mod report;
+
+use report::{date, duration, field, or_none, time_left, wrapped, Report, KEY_WIDTH};
 
 /// Checks `config` read from `path`: a heading naming the file, then [`run`].
 pub async fn run_file(path: &Path, config: &Config, out: &mut impl Write) -> bool {
@@ -148,9 +148,9 @@ async fn check_assertion(
         out,
         format!(
             "fetched from {} (fingerprint {})",
-            match upstream.assertion.source_name() {
-                "IMDS" => "IMDS".to_owned(),
-                other => format!("the {other}"),
+            match config.source.kind {
+                SourceKind::Imds { .. } => "IMDS".to_owned(),
+                _ => format!("the {}", upstream.assertion.source_name()),
             },
             assertion.token.fingerprint()
         ),
@@ -250,7 +250,7 @@ fn warn_traps(config: &Config, claims: &Claims, report: &mut Report, out: &mut i
                  equal the token's iss exactly",
             );
         }
-        if let Some(theirs) = cloud_of_host(host) {
+        if let Some(theirs) = CloudName::of_issuer_host(host) {
             if theirs != config.cloud.name {
                 report.warn(
                     out,
@@ -375,19 +375,10 @@ async fn check_target(
                 format!("{code}({}, HTTP {})", r.error, r.status),
             );
             field(out, 6, "meaning", d.meaning);
-            if matches!(r.code, Some(700016 | 65001)) {
+            field(out, 6, "fix", &d.fix);
+            if let Some(url) = &d.consent_url {
                 // The URL gets a line of its own, to copy; the fix points at it.
-                let url = consent_url(config, target);
-                let fix = d.fix.replace(&format!("{url} ;"), "the URL below;");
-                field(
-                    out,
-                    6,
-                    "fix",
-                    fix.replace(&format!("{url} ."), "the URL below."),
-                );
                 field(out, 6, "consent", url);
-            } else {
-                field(out, 6, "fix", &d.fix);
             }
             let said = r.description.lines().next().unwrap_or_default();
             field(
@@ -451,149 +442,9 @@ fn resource_for(target: &Target, cloud: CloudName) -> (&str, &'static str) {
         return (r, "the first of its resources");
     }
     (
-        arm_resource(cloud),
+        cloud.arm_resource(),
         "ARM: the target lists no prefetch or resources",
     )
-}
-
-/// Azure Resource Manager's v1 resource in each cloud (`entra-exchange.md` §5): every tenant
-/// has it, and Entra issues an app-only token for it to any app with a service principal there.
-fn arm_resource(cloud: CloudName) -> &'static str {
-    match cloud {
-        CloudName::Public => "https://management.azure.com/",
-        CloudName::UsGov => "https://management.usgovcloudapi.net/",
-        CloudName::China => "https://management.chinacloudapi.cn",
-    }
-}
-
-fn consent_url(config: &Config, target: &Target) -> String {
-    format!(
-        "{}/{}/adminconsent?client_id={}",
-        config.cloud.authority_host.as_str().trim_end_matches('/'),
-        target.tenant_id,
-        target.client_id
-    )
-}
-
-// === the report ===
-
-/// What the check found so far.
-#[derive(Debug, Default)]
-struct Report {
-    /// Steps that failed, targets included.
-    failures: usize,
-    warnings: usize,
-    /// Targets whose exchange failed, by name.
-    failed_targets: Vec<String>,
-    /// Targets whose exchange succeeded.
-    passed_targets: usize,
-}
-
-impl Report {
-    fn pass(&mut self, out: &mut impl Write, what: impl Display) {
-        say!(out, "  ✔ {what}");
-    }
-
-    fn fail(&mut self, out: &mut impl Write, what: impl Display) {
-        self.failures += 1;
-        say!(out, "  ✘ {what}");
-    }
-
-    fn warn(&mut self, out: &mut impl Write, what: impl Display) {
-        self.warnings += 1;
-        let text = wrap(&format!("⚠ {what}"), WRAP - 4, "    ");
-        say!(out, "  {text}");
-    }
-
-    fn target(&mut self, out: &mut impl Write, name: &str, passed: bool) {
-        if passed {
-            self.passed_targets += 1;
-            self.pass(out, name);
-        } else {
-            self.failed_targets.push(name.to_owned());
-            self.fail(out, name);
-        }
-    }
-
-    /// The last line; true when nothing failed.
-    fn summary(&self, out: &mut impl Write, config: &Config) -> bool {
-        let total = config.targets.len();
-        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-        let warnings = match self.warnings {
-            0 => String::new(),
-            n => format!(", {}", plural(n, "warning")),
-        };
-        say!(out);
-        if self.failures == 0 {
-            say!(
-                out,
-                "✔ all checks passed: the assertion and {}{warnings}",
-                plural(total, "target")
-            );
-        } else if self.passed_targets + self.failed_targets.len() == 0 {
-            say!(
-                out,
-                "✘ failed before any exchange: no target was checked{warnings}; fix the ✘ above first"
-            );
-        } else if self.failed_targets.len() == self.failures {
-            say!(
-                out,
-                "✘ {} of {} failed ({}), {} passed{warnings}",
-                self.failed_targets.len(),
-                plural(total, "target"),
-                self.failed_targets.join(", "),
-                self.passed_targets,
-            );
-        } else {
-            say!(
-                out,
-                "✘ {} failed{warnings}; fix the first ✘ first: later steps depend on it",
-                plural(self.failures, "check")
-            );
-        }
-        self.failures == 0
-    }
-}
-
-/// `    key       value`, the value wrapped under itself.
-fn field(out: &mut impl Write, indent: usize, key: &str, value: impl Display) {
-    let pad = " ".repeat(indent + KEY_WIDTH);
-    let text = wrap(&value.to_string(), WRAP.saturating_sub(pad.len()), &pad);
-    say!(out, "{}{key:<KEY_WIDTH$}{text}", " ".repeat(indent));
-}
-
-/// A paragraph at `indent`, wrapped.
-fn wrapped(out: &mut impl Write, indent: usize, text: &str) {
-    let pad = " ".repeat(indent);
-    say!(out, "{pad}{}", wrap(text, WRAP - indent, &pad));
-}
-
-/// Wraps at word boundaries; continuation lines start with `pad`. Words are never broken.
-fn wrap(text: &str, width: usize, pad: &str) -> String {
-    let mut result = String::new();
-    let mut line_len = 0;
-    for word in text.split(' ').filter(|w| !w.is_empty()) {
-        let len = word.chars().count();
-        if line_len > 0 && line_len + 1 + len > width {
-            result.push('\n');
-            result.push_str(pad);
-            line_len = 0;
-        } else if line_len > 0 {
-            result.push(' ');
-            line_len += 1;
-        }
-        result.push_str(word);
-        line_len += len;
-    }
-    result
-}
-
-fn or_none(s: &str) -> &str {
-    if s.is_empty() {
-        "(none)"
-    } else {
-        s
-    }
 }
 
 /// `app X (a, b) and app Y (c)`: each distinct app with the targets that use it.
@@ -623,63 +474,9 @@ fn home_tenant(iss: &str) -> Option<String> {
     (!tenant.is_empty()).then(|| tenant.to_owned())
 }
 
-/// The cloud an Entra host belongs to, when it is one of the known ones.
-fn cloud_of_host(host: &str) -> Option<CloudName> {
-    match host {
-        "login.microsoftonline.com" | "sts.windows.net" => Some(CloudName::Public),
-        "login.microsoftonline.us" | "login.usgovcloudapi.net" => Some(CloudName::UsGov),
-        "login.chinacloudapi.cn" | "login.partner.microsoftonline.cn" | "sts.chinacloudapi.cn" => {
-            Some(CloudName::China)
-        }
-        _ => None,
-    }
-}
-
-/// Unix seconds as an HTTP date, e.g. `Sat, 22 Nov 2025 02:47:00 GMT`.
-fn date(unix: u64) -> String {
-    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix))
-}
-
-/// `in 23 h 59 min`, or `3 min ago` once past.
-fn time_left(exp: u64, now: u64) -> String {
-    if exp > now {
-        format!("in {}", duration(Duration::from_secs(exp - now)))
-    } else {
-        format!("{} ago", duration(Duration::from_secs(now - exp)))
-    }
-}
-
-/// `23 h 59 min`, `59 min 59 s`, `42 s`.
-fn duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match (s / 3600, s % 3600 / 60, s % 60) {
-        (0, 0, s) => format!("{s} s"),
-        (0, m, s) => format!("{m} min {s} s"),
-        (h, m, _) => format!("{h} h {m} min"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(duration(Duration::from_secs(42)), "42 s");
-        assert_eq!(duration(Duration::from_secs(3599)), "59 min 59 s");
-        assert_eq!(duration(Duration::from_secs(86399)), "23 h 59 min");
-        assert_eq!(time_left(100, 40), "in 1 min 0 s");
-        assert_eq!(time_left(40, 100), "1 min 0 s ago");
-    }
-
-    #[test]
-    fn wrap_keeps_words_whole() {
-        let url = "https://login.microsoftonline.com/t/adminconsent?client_id=a";
-        let w = wrap(&format!("see {url} now"), 20, "  ");
-        assert!(w.contains(url), "{w}");
-        assert!(w.lines().count() >= 2, "{w}");
-        assert!(w.lines().skip(1).all(|l| l.starts_with("  ")), "{w}");
-    }
 
     #[test]
     fn home_tenant_from_issuers() {

@@ -1,0 +1,344 @@
+//! The daemon's shared state: [`App`] (the settings in force, swapped whole on reload; the
+//! token cache; metrics; the audit log; readiness), how it is built and reloaded, the caller
+//! secret file, and start-up prefetch.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::audit::Audit;
+use crate::cache::{Lookup, TokenCache};
+use crate::caller::RateLimits;
+use crate::config::{Config, Target};
+use crate::dialect::arc::ArcKeys;
+use crate::dialect::{Dialect, TokenRequest};
+use crate::metrics::Metrics;
+use crate::refusal::Refusal;
+use crate::target::{self, Selector};
+use crate::token::{AccessToken, Secret};
+use crate::upstream::{TokenKey, Upstream};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The upstream HTTP client could not be built (TLS roots).
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A file could not be written or opened.
+    #[error("cannot open {what} {path}: {source}")]
+    File {
+        /// Which file.
+        what: &'static str,
+        /// Where.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The OS random source failed.
+    #[error("cannot generate the identity header secret: {0}")]
+    Random(String),
+    /// A reload changed something only a restart can apply.
+    #[error("{0} changed: restart fedimds to apply it (the running config stays in force)")]
+    NeedsRestart(&'static str),
+}
+
+/// What a reload replaces at once.
+#[derive(Debug)]
+pub struct Settings {
+    /// The validated config.
+    pub config: Config,
+    /// The App Service-style caller secret.
+    pub identity_header: Secret,
+    pub(crate) rate_limits: RateLimits,
+    /// Per target name: its name, tenant and app id, shared (metrics labels, cache keys).
+    pub(crate) ids: HashMap<String, TargetIds>,
+}
+
+/// One target's ids and counters, made once per config so requests share rather than copy them.
+#[derive(Debug)]
+pub(crate) struct TargetIds {
+    /// The target's name as a metric label.
+    pub(crate) label: Arc<str>,
+    tenant: Arc<str>,
+    client_id: Arc<str>,
+    /// Its "answered 200" counter per dialect, in `Dialect::ALL` order.
+    pub(crate) served: Vec<prometheus_client::metrics::counter::Counter>,
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    settings: ArcSwap<Settings>,
+    /// The token cache, in front of the upstream.
+    pub cache: TokenCache,
+    /// The Arc dialect's outstanding challenge keys.
+    pub arc_keys: ArcKeys,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    pub(crate) audit: Audit,
+    ready: AtomicBool,
+}
+
+impl App {
+    /// Builds the state: upstream client, cache, audit log, and the caller secret (generated
+    /// and written to `identity_header_file` when not configured). Call within the runtime.
+    pub fn new(config: Config) -> Result<Arc<App>, StartError> {
+        let metrics = Arc::new(Metrics::default());
+        let upstream = Arc::new(Upstream::with_metrics(&config, metrics.clone())?);
+        let cache = TokenCache::new(upstream, &config.cache);
+        let identity_header = match &config.server.identity_header {
+            Some(s) => s.clone(),
+            None => generate_secret()?,
+        };
+        if let Some(path) = &config.server.identity_header_file {
+            write_secret_file(path, &identity_header).map_err(|source| StartError::File {
+                what: "the identity header file",
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let audit = Audit::start(&config.audit).map_err(|source| StartError::File {
+            what: "the audit log",
+            path: format!("{:?}", config.audit),
+            source,
+        })?;
+        let ready = config.targets.iter().all(|t| t.prefetch.is_empty());
+        let arc_keys = ArcKeys::new(
+            config.server.arc_key_dir.clone(),
+            config.server.arc_key_group,
+        );
+        Ok(Arc::new(App {
+            settings: ArcSwap::from_pointee(Settings::new(config, identity_header, &metrics)),
+            cache,
+            arc_keys,
+            metrics,
+            audit,
+            ready: AtomicBool::new(ready),
+        }))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {
+        self.settings.load()
+    }
+
+    /// The App Service-style caller secret in force.
+    pub fn identity_header(&self) -> Secret {
+        self.settings.load().identity_header.clone()
+    }
+
+    /// True once every prefetch succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Swaps in a new, already validated config. Cached tokens survive: they are keyed by
+    /// tenant, app and resource, so every target that did not change keeps its tokens. The
+    /// listeners, the admin address and the audit sink stay as they were started.
+    pub fn reload(&self, config: Config) -> Result<(), StartError> {
+        let old = self.settings.load();
+        // What the sockets were bound with must not change under them: a reload that turned
+        // allow_remote off while 0.0.0.0 stays bound would drop the secret requirement.
+        let (new, was) = (&config.server, &old.config.server);
+        for (changed, key) in [
+            (new.listen != was.listen, "server.listen"),
+            (new.allow_remote != was.allow_remote, "server.allow_remote"),
+            (new.unix_socket != was.unix_socket, "server.unix_socket"),
+            (
+                config.admin.listen != old.config.admin.listen,
+                "admin.listen",
+            ),
+            (config.audit != old.config.audit, "audit.path"),
+        ] {
+            if changed {
+                return Err(StartError::NeedsRestart(key));
+            }
+        }
+        let upstream = Upstream::with_metrics(&config, self.metrics.clone())?;
+        self.cache.set_upstream(Arc::new(upstream));
+        let identity_header = config
+            .server
+            .identity_header
+            .clone()
+            .unwrap_or_else(|| old.identity_header.clone());
+        if let Some(path) = &config.server.identity_header_file {
+            write_secret_file(path, &identity_header).map_err(|source| StartError::File {
+                what: "the identity header file",
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        self.settings.store(Arc::new(Settings::new(
+            config,
+            identity_header,
+            &self.metrics,
+        )));
+        // A failure remembered under the old config (a wrong source, a wrong tenant) must not
+        // outlive the config that caused it.
+        self.cache.forget_failures();
+        Ok(())
+    }
+
+    /// Whether `presented` is the identity header or a caller's own secret.
+    pub(crate) fn secret_known(settings: &Settings, presented: &[u8]) -> bool {
+        settings.identity_header.matches(presented)
+            || settings
+                .config
+                .callers
+                .iter()
+                .any(|c| c.secret.as_ref().is_some_and(|s| s.matches(presented)))
+    }
+
+    /// Resolves the target and gets its token, with no caller checks: prefetch's path.
+    async fn token_for(
+        &self,
+        settings: &Settings,
+        prefix: Option<&str>,
+        req: &TokenRequest,
+    ) -> Result<(Arc<AccessToken>, Lookup), Refusal> {
+        let resolved = target::resolve(&settings.config, &selector(prefix, req), &req.resource)
+            .map_err(Refusal::Target)?;
+        self.cache_get(settings, resolved.target, resolved.tenant, &req.resource)
+            .await
+    }
+
+    pub(crate) async fn cache_get(
+        &self,
+        settings: &Settings,
+        target: &Target,
+        tenant: &str,
+        resource: &str,
+    ) -> Result<(Arc<AccessToken>, Lookup), Refusal> {
+        // The target's own tenant and app id are shared, not copied: this is the hit path.
+        let ids = settings.ids.get(&target.name);
+        let key = TokenKey {
+            cloud: settings.config.cloud.name,
+            tenant: match ids {
+                Some(ids) if *ids.tenant == *tenant => ids.tenant.clone(),
+                _ => tenant.into(),
+            },
+            client_id: ids.map_or_else(
+                || target.client_id.as_str().into(),
+                |ids| ids.client_id.clone(),
+            ),
+            resource: resource.into(),
+        };
+        self.cache
+            .get(&key, settings.config.server.miss_timeout)
+            .await
+            .map_err(Refusal::Upstream)
+    }
+
+    /// Fetches every `prefetch` resource, retrying until all succeed, then marks ready.
+    pub async fn prefetch(self: Arc<Self>) {
+        /// Between rounds of failed prefetches: the fetch itself already retried.
+        const PAUSE: Duration = Duration::from_secs(5);
+        let mut done: std::collections::HashSet<(String, String)> = Default::default();
+        loop {
+            // The settings in force this round: a reload that fixes or drops a broken
+            // prefetch entry is honoured at the next round.
+            let settings = self.settings.load_full();
+            let pending: Vec<(String, String)> = settings
+                .config
+                .targets
+                .iter()
+                .flat_map(|t| t.prefetch.iter().map(move |r| (t.name.clone(), r.clone())))
+                .filter(|pair| !done.contains(pair))
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let mut failed = false;
+            for (target, resource) in pending {
+                let req = TokenRequest {
+                    resource: resource.clone(),
+                    ..Default::default()
+                };
+                match self.token_for(&settings, Some(&target), &req).await {
+                    Ok(_) => {
+                        tracing::info!(target = %target, resource = %resource, "prefetched");
+                        done.insert((target, resource));
+                    }
+                    Err(refusal) => {
+                        tracing::warn!(target = %target, resource = %resource, error = %refusal.message(), "prefetch failed; will retry");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                tokio::time::sleep(PAUSE).await;
+            }
+        }
+        self.ready.store(true, Ordering::Release);
+        tracing::info!("ready");
+    }
+}
+
+impl Settings {
+    fn new(config: Config, identity_header: Secret, metrics: &Metrics) -> Settings {
+        let ids = config
+            .targets
+            .iter()
+            .map(|t| {
+                let label: Arc<str> = t.name.as_str().into();
+                let ids = TargetIds {
+                    served: Dialect::ALL
+                        .iter()
+                        .map(|d| metrics.served_counter(d.as_str(), &label))
+                        .collect(),
+                    label,
+                    tenant: t.tenant_id.as_str().into(),
+                    client_id: t.client_id.as_str().into(),
+                };
+                (t.name.clone(), ids)
+            })
+            .collect();
+        Settings {
+            rate_limits: RateLimits::new(&config),
+            ids,
+            config,
+            identity_header,
+        }
+    }
+}
+
+pub(crate) fn selector<'a>(prefix: Option<&'a str>, req: &'a TokenRequest) -> Selector<'a> {
+    Selector {
+        prefix,
+        client_id: req.client_id.as_deref(),
+        object_id: req.object_id.as_deref(),
+        resource_id: req.resource_id.as_deref(),
+        tenant_id: req.tenant_id.as_deref(),
+    }
+}
+
+fn generate_secret() -> Result<Secret, StartError> {
+    // 256 bits from the OS, hex-encoded: safe in a header and in an environment variable.
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| StartError::Random(e.to_string()))?;
+    Ok(Secret::new(
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    ))
+}
+
+fn write_secret_file(path: &Path, secret: &Secret) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    // Write a sibling then rename, so a reader never sees a half-written secret.
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    // An existing file keeps its old mode through open(); force 0600.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(secret.expose().as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

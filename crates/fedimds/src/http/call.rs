@@ -1,0 +1,376 @@
+//! The one path every token request takes, whatever its dialect:
+//!
+//! guard (Host, remote secret) → dialect parse → admit (the caller identified once, its rate
+//! charged once) → target → grant → cache → served or refused (the one log line, metric and
+//! audit line of the request, naming the caller identified at admission).
+//!
+//! The handlers take the request whole and read its parts by reference: extracting a
+//! `HeaderMap`, `Method` and query would copy them on every cache hit.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+
+use crate::app::{selector, App, Settings};
+use crate::audit;
+use crate::cache::Lookup;
+use crate::caller::{self, Caller, Peer};
+use crate::config::{Target, MAX_BODY};
+use crate::dialect::arc::ArcRequest;
+use crate::dialect::{self, app_service, imds, Dialect, TokenRequest};
+use crate::refusal::Refusal;
+use crate::target;
+use crate::token::AccessToken;
+
+/// `GET /metadata/identity/oauth2/token`.
+pub(super) async fn imds_token(
+    State(app): State<Arc<App>>,
+    name: Option<UrlPath<String>>,
+    req: Request,
+) -> Response {
+    let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
+    let (parts, _) = req.into_parts();
+    let settings = app.settings();
+    let call = Call::new(&app, &settings, Dialect::Imds, prefix, &parts);
+    let admitted = call
+        .guard()
+        .and_then(|()| imds::parse(&parts.method, &parts.headers, parts.uri.query()))
+        .and_then(|req| call.admit(req));
+    call.answer(admitted).await
+}
+
+/// `/msi/token`: App Service 2019 and 2017, Automation's POST, Cloud Shell's form POST.
+pub(super) async fn app_service_token(
+    State(app): State<Arc<App>>,
+    name: Option<UrlPath<String>>,
+    req: Request,
+) -> Response {
+    let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query();
+    let dialect = app_service::dialect_of(&parts.method, &parts.headers, query);
+    let settings = app.settings();
+    let call = Call::new(&app, &settings, dialect, prefix, &parts);
+    let body = match parts.method {
+        Method::POST => match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                let refusal =
+                    Refusal::BadRequest(format!("The form body is larger than {MAX_BODY} bytes"));
+                return call.answer(Err(refusal)).await;
+            }
+        },
+        _ => Bytes::new(),
+    };
+    let known = |presented: &[u8]| App::secret_known(&settings, presented);
+    let admitted = call
+        .guard()
+        .and_then(|()| {
+            app_service::parse(dialect, &parts.method, &parts.headers, query, &body, &known)
+        })
+        .and_then(|req| call.admit(req));
+    call.answer(admitted).await
+}
+
+/// `/arc/metadata/identity/oauth2/token`: a challenge, then the request that presents its key.
+pub(super) async fn arc_token(
+    State(app): State<Arc<App>>,
+    name: Option<UrlPath<String>>,
+    req: Request,
+) -> Response {
+    let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
+    let (parts, _) = req.into_parts();
+    let settings = app.settings();
+    let call = Call::new(&app, &settings, Dialect::Arc, prefix, &parts);
+    // The caller is admitted (policy, rate) before a challenge is issued: a challenge writes a
+    // key file, and a flood of them must not push out other callers' keys. Each of the two
+    // requests of the flow is admitted, and charged, once.
+    let parsed = call
+        .guard()
+        .and_then(|()| call.admit_caller())
+        .and_then(|caller| {
+            app.arc_keys
+                .parse(&parts.method, &parts.headers, parts.uri.query())
+                .map(|request| (caller, request))
+        });
+    match parsed {
+        Ok((_, ArcRequest::Challenge(challenge))) => challenge,
+        Ok((caller, ArcRequest::Token(req))) => call.answer(Ok(Admitted { req, caller })).await,
+        Err(refusal) => call.answer(Err(refusal)).await,
+    }
+}
+
+/// Requests reaching the router without a listener (tests' `oneshot`) count as loopback.
+fn peer_of(parts: &axum::http::request::Parts) -> Peer {
+    parts
+        .extensions
+        .get::<Peer>()
+        .copied()
+        .unwrap_or(Peer::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))
+}
+
+/// One token request on its way through.
+struct Call<'a> {
+    app: &'a App,
+    settings: &'a Settings,
+    dialect: Dialect,
+    prefix: Option<&'a str>,
+    peer: Peer,
+    headers: &'a HeaderMap,
+    /// Who is asking, identified once when the call is made: `None` when `[[callers]]` rules
+    /// exist and none matches.
+    caller: Option<Caller<'a>>,
+}
+
+/// A parsed request from a caller that was admitted (its rule matched, its rate charged).
+struct Admitted<'a> {
+    req: TokenRequest,
+    caller: Caller<'a>,
+}
+
+/// A token served, with what the audit line needs.
+struct Served<'s> {
+    token: Arc<AccessToken>,
+    lookup: Lookup,
+    target: &'s Target,
+    tenant: &'s str,
+}
+
+/// A refusal, with whatever was known when it was decided.
+struct Refused<'s> {
+    refusal: Refusal,
+    target: Option<&'s Target>,
+    tenant: Option<&'s str>,
+}
+
+impl From<Refusal> for Refused<'_> {
+    fn from(refusal: Refusal) -> Self {
+        Refused {
+            refusal,
+            target: None,
+            tenant: None,
+        }
+    }
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        app: &'a App,
+        settings: &'a Settings,
+        dialect: Dialect,
+        prefix: Option<&'a str>,
+        parts: &'a axum::http::request::Parts,
+    ) -> Self {
+        let peer = peer_of(parts);
+        let caller = caller::identify(
+            &settings.config,
+            &peer,
+            caller::presented_secret(&parts.headers),
+        );
+        Call {
+            app,
+            settings,
+            dialect,
+            prefix,
+            peer,
+            headers: &parts.headers,
+            caller,
+        }
+    }
+
+    /// Checks that come before any dialect parsing: the Host header (DNS rebinding), and on a
+    /// listener reachable from off the host, a known secret on every request.
+    fn guard(&self) -> Result<(), Refusal> {
+        let config = &self.settings.config;
+        if matches!(self.peer, Peer::Tcp(_)) && !caller::host_allowed(self.headers, config) {
+            return Err(Refusal::ForeignHost);
+        }
+        if config.server.allow_remote {
+            let presented = caller::presented_secret(self.headers);
+            if !presented.is_some_and(|p| App::secret_known(self.settings, p)) {
+                return Err(Refusal::Unauthorized("This listener is reachable from the network: every request needs the caller secret in X-IDENTITY-HEADER"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The caller policy and its rate limit: call once per request.
+    fn admit_caller(&self) -> Result<Caller<'a>, Refusal> {
+        let caller = self.caller.ok_or_else(|| {
+            Refusal::Forbidden("no [[callers]] rule matches this caller".to_owned())
+        })?;
+        self.settings
+            .rate_limits
+            .take(&caller)
+            .map_err(Refusal::RateLimited)?;
+        Ok(caller)
+    }
+
+    /// [`Call::admit_caller`] for a parsed request.
+    fn admit(&self, req: TokenRequest) -> Result<Admitted<'a>, Refusal> {
+        self.admit_caller().map(|caller| Admitted { req, caller })
+    }
+
+    /// Serves an admitted request (or renders its refusal), then audits and counts it.
+    async fn answer(&self, admitted: Result<Admitted<'a>, Refusal>) -> Response {
+        use tracing::Instrument as _;
+        let Admitted { req, caller } = match admitted {
+            Ok(admitted) => admitted,
+            Err(refusal) => return self.refused(None, &refusal.into()),
+        };
+        // One span per request: every line logged on its behalf names the dialect, target and
+        // resource. (Fetches run in their own task, under a `fetch` span of their own.) At
+        // debug level: an enabled span costs an allocation on every cache hit, and the info
+        // lines (refusals) carry these fields themselves.
+        let span = tracing::debug_span!(
+            "request",
+            dialect = self.dialect.as_str(),
+            target = self.prefix.unwrap_or("-"),
+            resource = %req.resource,
+        );
+        // A disabled span (the default level) is not worth instrumenting the future with.
+        let outcome = if span.is_disabled() {
+            self.serve(&req, &caller).await
+        } else {
+            self.serve(&req, &caller).instrument(span.clone()).await
+        };
+        match outcome {
+            Ok(served) => span.in_scope(|| self.served(&req, &served)),
+            Err(refused) => span.in_scope(|| self.refused(Some(&req), &refused)),
+        }
+    }
+
+    async fn serve<'s>(
+        &'s self,
+        req: &'s TokenRequest,
+        caller: &Caller<'_>,
+    ) -> Result<Served<'s>, Refused<'s>> {
+        let settings = self.settings;
+        let config = &settings.config;
+        let resolved = target::resolve(config, &selector(self.prefix, req), &req.resource)
+            .map_err(|e| Refused::from(Refusal::Target(e)))?;
+        let (target, tenant) = (resolved.target, resolved.tenant);
+        let refused = |refusal| Refused {
+            refusal,
+            target: Some(target),
+            tenant: Some(tenant),
+        };
+        if !caller.may_use(&target.name, &req.resource) {
+            return Err(refused(Refusal::Forbidden(outside_grant(
+                caller,
+                target,
+                &req.resource,
+            ))));
+        }
+        let (token, lookup) = self
+            .app
+            .cache_get(settings, target, tenant, &req.resource)
+            .await
+            .map_err(refused)?;
+        Ok(Served {
+            token,
+            lookup,
+            target,
+            tenant,
+        })
+    }
+
+    fn served(&self, req: &TokenRequest, served: &Served<'_>) -> Response {
+        let app = self.app;
+        app.metrics.lookup(served.lookup.as_str());
+        if let Some(counter) = self
+            .settings
+            .ids
+            .get(&served.target.name)
+            .and_then(|ids| ids.served.get(self.dialect.index()))
+        {
+            counter.inc();
+        }
+        if app.audit.is_on() {
+            app.audit.record(&audit::Entry {
+                event: "served",
+                dialect: self.dialect.as_str(),
+                caller: self.caller_name(),
+                addr: self.peer.addr().map(|a| a.to_string()),
+                uid: self.peer.uid(),
+                target: Some(&served.target.name),
+                tenant: Some(served.tenant),
+                resource: Some(&req.resource),
+                status: 200,
+                cache: Some(served.lookup.as_str()),
+                fingerprint: Some(&served.token.fingerprint),
+                expires_on: Some(served.token.expires_on),
+                reason: None,
+            });
+        }
+        tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = %req.resource, cache = served.lookup.as_str(), "token served");
+        // Echo the id the caller named (Arc clients insist); else the app's client id.
+        let client_id = req.client_id.as_deref().unwrap_or(&served.target.client_id);
+        dialect::token_response(&served.token, req, client_id)
+    }
+
+    /// The caller's name for audit lines: the one identified when the call was made.
+    fn caller_name(&self) -> &str {
+        self.caller.as_ref().map_or("-", Caller::name)
+    }
+
+    /// Logs a refusal once, here where it is handled, audits and counts it, and renders it.
+    fn refused(&self, req: Option<&TokenRequest>, refused: &Refused<'_>) -> Response {
+        let refusal = &refused.refusal;
+        let (status, _) = refusal.status();
+        let target = refused.target.map(|t| t.name.as_str()).or(self.prefix);
+        let resource = req.map(|r| r.resource.as_str());
+        match refusal {
+            // Probes arrive on every SDK start: not worth more than debug.
+            Refusal::MissingMetadata => tracing::debug!(
+                dialect = self.dialect.as_str(),
+                "request without Metadata header (probe)"
+            ),
+            _ => tracing::info!(
+                dialect = self.dialect.as_str(),
+                target = target.unwrap_or("-"),
+                resource = resource.unwrap_or("-"),
+                status = status.as_u16(),
+                reason = %refusal.message(),
+                "token refused"
+            ),
+        }
+        let label = target
+            .and_then(|t| self.settings.ids.get(t))
+            .map_or_else(|| Arc::from("-"), |ids| ids.label.clone());
+        self.app
+            .metrics
+            .request(self.dialect.as_str(), &label, status.as_u16());
+        if self.app.audit.is_on() {
+            let reason = refusal.message();
+            self.app.audit.record(&audit::Entry {
+                event: "refused",
+                dialect: self.dialect.as_str(),
+                caller: self.caller_name(),
+                addr: self.peer.addr().map(|a| a.to_string()),
+                uid: self.peer.uid(),
+                target,
+                tenant: refused.tenant,
+                resource,
+                status: status.as_u16(),
+                cache: None,
+                fingerprint: None,
+                expires_on: None,
+                reason: Some(&reason),
+            });
+        }
+        dialect::error(self.dialect, refusal)
+    }
+}
+
+fn outside_grant(caller: &Caller<'_>, target: &Target, resource: &str) -> String {
+    format!(
+        "caller '{}' may not get tokens for target '{}' and resource '{resource}' (see its [[callers]] entry)",
+        caller.name(),
+        target.name
+    )
+}

@@ -1,0 +1,191 @@
+//! The HTTP side: the token router (every dialect's endpoints, also under `/targets/{name}`),
+//! the admin router (health, readiness, metrics), binding the sockets, and serving them until
+//! shutdown. One token request's path is [`call`]'s; accepting connections is [`listener`]'s.
+
+pub mod call;
+pub mod listener;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::app::App;
+use crate::config::{Config, MAX_BODY, SHUTDOWN_GRACE};
+use crate::dialect;
+use call::{app_service_token, arc_token, imds_token};
+use listener::{Limits, Listener};
+
+/// The token router: every dialect's endpoint (also under `/targets/{name}`), and health.
+pub fn router(app: Arc<App>) -> Router {
+    let mut router = Router::new();
+    for prefix in ["", "/targets/{name}"] {
+        for path in [
+            "/metadata/identity/oauth2/token",
+            "/metadata/identity/oauth2/token/",
+        ] {
+            router = router.route(&format!("{prefix}{path}"), any(imds_token));
+        }
+        for path in ["/msi/token", "/msi/token/"] {
+            router = router.route(&format!("{prefix}{path}"), any(app_service_token));
+        }
+        for path in [
+            "/arc/metadata/identity/oauth2/token",
+            "/arc/metadata/identity/oauth2/token/",
+        ] {
+            router = router.route(&format!("{prefix}{path}"), any(arc_token));
+        }
+    }
+    router
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// The admin router: liveness, readiness, metrics.
+pub fn admin_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "prefetching tokens").into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        app.metrics.render(&app.cache.figures()),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        dialect::no_store_json(),
+        r#"{"error":"not_found","error_description":"No such endpoint. Token endpoints: /metadata/identity/oauth2/token (IMDS), /msi/token (App Service), /arc/metadata/identity/oauth2/token (Arc)"}"#,
+    )
+        .into_response()
+}
+
+/// A socket that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}: {source}")]
+pub struct BindError {
+    /// The address or socket path, and the key that named it.
+    pub address: String,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// The sockets to serve on, bound before serving so a bad address fails at start.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The token endpoints.
+    pub token: TcpListener,
+    /// The token endpoints on a Unix socket.
+    pub unix: Option<UnixListener>,
+    /// Health, readiness and metrics.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener the config names.
+    pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
+        let token = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| BindError {
+                address: config.server.listen.to_string(),
+                source,
+            })?;
+        let unix = match &config.server.unix_socket {
+            Some(path) => Some(
+                listener::bind_unix(path, config.server.unix_socket_mode).map_err(|source| {
+                    BindError {
+                        address: path.display().to_string(),
+                        source,
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let admin = match config.admin.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| BindError {
+                address: format!("{addr} (admin.listen)"),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Listeners { token, unix, admin })
+    }
+}
+
+/// Serves until `shutdown` completes, then drains in-flight requests for at most
+/// [`SHUTDOWN_GRACE`]. Prefetch runs alongside.
+pub async fn run(
+    app: Arc<App>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = &app.settings().config;
+    let limits = Limits {
+        max_connections: config.server.max_connections,
+        header_read_timeout: config.server.header_read_timeout,
+        max_header_bytes: config.server.max_header_bytes,
+    };
+    tracing::info!(
+        listen = %listeners.token.local_addr()?,
+        unix = ?config.server.unix_socket,
+        admin = ?listeners.admin.as_ref().and_then(|l| l.local_addr().ok()),
+        targets = config.targets.len(),
+        "serving tokens"
+    );
+    if !app.is_ready() {
+        tokio::spawn(app.clone().prefetch());
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut sockets = vec![(Listener::Tcp(listeners.token), router(app.clone()))];
+    sockets.extend(
+        listeners
+            .unix
+            .map(|unix| (Listener::Unix(unix), router(app.clone()))),
+    );
+    sockets.extend(
+        listeners
+            .admin
+            .map(|admin| (Listener::Tcp(admin), admin_router(app.clone()))),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for (socket, routes) in sockets {
+        tasks.spawn(listener::serve(
+            socket,
+            routes,
+            limits,
+            stop_rx.clone(),
+            SHUTDOWN_GRACE,
+        ));
+    }
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Why a request gets no token, and the one table that turns each reason into an HTTP status,
+//! an OAuth-style error code and a message a person can act on. The dialects choose only the
+//! body's shape ([`crate::dialect::error`]).
+//!
+//! Every `match` here names every variant: a new reason must be given its status on purpose,
+//! never inherit one from a wildcard. The statuses keep the meaning clients give them
+//! (`docs/client-protocols.md#status-codes-and-retries`): 400 for anything permanent, so clients stop
+//! and show the message; 503 with `Retry-After` only for transient upstream trouble; 500 only
+//! for a fault on fedimds's own side.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use crate::cache::CacheError;
+use crate::retry::Transience;
+use crate::target::TargetError;
+
+/// When a caller waited its bound and the fetch is still going: come back soon.
+const BUSY_RETRY: Duration = Duration::from_secs(5);
+
+/// Why a request gets no token.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// IMDS: no `Metadata: true` (also the answer to the SDKs' probes).
+    MissingMetadata,
+    /// The request came through a proxy (`X-Forwarded-For`): an SSRF attempt, most likely.
+    Forwarded,
+    /// A method the endpoint does not take.
+    MethodNotAllowed,
+    /// IMDS: api-version missing or unknown.
+    ApiVersion,
+    /// A malformed request, with what is wrong.
+    BadRequest(String),
+    /// The caller secret is missing or wrong.
+    Unauthorized(&'static str),
+    /// The Host header names neither this host nor an allowed name (DNS rebinding).
+    ForeignHost,
+    /// The caller may not have what it asked for ([[callers]] policy).
+    Forbidden(String),
+    /// The caller's request rate is over its limit; try again after this.
+    RateLimited(Duration),
+    /// No target fits.
+    Target(TargetError),
+    /// Upstream failed.
+    Upstream(CacheError),
+    /// fedimds itself could not do its part (an Arc key file it cannot write): the caller's
+    /// request was fine, the operator has something to fix.
+    Internal(String),
+}
+
+impl Refusal {
+    /// The HTTP status, and the Retry-After to send with it.
+    pub fn status(&self) -> (StatusCode, Option<Duration>) {
+        match self {
+            Refusal::MissingMetadata
+            | Refusal::Forwarded
+            | Refusal::ApiVersion
+            | Refusal::BadRequest(_)
+            | Refusal::Target(_) => (StatusCode::BAD_REQUEST, None),
+            Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
+            Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+            Refusal::ForeignHost | Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, None),
+            Refusal::RateLimited(wait) => (StatusCode::TOO_MANY_REQUESTS, Some(*wait)),
+            Refusal::Upstream(CacheError::Timeout) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Some(BUSY_RETRY))
+            }
+            Refusal::Upstream(CacheError::Upstream { error, retry_in }) => match error.transience()
+            {
+                Transience::Transient { .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some((*retry_in).max(Duration::from_secs(1))),
+                ),
+                Transience::Permanent => (StatusCode::BAD_REQUEST, None),
+            },
+            Refusal::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        }
+    }
+
+    /// The OAuth-style error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::MissingMetadata
+            | Refusal::Forwarded
+            | Refusal::ApiVersion
+            | Refusal::BadRequest(_) => "invalid_request",
+            Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "invalid_resource",
+            Refusal::Target(
+                TargetError::IdentityNotFound
+                | TargetError::Ambiguous { .. }
+                | TargetError::TenantNotAllowed { .. },
+            ) => "invalid_request",
+            Refusal::Upstream(CacheError::Upstream { error, .. }) => match error.transience() {
+                Transience::Permanent => "invalid_request",
+                Transience::Transient { .. } => "temporarily_unavailable",
+            },
+            Refusal::Upstream(CacheError::Timeout) => "temporarily_unavailable",
+            Refusal::Unauthorized(_) | Refusal::Forbidden(_) | Refusal::ForeignHost => {
+                "unauthorized_client"
+            }
+            Refusal::RateLimited(_) => "slow_down",
+            Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::Internal(_) => "server_error",
+        }
+    }
+
+    /// A message a person can act on. Never contains a token or a secret.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::MissingMetadata => "Required metadata header not specified".to_owned(),
+            Refusal::Forwarded => "Requests with an X-Forwarded-For header are refused".to_owned(),
+            Refusal::MethodNotAllowed => "The method is not allowed on this endpoint".to_owned(),
+            Refusal::ApiVersion => "Bad request. api-version is invalid or was not specified in the request.".to_owned(),
+            Refusal::BadRequest(m) | Refusal::Forbidden(m) | Refusal::Internal(m) => m.clone(),
+            Refusal::Unauthorized(m) => (*m).to_owned(),
+            Refusal::ForeignHost => "The Host header must name this host (localhost, 127.0.0.1, 169.254.169.254 or a name in server.allowed_hosts)".to_owned(),
+            Refusal::RateLimited(wait) => format!("Too many requests from this caller; retry in {} ms", wait.as_millis()),
+            Refusal::Target(e) => e.to_string(),
+            Refusal::Upstream(CacheError::Timeout) => {
+                "The upstream has not answered yet; the token is still being fetched. Retry shortly.".to_owned()
+            }
+            Refusal::Upstream(CacheError::Upstream { error, .. }) => error.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

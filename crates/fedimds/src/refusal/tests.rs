@@ -1,0 +1,273 @@
+//! Pins the status, code and body shape of every refusal in every dialect, so a change to the
+//! table is a change someone meant. A new variant fails to compile in [`every_refusal`]'s
+//! match until it is added here with its row.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::Refusal;
+use crate::cache::CacheError;
+use crate::dialect::{self, Dialect};
+use crate::target::TargetError;
+use crate::upstream::exchange::{ExchangeError, Rejection};
+use crate::upstream::FetchError;
+
+/// One row: the refusal, its status, Retry-After seconds, and its OAuth code.
+struct Row {
+    refusal: Refusal,
+    status: StatusCode,
+    retry_after: Option<&'static str>,
+    code: &'static str,
+}
+
+fn upstream(error: FetchError, retry_in: Duration) -> Refusal {
+    Refusal::Upstream(CacheError::Upstream {
+        error: Arc::new(error),
+        retry_in,
+    })
+}
+
+fn rejected(code: u32) -> FetchError {
+    FetchError::Exchange {
+        error: ExchangeError::Rejected(Rejection {
+            status: 400,
+            error: "unauthorized_client".to_owned(),
+            code: Some(code),
+            description: format!("AADSTS{code}: described"),
+            trace_id: String::new(),
+            correlation_id: String::new(),
+        }),
+        diagnosis: None,
+    }
+}
+
+/// Every variant, each with the row it must produce.
+fn every_refusal() -> Vec<Row> {
+    let row = |refusal: Refusal, status, retry_after, code| Row {
+        refusal,
+        status,
+        retry_after,
+        code,
+    };
+    let rows = vec![
+        row(
+            Refusal::MissingMetadata,
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
+            Refusal::Forwarded,
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
+            Refusal::MethodNotAllowed,
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            "method_not_allowed",
+        ),
+        row(
+            Refusal::ApiVersion,
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
+            Refusal::BadRequest("bad".to_owned()),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
+            Refusal::Unauthorized("no secret"),
+            StatusCode::UNAUTHORIZED,
+            None,
+            "unauthorized_client",
+        ),
+        row(
+            Refusal::ForeignHost,
+            StatusCode::FORBIDDEN,
+            None,
+            "unauthorized_client",
+        ),
+        row(
+            Refusal::Forbidden("not yours".to_owned()),
+            StatusCode::FORBIDDEN,
+            None,
+            "unauthorized_client",
+        ),
+        row(
+            Refusal::RateLimited(Duration::from_millis(1500)),
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("2"),
+            "slow_down",
+        ),
+        row(
+            Refusal::Target(TargetError::IdentityNotFound),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
+            Refusal::Target(TargetError::Ambiguous {
+                id: "x".to_owned(),
+                tenants: "a, b".to_owned(),
+            }),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
+            Refusal::Target(TargetError::TenantNotAllowed {
+                target: "t".to_owned(),
+                tenant: "x".to_owned(),
+            }),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
+            Refusal::Target(TargetError::ResourceNotAllowed {
+                resource: "r".to_owned(),
+                target: "t".to_owned(),
+                allowed: "s".to_owned(),
+            }),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_resource",
+        ),
+        row(
+            Refusal::Upstream(CacheError::Timeout),
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("5"),
+            "temporarily_unavailable",
+        ),
+        row(
+            upstream(
+                FetchError::Internal("boom".to_owned()),
+                Duration::from_secs(7),
+            ),
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("7"),
+            "temporarily_unavailable",
+        ),
+        // A transient failure remembered for less than a second still asks for a second.
+        row(
+            upstream(
+                FetchError::Internal("boom".to_owned()),
+                Duration::from_millis(10),
+            ),
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("1"),
+            "temporarily_unavailable",
+        ),
+        row(
+            upstream(rejected(700016), Duration::from_secs(30)),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
+            Refusal::Internal("cannot write a key file".to_owned()),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "server_error",
+        ),
+    ];
+    // Exhaustive on purpose: a new variant stops this compiling until it has a row above.
+    for r in &rows {
+        match r.refusal {
+            Refusal::MissingMetadata
+            | Refusal::Forwarded
+            | Refusal::MethodNotAllowed
+            | Refusal::ApiVersion
+            | Refusal::BadRequest(_)
+            | Refusal::Unauthorized(_)
+            | Refusal::ForeignHost
+            | Refusal::Forbidden(_)
+            | Refusal::RateLimited(_)
+            | Refusal::Target(_)
+            | Refusal::Upstream(_)
+            | Refusal::Internal(_) => {}
+        }
+    }
+    rows
+}
+
+fn body_of(response: axum::response::Response) -> (StatusCode, Option<String>, Value) {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let bytes = rt
+        .block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
+        .unwrap();
+    (
+        status,
+        retry_after,
+        serde_json::from_slice(&bytes).expect("a JSON body"),
+    )
+}
+
+#[test]
+fn every_refusal_has_its_status_code_and_shape_in_every_dialect() {
+    for row in every_refusal() {
+        let (status, retry_after) = row.refusal.status();
+        assert_eq!(status, row.status, "{:?}", row.refusal);
+        assert_eq!(row.refusal.code(), row.code, "{:?}", row.refusal);
+        assert!(!row.refusal.message().is_empty(), "{:?}", row.refusal);
+        assert_eq!(
+            retry_after.is_some(),
+            row.retry_after.is_some(),
+            "{:?}",
+            row.refusal
+        );
+        for dialect in Dialect::ALL {
+            let (status, retry_after, body) = body_of(dialect::error(dialect, &row.refusal));
+            let case = format!("{:?} in {}", row.refusal, dialect.as_str());
+            assert_eq!(status, row.status, "{case}");
+            assert_eq!(retry_after.as_deref(), row.retry_after, "{case}");
+            let object = body.as_object().expect("an object");
+            match dialect {
+                Dialect::AppService | Dialect::AppService2017 => {
+                    // `statusCode`/`message`/`correlationId`, as App Service sends.
+                    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+                    keys.sort_unstable();
+                    assert_eq!(keys, ["correlationId", "message", "statusCode"], "{case}");
+                    assert_eq!(body["statusCode"], row.status.as_u16(), "{case}");
+                    assert_eq!(body["message"], row.refusal.message().as_str(), "{case}");
+                }
+                Dialect::Imds | Dialect::CloudShell | Dialect::Arc => {
+                    if matches!(row.refusal, Refusal::ApiVersion) {
+                        // IMDS's own body for a bad api-version.
+                        assert!(
+                            body["error"].as_str().unwrap().contains("api-version"),
+                            "{case}"
+                        );
+                        assert!(body["newest-versions"].is_array(), "{case}");
+                    } else {
+                        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+                        keys.sort_unstable();
+                        assert_eq!(keys, ["error", "error_description"], "{case}");
+                        assert_eq!(body["error"], row.code, "{case}");
+                        assert_eq!(
+                            body["error_description"],
+                            row.refusal.message().as_str(),
+                            "{case}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
