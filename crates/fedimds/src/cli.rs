@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::parser::ValueSource;
-use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 use crate::config::provenance::Origin;
 
@@ -16,7 +16,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log line format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FEDIMDS_LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = crate::config::ENV_LOG_FORMAT)]
     pub log_format: LogFormat,
 }
 
@@ -51,7 +51,7 @@ pub enum Command {
     /// Run only the simulator of IMDS, the App Service identity endpoint and Entra.
     Sim {
         /// Where the simulator listens.
-        #[arg(long, default_value = "127.0.0.1:8282")]
+        #[arg(long, default_value = crate::config::DEFAULT_SIM_LISTEN)]
         listen: SocketAddr,
     },
 }
@@ -65,16 +65,20 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where the running subcommand's `--config` came from: the flag or `FEDIMDS_CONFIG`. Parses
-/// the command line a second time (it already parsed once), so `Cli` stays a plain derive.
-pub fn config_origin() -> Origin {
-    let matches = Cli::command().get_matches();
-    match matches
-        .subcommand()
-        .and_then(|(_, m)| m.value_source("config"))
-    {
-        Some(ValueSource::EnvVariable) => Origin::Env(crate::config::ENV_CONFIG),
-        Some(ValueSource::CommandLine) => Origin::Flag("--config"),
-        _ => Origin::Default,
+impl Cli {
+    /// Parses the command line once: the arguments, and where the subcommand's `--config`
+    /// came from (the flag or `FEDIMDS_CONFIG`), which `fedimds config` reports.
+    pub fn parse_with_origin() -> (Cli, Origin) {
+        let matches = Cli::command().get_matches();
+        let origin = match matches
+            .subcommand()
+            .and_then(|(_, m)| m.value_source("config"))
+        {
+            Some(ValueSource::EnvVariable) => Origin::Env(crate::config::ENV_CONFIG),
+            Some(ValueSource::CommandLine) => Origin::Flag("--config"),
+            _ => Origin::Default,
+        };
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        (cli, origin)
     }
 }

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use fedimds::app::App;
 use fedimds::cli::{Cli, Command};
 use fedimds::config::{self, Config};
@@ -16,7 +15,7 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, config_origin) = Cli::parse_with_origin();
     fedimds::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -43,8 +42,10 @@ fn main() -> ExitCode {
         Command::Config { config: path } => {
             match config::provenance::load(&path, &config::process_env) {
                 Ok((_, entries)) => {
-                    let origin = fedimds::cli::config_origin();
-                    print!("{}", config::provenance::render(&entries, &path, &origin));
+                    print!(
+                        "{}",
+                        config::provenance::render(&entries, &path, &config_origin)
+                    );
                     Ok(())
                 }
                 Err(e) => return fail(EXIT_CONFIG, e.to_string()),

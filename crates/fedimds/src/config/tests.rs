@@ -244,3 +244,44 @@ fn a_syntax_error_does_not_echo_the_line_it_is_on() {
         .to_string();
     assert!(!err.contains("unterminated-secret"), "{err}");
 }
+
+#[test]
+fn out_of_range_values_are_errors_not_clamped() {
+    for (section, line, key) in [
+        ("server", "max_connections = 0", "server.max_connections"),
+        (
+            "server",
+            "max_header_bytes = 100",
+            "server.max_header_bytes",
+        ),
+        ("cache", "max_keys = 0", "cache.max_keys"),
+    ] {
+        let err = parse(&format!("[{section}]\n{line}\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains("at least"), "{err}");
+    }
+    let c = parse(&format!("[server]\nmax_header_bytes = 8192\n{MINIMAL}")).unwrap();
+    assert_eq!(c.server.max_header_bytes, MIN_HEADER_BYTES);
+}
+
+#[test]
+fn a_source_key_its_kind_does_not_read_is_an_error() {
+    for (kind, line, key) in [
+        ("imds", "header = \"0123456789abcdef0123\"", "source.header"),
+        ("imds", "path = \"/t\"", "source.path"),
+        ("token-file", "endpoint = \"https://x\"", "source.endpoint"),
+    ] {
+        let err = parse(&format!("[source]\nkind = \"{kind}\"\n{line}\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(key) && err.contains("applies only to"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("0123456789abcdef0123"),
+            "no secret echoed: {err}"
+        );
+    }
+}

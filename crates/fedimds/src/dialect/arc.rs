@@ -13,23 +13,17 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::{imds, Refusal, TokenRequest};
+use crate::config::{ARC_KEY_TTL as KEY_TTL, ARC_MAX_KEYS as MAX_KEYS};
 use crate::token::Secret;
 
 /// api-versions Arc clients send: 2020-06-01 (Python, JS, .NET), 2021-02-01 (Rust).
 pub const API_VERSIONS: [&str; 3] = ["2019-11-01", "2020-06-01", "2021-02-01"];
-
-/// A challenge key is good for this long: a client reads it and retries at once.
-const KEY_TTL: Duration = Duration::from_secs(60);
-
-/// Outstanding challenges at most; older ones are dropped (and their files removed).
-const MAX_KEYS: usize = 256;
 
 /// The key files handed out and not yet used.
 #[derive(Debug)]

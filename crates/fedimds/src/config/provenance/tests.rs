@@ -1,6 +1,14 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Table;
 
 use super::*;
+use crate::config::{
+    ENV_FEDERATED_TOKEN_FILE, ENV_IDENTITY_ENDPOINT, ENV_IDENTITY_HEADER,
+    ENV_SERVER_IDENTITY_HEADER,
+};
 
 const FILE: &str = r#"
 [server]
@@ -68,8 +76,9 @@ fn entries(file: &str, vars: &[(&str, &str)]) -> Vec<Entry> {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     let env = move |name: &str| vars.get(name).cloned();
-    let config = Config::from_toml(file, "test.toml", &env).unwrap();
-    effective(&config, &toml::from_str(file).unwrap(), &env)
+    Config::from_toml_recorded(file, "test.toml", &env)
+        .unwrap()
+        .1
 }
 
 fn get<'e>(entries: &'e [Entry], key: &str) -> &'e Entry {
@@ -179,14 +188,18 @@ fn secrets_are_never_rendered() {
 
 #[test]
 fn durations_render_as_written() {
-    assert_eq!(
-        duration(Duration::from_millis(500)).to_string(),
-        "\"500ms\""
+    let show = |d| RawDuration::from(d).show();
+    assert_eq!(show(Duration::from_millis(500)), "\"500ms\"");
+    assert_eq!(show(Duration::from_secs(20)), "\"20s\"");
+    assert_eq!(show(Duration::from_secs(300)), "\"5m\"");
+    assert_eq!(show(Duration::from_secs(86400)), "\"24h\"");
+    assert_eq!(show(Duration::ZERO), "\"0s\"");
+    // From the file, exactly as written: a number of seconds stays a number.
+    let e = entries(
+        &FILE.replace("error_ttl = \"2m\"", "error_ttl = 90"),
+        &app_service_env(),
     );
-    assert_eq!(duration(Duration::from_secs(20)).to_string(), "\"20s\"");
-    assert_eq!(duration(Duration::from_secs(300)).to_string(), "\"5m\"");
-    assert_eq!(duration(Duration::from_secs(86400)).to_string(), "\"24h\"");
-    assert_eq!(duration(Duration::ZERO).to_string(), "\"0s\"");
+    assert_eq!(get(&e, "cache.error_ttl").value, "90");
 }
 
 #[test]
@@ -256,12 +269,13 @@ fn newer_keys_from_the_file() {
             ),
         ],
     );
-    // In the file's order: the rest of [server] after arc_key_group, then targets, callers,
-    // admin, audit.
+    // In the order read: each section's keys together, sections in the file's order but
+    // for [cloud], read before [source] because the source's defaults depend on it.
     let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
     let at = |k: &str| keys.iter().position(|x| *x == k).unwrap();
     assert_eq!(at("server.unix_socket"), at("server.arc_key_group") + 1);
-    assert_eq!(at("server.max_header_bytes"), at("source.kind") - 1);
+    assert_eq!(at("server.max_header_bytes"), at("cloud.name") - 1);
+    assert!(at("cloud.authority_host") < at("source.kind"));
     assert!(at("targets[0].prefetch") < at("callers[0].name"));
     assert_eq!(at("admin.listen"), at("callers[1].rate") + 1);
     assert_eq!(at("audit.path"), keys.len() - 1);
@@ -272,7 +286,7 @@ fn admin_off_and_audit_to_stdout() {
     for (admin, audit, admin_value, audit_value) in [
         ("off", "off", "\"off\"", "\"off\""),
         ("off", "-", "\"off\"", "\"-\""),
-        ("[::1]:9002", "stdout", "\"[::1]:9002\"", "\"-\""),
+        ("[::1]:9002", "stdout", "\"[::1]:9002\"", "\"stdout\""),
     ] {
         let file =
             format!("{FILE}\n[admin]\nlisten = \"{admin}\"\n\n[audit]\npath = \"{audit}\"\n");
@@ -312,28 +326,274 @@ fn caller_secrets_are_never_rendered() {
         mode.contains("= 0o600") && mode.ends_with("# file"),
         "{mode}"
     );
+}
 
-    // Keys the listing does not know are shown as written: a caller's secret among them is
-    // still redacted, by its name, and the [[callers]] array is never printed whole.
-    let file: Table = toml::from_str(&full_file()).unwrap();
-    let vars = app_service_env();
-    let env = move |name: &str| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
+// === the example config, walked key by key ===
+
+/// Stands in for the example's `"..."` placeholders: long enough for a secret, and never to be
+/// seen in what `fedimds config` prints.
+const DUMMY_SECRET: &str = "dummy-secret-from-the-example-0123";
+
+/// One `key = value` line of the example, set or commented out.
+#[derive(Debug, Clone)]
+struct ExampleKey {
+    /// `server`, `targets`, `callers`, …
+    section: String,
+    /// Whether the section is an array of tables.
+    array: bool,
+    name: String,
+    /// The value as written (placeholders replaced).
+    value: String,
+    commented: bool,
+    /// `$NAME`s the comments before it name as its fallback.
+    env: Vec<String>,
+}
+
+/// Every key the example config names, in order, from its text: the set ones and the
+/// commented-out ones, with the environment variables its comments say supply them.
+fn example_keys() -> Vec<ExampleKey> {
+    let text = include_str!("../../../../../config/fedimds.example.toml");
+    let mut keys = Vec::new();
+    let (mut section, mut array, mut env) = (String::new(), false, Vec::new());
+    for line in text.lines() {
+        let commented = line.trim_start().starts_with('#');
+        let body = line.trim_start().trim_start_matches('#').trim();
+        if let Some(name) = body.strip_prefix("[[").and_then(|b| b.split_once("]]")) {
+            (section, array) = (name.0.to_owned(), true);
+            continue;
+        }
+        if let Some(name) = body.strip_prefix('[').and_then(|b| b.split_once(']')) {
+            if !commented {
+                (section, array) = (name.0.to_owned(), false);
+            }
+            continue;
+        }
+        // `key = value` that parses as TOML, perhaps with a trailing comment; anything else
+        // is prose, whose `$NAME`s belong to the next key.
+        let parsed = body.split_once('=').and_then(|(name, _)| {
+            let name = name.trim();
+            let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            let line = body.replace("\"...\"", &format!("\"{DUMMY_SECRET}\""));
+            // The whole line, or the line up to a trailing ` # comment`.
+            let ends = std::iter::once(line.len()).chain(line.match_indices(" #").map(|(i, _)| i));
+            let table = ends
+                .into_iter()
+                .find_map(|end| toml::from_str::<Table>(&line[..end]).ok())?;
+            let value = table.get(name)?.to_string();
+            ok.then(|| (name.to_owned(), value))
+        });
+        match parsed {
+            Some((name, value)) => keys.push(ExampleKey {
+                section: section.clone(),
+                array,
+                name,
+                value,
+                commented,
+                env: std::mem::take(&mut env),
+            }),
+            None => env.extend(
+                body.split('$')
+                    .skip(1)
+                    .map(|rest| {
+                        rest.chars()
+                            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                            .collect::<String>()
+                    })
+                    .filter(|n| !n.is_empty()),
+            ),
+        }
+    }
+    keys
+}
+
+impl ExampleKey {
+    fn dotted(&self) -> String {
+        if self.array {
+            format!("{}[0].{}", self.section, self.name)
+        } else {
+            format!("{}.{}", self.section, self.name)
+        }
+    }
+}
+
+/// Whether two TOML value texts mean the same value (`0o660` and `432` do).
+fn same_value(a: &str, b: &str) -> bool {
+    let parse = |v: &str| {
+        toml::from_str::<Table>(&format!("v = {v}"))
+            .ok()?
+            .remove("v")
     };
-    let mut config = Config::from_toml(&full_file(), "test.toml", &env).unwrap();
-    config.callers.clear();
-    let e = effective(&config, &file, &env);
-    expect(
-        &e,
-        &[
-            ("callers[0].secret", REDACTED, Origin::File),
-            ("callers[0].uid", "1000", Origin::File),
-            ("callers[1].secret", REDACTED, Origin::File),
-        ],
-    );
-    let text = render(&e, Path::new("fedimds.toml"), &Origin::Default);
-    assert!(!text.contains(CALLER_SECRET), "{text}");
-    assert!(!text.contains(OTHER_CALLER_SECRET), "{text}");
+    let number = |v: &toml::Value| v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+    match (parse(a), parse(b)) {
+        (Some(a), Some(b)) => a == b || (number(&a).is_some() && number(&a) == number(&b)),
+        _ => false,
+    }
+}
+
+/// A config of `keys` as TOML, each section once.
+fn toml_of(keys: &[&ExampleKey]) -> String {
+    let mut out = String::new();
+    let mut sections: Vec<(&str, bool)> = Vec::new();
+    for k in keys {
+        if !sections.contains(&(k.section.as_str(), k.array)) {
+            sections.push((&k.section, k.array));
+        }
+    }
+    for (section, array) in sections {
+        out += &if array {
+            format!("[[{section}]]\n")
+        } else {
+            format!("[{section}]\n")
+        };
+        for k in keys.iter().filter(|k| k.section == section) {
+            out += &format!("{} = {}\n", k.name, k.value);
+        }
+    }
+    out
+}
+
+/// Loads `keys` with `kind` as the source kind, dropping each key the loader says that kind
+/// does not read. Returns the keys kept and the loader's record.
+fn load_as_kind<'k>(
+    keys: &[&'k ExampleKey],
+    kind: &str,
+    vars: &[(&str, &str)],
+) -> (Vec<&'k ExampleKey>, Vec<Entry>) {
+    let kind_line = ExampleKey {
+        section: "source".to_owned(),
+        array: false,
+        name: "kind".to_owned(),
+        value: format!("\"{kind}\""),
+        commented: false,
+        env: Vec::new(),
+    };
+    let mut kept: Vec<&ExampleKey> = keys
+        .iter()
+        .copied()
+        .filter(|k| k.dotted() != "source.kind")
+        .collect();
+    loop {
+        let mut all = kept.clone();
+        all.push(&kind_line);
+        match Config::from_toml_recorded(&toml_of(&all), "example", &|n: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| (*v).to_owned())
+        }) {
+            Ok((_, entries)) => return (kept, entries),
+            Err(ConfigError::Invalid { key, expected, .. })
+                if expected.contains("applies only to kind") =>
+            {
+                kept.retain(|k| k.dotted() != key);
+            }
+            Err(e) => panic!(
+                "the example with kind = {kind} does not load: {e}\n{}",
+                toml_of(&all)
+            ),
+        }
+    }
+}
+
+#[test]
+fn every_key_of_the_example_is_reported_with_the_origin_it_had() {
+    let keys = example_keys();
+    assert!(keys.len() > 40, "the example was read: {keys:#?}");
+    let kinds = ["imds", "app-service", "token-file"];
+    // Fallbacks the kinds need when the file leaves their keys out.
+    let env_for_kinds = [
+        (ENV_IDENTITY_ENDPOINT, "http://127.0.0.1:1/msi/token"),
+        (ENV_IDENTITY_HEADER, "identity-header-from-env-0123"),
+        (ENV_FEDERATED_TOKEN_FILE, "/var/run/token-from-env"),
+    ];
+    let mut reported = HashSet::new();
+
+    // Every key set, commented ones too: each shows its value as written, from the file.
+    let everything: Vec<&ExampleKey> = keys.iter().collect();
+    for kind in kinds {
+        let (kept, entries) = load_as_kind(&everything, kind, &env_for_kinds);
+        let shown_kind = get(&entries, "source.kind");
+        assert_eq!(
+            (shown_kind.value.as_str(), &shown_kind.origin),
+            (format!("\"{kind}\"").as_str(), &Origin::File)
+        );
+        reported.insert("source.kind".to_owned());
+        for k in &kept {
+            let e = get(&entries, &k.dotted());
+            assert_eq!(e.origin, Origin::File, "{} with kind = {kind}", k.dotted());
+            assert!(
+                same_value(&e.value, &k.value) || e.value == REDACTED,
+                "{}: shown {} but written {}",
+                k.dotted(),
+                e.value,
+                k.value
+            );
+            reported.insert(k.dotted());
+        }
+        for e in &entries {
+            assert!(!e.value.contains(DUMMY_SECRET), "{} shows a secret", e.key);
+            let name = e.key.rsplit('.').next().unwrap();
+            let section = e.key.split(['.', '[']).next().unwrap();
+            assert!(
+                keys.iter().any(|k| k.section == section && k.name == name),
+                "the loader reads {}, which the example does not document",
+                e.key
+            );
+        }
+    }
+    for k in &keys {
+        assert!(
+            reported.contains(&k.dotted()),
+            "{} was never reported",
+            k.dotted()
+        );
+    }
+
+    // The example as shipped: what it sets is from the file, what it comments out is the default.
+    let shipped: Vec<&ExampleKey> = keys.iter().filter(|k| !k.commented).collect();
+    let (_, entries) = load_as_kind(&shipped, "imds", &[]);
+    for k in &keys {
+        let Some(e) = entries.iter().find(|e| e.key == k.dotted()) else {
+            continue;
+        };
+        let want = if k.commented {
+            Origin::Default
+        } else {
+            Origin::File
+        };
+        assert_eq!(e.origin, want, "{}", k.dotted());
+    }
+
+    // Each key the comments say a variable supplies: left out of the file, it comes from
+    // that variable for some source kind, and from nowhere but the default for the others.
+    for k in keys.iter().filter(|k| !k.env.is_empty()) {
+        for var in &k.env {
+            let var: &'static str = Box::leak(var.clone().into_boxed_str());
+            let without: Vec<&ExampleKey> = everything
+                .iter()
+                .copied()
+                .filter(|o| o.dotted() != k.dotted())
+                .collect();
+            let mut origins = Vec::new();
+            for kind in kinds {
+                let mut vars = env_for_kinds.to_vec();
+                vars.retain(|(n, _)| *n != var);
+                vars.push((var, "http://127.0.0.1:2/from-the-environment-0123"));
+                let (_, entries) = load_as_kind(&without, kind, &vars);
+                if let Some(e) = entries.iter().find(|e| e.key == k.dotted()) {
+                    assert!(
+                        e.origin == Origin::Env(var) || e.origin == Origin::Default,
+                        "{} with kind = {kind}: {:?}",
+                        k.dotted(),
+                        e.origin
+                    );
+                    origins.push(e.origin.clone());
+                }
+            }
+            assert!(
+                origins.contains(&Origin::Env(var)),
+                "the example says ${var} supplies {}, but no kind reads it: {origins:?}",
+                k.dotted()
+            );
+        }
+    }
 }

@@ -1,0 +1,250 @@
+//! The config file as written: every key, optional, with its meaning. Unknown keys are errors,
+//! so a typo never silently becomes a default. README's "Configuration" table and
+//! `config/fedimds.example.toml` describe the same keys; a test checks the example names them
+//! all.
+//!
+//! The types also serialize, so tests and tools build a config from typed values and render it
+//! as TOML instead of editing text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, ConfigError};
+
+/// The TOML file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`: the token listener.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[source]`: where the home-tenant assertion comes from.
+    #[serde(default)]
+    pub source: RawSource,
+    /// `[cloud]`: which Azure cloud.
+    #[serde(default)]
+    pub cloud: RawCloud,
+    /// `[upstream]`: timeouts of every upstream call.
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    /// `[cache]`: cache bounds.
+    #[serde(default)]
+    pub cache: RawCache,
+    /// `[[targets]]`: the target tenants and apps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<RawTarget>,
+    /// `[[callers]]`: per-caller policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callers: Vec<RawCaller>,
+    /// `[admin]`: the admin listener.
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// `[audit]`: the audit log.
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of health, readiness and metrics, or `"off"`.
+    pub listen: Option<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// A file to append JSON lines to, `"-"`/`"stdout"`, or `"off"`.
+    pub path: Option<String>,
+}
+
+/// One `[[callers]]` entry.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaller {
+    /// For audit lines and errors.
+    pub name: Option<String>,
+    /// The caller's own secret, sent as `X-IDENTITY-HEADER` or `secret`.
+    pub secret: Option<String>,
+    /// Unix-socket peer uid.
+    pub uid: Option<u32>,
+    /// Unix-socket peer gid.
+    pub gid: Option<u32>,
+    /// Source address or network.
+    pub source: Option<String>,
+    /// Target names it may use (`["*"]` for all).
+    pub targets: Option<Vec<String>>,
+    /// Resources it may ask for.
+    pub resources: Option<Vec<String>>,
+    /// Requests per second.
+    pub rate: Option<f64>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address of the token endpoints.
+    pub listen: Option<String>,
+    /// Whether a non-loopback `listen` is meant.
+    pub allow_remote: Option<bool>,
+    /// The App Service-style caller secret.
+    pub identity_header: Option<String>,
+    /// Where to write the caller secret (mode 0600).
+    pub identity_header_file: Option<PathBuf>,
+    /// Longest a caller waits on a cold miss.
+    pub miss_timeout: Option<RawDuration>,
+    /// Where Arc challenge key files go.
+    pub arc_key_dir: Option<PathBuf>,
+    /// The group that may read Arc key files.
+    pub arc_key_group: Option<u32>,
+    /// A Unix socket to serve on as well.
+    pub unix_socket: Option<PathBuf>,
+    /// Its mode.
+    pub unix_socket_mode: Option<u32>,
+    /// Host header values accepted besides the loopback names.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Open connections at most.
+    pub max_connections: Option<usize>,
+    /// Time to send a request head.
+    pub header_read_timeout: Option<RawDuration>,
+    /// Largest request head.
+    pub max_header_bytes: Option<usize>,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// `imds`, `app-service` or `token-file`.
+    pub kind: Option<String>,
+    /// IMDS's base URL, or the identity endpoint's token URL.
+    pub endpoint: Option<String>,
+    /// A user-assigned identity's client id.
+    pub client_id: Option<String>,
+    /// The identity endpoint's secret.
+    pub header: Option<String>,
+    /// The token file.
+    pub path: Option<PathBuf>,
+    /// The audience the managed-identity token is asked for.
+    pub audience: Option<String>,
+}
+
+/// `[cloud]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCloud {
+    /// `public`, `usgov` or `china`.
+    pub name: Option<String>,
+    /// Entra's base URL, when not the cloud's own.
+    pub authority_host: Option<String>,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// TCP and TLS connect.
+    pub connect_timeout: Option<RawDuration>,
+    /// One whole attempt.
+    pub request_timeout: Option<RawDuration>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Most keys held.
+    pub max_keys: Option<u64>,
+    /// Keys idle this long are dropped.
+    pub idle_ttl: Option<RawDuration>,
+    /// How long a permanent upstream error is remembered.
+    pub error_ttl: Option<RawDuration>,
+}
+
+/// One `[[targets]]` entry.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// Unique name.
+    pub name: Option<String>,
+    /// The target tenant.
+    pub tenant_id: Option<String>,
+    /// The multi-tenant app.
+    pub client_id: Option<String>,
+    /// Allowed resources.
+    pub resources: Option<Vec<String>>,
+    /// Other tenants callers may name.
+    pub allowed_tenants: Option<Vec<String>>,
+    /// Chosen when a request names no target.
+    pub default: Option<bool>,
+    /// An `object_id` alias.
+    pub object_id: Option<String>,
+    /// A `msi_res_id` alias.
+    pub resource_id: Option<String>,
+    /// Resources fetched at start.
+    pub prefetch: Option<Vec<String>>,
+}
+
+/// A duration as `"500ms"`, `"10s"`, `"5m"`, `"1h"`, or a number of seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// A number of seconds.
+    Seconds(u64),
+    /// A number with a unit.
+    Text(String),
+}
+
+impl From<Duration> for RawDuration {
+    fn from(d: Duration) -> Self {
+        RawDuration::Text(show_duration(d))
+    }
+}
+
+impl RawDuration {
+    /// The duration, or an error naming `key`.
+    pub fn parse(&self, key: &str) -> Result<Duration, ConfigError> {
+        let text = match self {
+            RawDuration::Seconds(s) => return Ok(Duration::from_secs(*s)),
+            RawDuration::Text(t) => t.trim(),
+        };
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| {
+            invalid(
+                key,
+                text,
+                "a duration such as \"500ms\", \"10s\", \"5m\" or \"1h\"",
+            )
+        })?;
+        match unit.trim() {
+            "ms" => Ok(Duration::from_millis(n)),
+            "" | "s" => Ok(Duration::from_secs(n)),
+            "m" | "h" => {
+                let unit_s = if unit.trim() == "m" { 60 } else { 3600 };
+                n.checked_mul(unit_s)
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| invalid(key, text, "a duration that fits in 64 bits of seconds"))
+            }
+            _ => Err(invalid(key, text, "a duration unit of ms, s, m or h")),
+        }
+    }
+}
+
+/// A duration as the config writes it: `500ms`, `20s`, `5m`, `24h`.
+pub fn show_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (d.subsec_millis(), s % 3600, s % 60) {
+        (0, 0, _) if s > 0 => format!("{}h", s / 3600),
+        (0, _, 0) if s > 0 => format!("{}m", s / 60),
+        (0, _, _) => format!("{s}s"),
+        _ => format!("{}ms", d.as_millis()),
+    }
+}
