@@ -3,17 +3,18 @@
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{self, RawQuery};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::fault::{Fault, Route};
-use crate::server::{self, parse_query, reply, Selector};
+use crate::state::{Selector, State};
+use crate::wire::{parse_query, reply};
 
 /// Handles one App Service token request.
 pub(crate) async fn token(
-    State(state): State<Arc<server::State>>,
+    extract::State(state): extract::State<Arc<State>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -32,11 +33,7 @@ pub(crate) async fn token(
 }
 
 /// The 200 body, or the error status and message.
-fn answer(
-    state: &server::State,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<Value, (u16, String)> {
+fn answer(state: &State, headers: &HeaderMap, query: Option<&str>) -> Result<Value, (u16, String)> {
     let fail = |status, message: &str| (status, message.to_owned());
     match headers.get("x-identity-header").map(|v| v.as_bytes()) {
         None => return Err(fail(401, "The X-IDENTITY-HEADER header was not specified")),
@@ -92,7 +89,7 @@ fn answer(
 }
 
 /// App Service's error shape.
-fn error(state: &server::State, status: u16, message: &str, fault: &Fault) -> Response {
+fn error(state: &State, status: u16, message: &str, fault: &Fault) -> Response {
     let body =
         json!({"statusCode": status, "message": message, "correlationId": state.keys.guid()});
     reply(status, body, fault.retry_after.as_deref())

@@ -1,5 +1,9 @@
 //! A ready-made world with fixed, GUID-looking ids, shared by `fedimds demo`, `fedimds sim` and
 //! the tests, so every one of them can name the same identities and apps.
+//!
+//! This file is where the ids are defined. Copies elsewhere in the repository (configs, suites,
+//! drivers, the benchmark, docs) must match these constants exactly: `tests/demo_ids.rs` scans
+//! every tracked file for strings shaped like them and fails on any that drifted.
 
 use crate::config::{mi_issuer, App, FederatedCredential, Identity, SimConfig};
 

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{self, Path};
 use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::config::App;
 use crate::fault::{Fault, Route};
-use crate::server::{self, reply, ExchangeRecord};
+use crate::state::{ExchangeRecord, State};
 use crate::token::{self, Signer, VerifyError};
+use crate::wire::reply;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Entra tolerates this much clock skew on an assertion's `nbf`.
@@ -29,7 +30,7 @@ struct Rejection {
 
 /// Handles one token request.
 pub(crate) async fn token(
-    State(state): State<Arc<server::State>>,
+    extract::State(state): extract::State<Arc<State>>,
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -84,7 +85,7 @@ fn parse_form(body: &[u8]) -> HashMap<String, String> {
 
 /// Runs Entra's checks in order; on success returns the access token and the 200 body.
 fn exchange(
-    state: &server::State,
+    state: &State,
     tenant: &str,
     form: &HashMap<String, String>,
 ) -> Result<(String, Value), Rejection> {
@@ -174,11 +175,7 @@ fn resource_of(scope: &str) -> Result<&str, Rejection> {
 }
 
 /// The app, if it has a service principal in `tenant`.
-fn find_app<'s>(
-    state: &'s server::State,
-    client_id: &str,
-    tenant: &str,
-) -> Result<&'s App, Rejection> {
+fn find_app<'s>(state: &'s State, client_id: &str, tenant: &str) -> Result<&'s App, Rejection> {
     state
         .config
         .apps
@@ -193,7 +190,7 @@ fn find_app<'s>(
 }
 
 /// Signature, then the time window.
-fn verify(state: &server::State, assertion: &str) -> Result<Value, Rejection> {
+fn verify(state: &State, assertion: &str) -> Result<Value, Rejection> {
     let claims = state.keys.verify(assertion).map_err(|e| match e {
         VerifyError::Malformed => reject(50027, "invalid_request", "JWT token is invalid or malformed.".to_owned()),
         VerifyError::BadSignature => reject(
@@ -255,7 +252,7 @@ fn match_federated_credential(app: &App, claims: &Value) -> Result<(), Rejection
 
 /// The app-only access token for `resource` in `tenant`, and Entra's 200 body.
 fn issue(
-    state: &server::State,
+    state: &State,
     app: &App,
     tenant: &str,
     resource: &str,
@@ -299,7 +296,7 @@ fn reject(code: u32, error: &'static str, text: String) -> Rejection {
 }
 
 /// Entra's error JSON, with fresh trace and correlation ids.
-fn error_body(state: &server::State, rejection: &Rejection) -> Value {
+fn error_body(state: &State, rejection: &Rejection) -> Value {
     let (trace_id, correlation_id) = (state.keys.guid(), state.keys.guid());
     let timestamp = token::entra_timestamp(token::now());
     let code = rejection.code;
@@ -318,7 +315,7 @@ fn error_body(state: &server::State, rejection: &Rejection) -> Value {
 }
 
 /// A scripted fault: the AADSTS error it names, or Entra's answer to an outage or throttle.
-fn fault_reply(state: &server::State, fault: &Fault) -> Response {
+fn fault_reply(state: &State, fault: &Fault) -> Response {
     let rejection = match (fault.aadsts, fault.status) {
         (Some(code), _) => reject(code, class_of(code), "Simulated error.".to_owned()),
         (None, 429) => reject(

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{self, RawQuery};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::fault::{Fault, Route};
-use crate::server::{self, parse_query, reply, Selector};
+use crate::state::{Selector, State};
+use crate::wire::{parse_query, reply};
 
 /// Real IMDS's text for a request without `Metadata: true`; the .NET probe relies on it not
 /// containing "Identity not found".
@@ -19,7 +20,7 @@ const IDENTITY_NOT_FOUND: &str = "Identity not found";
 
 /// Handles one IMDS token request.
 pub(crate) async fn token(
-    State(state): State<Arc<server::State>>,
+    extract::State(state): extract::State<Arc<State>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -33,11 +34,7 @@ pub(crate) async fn token(
 }
 
 /// The 200 body, or the error status and body.
-fn answer(
-    state: &server::State,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<Value, (u16, Value)> {
+fn answer(state: &State, headers: &HeaderMap, query: Option<&str>) -> Result<Value, (u16, Value)> {
     let metadata = headers.get("metadata").and_then(|v| v.to_str().ok());
     if !metadata.is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
         return Err(invalid_request(NO_METADATA));

@@ -25,8 +25,14 @@
 //! - [`demo`]: a ready-made world with fixed ids, for the demo and for tests.
 //! - [`fault`]: scripted replies per route ([`Route`], [`Fault`]).
 //! - `token`: signing keys, claim sets and the JWT helpers.
-//! - `imds`, `app_service`, `entra`: one module per upstream, each owning its wire shapes.
-//! - `server`: the [`Sim`] handle, shared state and the axum router.
+//! - `server`: the [`Sim`] handle and the axum router; it mounts the route modules.
+//! - `imds`, `app_service`, `entra`: one module per upstream route, each owning its wire shapes.
+//! - `state`: what the routes share (the world, the keys, the counters, faults and records the
+//!   handle reads back) and the one lock helper.
+//! - `wire`: the query parsing and JSON replies the routes share.
+//!
+//! Dependencies point one way: `server` → the route modules → `state`, `wire`, `token`; nothing
+//! below `server` imports it.
 
 pub mod config;
 pub mod demo;
@@ -36,8 +42,11 @@ mod app_service;
 mod entra;
 mod imds;
 mod server;
+mod state;
 mod token;
+mod wire;
 
 pub use config::{App, FederatedCredential, Identity, SimConfig};
 pub use fault::{Fault, Route};
-pub use server::{Counters, ExchangeRecord, Sim};
+pub use server::Sim;
+pub use state::{Counters, ExchangeRecord};

@@ -1,11 +1,12 @@
-//! The [`Sim`] handle, the state its routes share, and the axum router.
+//! The [`Sim`] handle and the axum router: binding, serving and stopping, the routes of each
+//! upstream, and the read-only `/_sim/*` debug routes.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::extract;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,38 +15,14 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::{Identity, SimConfig};
-use crate::fault::{Fault, FaultQueues, Route};
-use crate::token::{self, Keys, Signer};
+use crate::config::SimConfig;
+use crate::fault::{Fault, Route};
+use crate::state::{lock, Counters, ExchangeRecord, Selector, State};
+use crate::token::{self, Signer};
 use crate::{app_service, entra, imds};
 
 /// How long [`Sim::shutdown`] lets open connections finish before it aborts the server task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// Requests received per route, faulted ones included.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Requests to the IMDS token route.
-    pub imds: u64,
-    /// Requests to the App Service token route.
-    pub app_service: u64,
-    /// Requests to Entra's token route.
-    pub entra: u64,
-}
-
-/// One request to Entra's token endpoint and how it ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExchangeRecord {
-    /// The tenant in the request path.
-    pub tenant: String,
-    /// The `client_id` form field (empty when missing).
-    pub client_id: String,
-    /// The `scope` form field (empty when missing).
-    pub scope: String,
-    /// The issued access token, or the error: `"AADSTS700016"`-style codes for rejections,
-    /// `"fault:503"` for scripted faults.
-    pub outcome: Result<String, String>,
-}
 
 /// A running simulator. Cheap to clone; the server stops on [`Sim::shutdown`] or when the last
 /// clone is dropped.
@@ -61,34 +38,6 @@ struct Inner {
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// What the route handlers share.
-pub(crate) struct State {
-    pub(crate) config: SimConfig,
-    pub(crate) keys: Keys,
-    // std's Mutex rather than tokio's: every critical section is short and never awaits.
-    counters: Mutex<Counters>,
-    faults: Mutex<FaultQueues>,
-    exchanges: Mutex<Vec<ExchangeRecord>>,
-    issued: Mutex<Vec<String>>,
-}
-
-/// A freshly issued managed-identity token and the times its 200 body reports.
-pub(crate) struct MiToken {
-    pub(crate) token: String,
-    pub(crate) not_before: u64,
-    pub(crate) expires_on: u64,
-    pub(crate) expires_in: u64,
-}
-
-/// How a request names a managed identity.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Selector<'a> {
-    System,
-    ClientId(&'a str),
-    ObjectId(&'a str),
-    ResourceId(&'a str),
-}
-
 // === impl Sim ===
 
 impl Sim {
@@ -102,14 +51,7 @@ impl Sim {
     /// tokio runtime) and returns.
     pub fn serve(config: SimConfig, listener: TcpListener) -> std::io::Result<Sim> {
         let addr = listener.local_addr()?;
-        let state = Arc::new(State {
-            config,
-            keys: Keys::load()?,
-            counters: Mutex::default(),
-            faults: Mutex::default(),
-            exchanges: Mutex::default(),
-            issued: Mutex::default(),
-        });
+        let state = Arc::new(State::new(config)?);
         let app = router(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -184,27 +126,27 @@ impl Sim {
 
     /// A snapshot of the per-route request counters.
     pub fn counters(&self) -> Counters {
-        lock(&self.inner.state.counters).clone()
+        self.inner.state.counters()
     }
 
     /// Queues a scripted reply for `route`; faults answer in FIFO order.
     pub fn push_fault(&self, route: Route, fault: Fault) {
-        lock(&self.inner.state.faults).push(route, fault);
+        self.inner.state.push_fault(route, fault);
     }
 
     /// Drops every queued fault on every route.
     pub fn clear_faults(&self) {
-        lock(&self.inner.state.faults).clear();
+        self.inner.state.clear_faults();
     }
 
     /// Every request Entra's route received, in order.
     pub fn exchanges(&self) -> Vec<ExchangeRecord> {
-        lock(&self.inner.state.exchanges).clone()
+        self.inner.state.exchanges()
     }
 
     /// Every token string the simulator ever issued, for leak scans.
     pub fn issued(&self) -> Vec<String> {
-        lock(&self.inner.state.issued).clone()
+        self.inner.state.issued()
     }
 
     /// A projected service-account token, signed with the simulator's key. A zero `lifetime`
@@ -285,85 +227,6 @@ impl Drop for Inner {
     }
 }
 
-// === impl State ===
-
-impl State {
-    /// Counts the request and applies the route's scripted fault: sleeps its delay and returns
-    /// it when it replaces the normal answer.
-    pub(crate) async fn arrive(&self, route: Route) -> Option<Fault> {
-        {
-            let mut counters = lock(&self.counters);
-            match route {
-                Route::Imds => counters.imds += 1,
-                Route::AppService => counters.app_service += 1,
-                Route::Entra => counters.entra += 1,
-            }
-        }
-        let fault = lock(&self.faults).next(route)?;
-        if let Some(delay) = fault.delay {
-            tokio::time::sleep(delay).await;
-        }
-        fault.replaces_answer().then_some(fault)
-    }
-
-    /// Signs and remembers the token, so leak scans can look for it.
-    pub(crate) fn sign(
-        &self,
-        claims: &Value,
-        signer: Signer,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
-        let token = self.keys.sign(claims, signer)?;
-        lock(&self.issued).push(token.clone());
-        Ok(token)
-    }
-
-    pub(crate) fn record(&self, record: ExchangeRecord) {
-        lock(&self.exchanges).push(record);
-    }
-
-    /// GUIDs and ARM ids compare without regard to case, as Azure does.
-    pub(crate) fn find_identity(&self, selector: Selector<'_>) -> Option<&Identity> {
-        let identities = &self.config.identities;
-        match selector {
-            Selector::System => identities.iter().find(|i| i.system_assigned),
-            Selector::ClientId(id) => identities
-                .iter()
-                .find(|i| i.client_id.eq_ignore_ascii_case(id)),
-            Selector::ObjectId(id) => identities
-                .iter()
-                .find(|i| i.object_id.eq_ignore_ascii_case(id)),
-            Selector::ResourceId(id) => identities
-                .iter()
-                .find(|i| i.resource_id.eq_ignore_ascii_case(id)),
-        }
-    }
-
-    /// A managed-identity token for `identity` whose `aud` is `resource` exactly.
-    pub(crate) fn issue_mi_token(
-        &self,
-        identity: &Identity,
-        resource: &str,
-    ) -> Result<MiToken, jsonwebtoken::errors::Error> {
-        let now = token::now();
-        let lifetime = self.config.mi_token_lifetime.as_secs();
-        let claims = token::mi_claims(
-            &self.config.home_tenant,
-            &identity.client_id,
-            &identity.object_id,
-            resource,
-            now,
-            lifetime,
-            self.keys.unique_id(),
-        );
-        Ok(MiToken {
-            token: self.sign(&claims, Signer::Genuine)?,
-            not_before: now,
-            expires_on: now + lifetime,
-            expires_in: lifetime,
-        })
-    }
-}
-
 fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/metadata/identity/oauth2/token", get(imds::token))
@@ -380,15 +243,16 @@ fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
-async fn counters(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Response {
-    let c = lock(&state.counters).clone();
+async fn counters(extract::State(state): extract::State<Arc<State>>) -> Response {
+    let c = state.counters();
     Json(json!({"imds": c.imds, "app_service": c.app_service, "entra": c.entra})).into_response()
 }
 
 /// Every Entra exchange so far, in order: `tenant`, `client_id`, `scope`, and either the issued
 /// `access_token` or the `error` (an AADSTS code, or `fault:<status>`).
-async fn exchanges(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Response {
-    let records: Vec<Value> = lock(&state.exchanges)
+async fn exchanges(extract::State(state): extract::State<Arc<State>>) -> Response {
+    let records: Vec<Value> = state
+        .exchanges()
         .iter()
         .map(|r| {
             let mut record =
@@ -407,32 +271,4 @@ async fn not_found(uri: Uri) -> Response {
     let body =
         json!({"error": "not_found", "error_description": format!("No route for {}", uri.path())});
     (StatusCode::NOT_FOUND, Json(body)).into_response()
-}
-
-/// Query parameters by name; real IMDS rejects a repeated name, so this returns it as the error.
-pub(crate) fn parse_query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
-    let mut params = HashMap::new();
-    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        if params.insert(key.to_string(), value.into_owned()).is_some() {
-            return Err(key.into_owned());
-        }
-    }
-    Ok(params)
-}
-
-/// A JSON reply with `status`, plus the fault's `Retry-After` when it has one.
-pub(crate) fn reply(status: u16, body: Value, retry_after: Option<&str>) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, Json(body)).into_response();
-    if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(v).ok()) {
-        response.headers_mut().insert("retry-after", value);
-    }
-    response
-}
-
-/// Locks `mutex`, ignoring poisoning: the data are plain records that stay consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

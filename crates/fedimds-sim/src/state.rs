@@ -1,0 +1,192 @@
+//! What the route handlers share: the world, the signing keys, and the records the [`Sim`]
+//! handle reads back (counters, scripted faults, exchanges, issued tokens).
+//!
+//! The route modules and the router depend on this module; it depends on none of them.
+//!
+//! [`Sim`]: crate::Sim
+
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::Value;
+
+use crate::config::{Identity, SimConfig};
+use crate::fault::{Fault, FaultQueues, Route};
+use crate::token::{self, Keys, Signer};
+
+/// Requests received per route, faulted ones included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests to the IMDS token route.
+    pub imds: u64,
+    /// Requests to the App Service token route.
+    pub app_service: u64,
+    /// Requests to Entra's token route.
+    pub entra: u64,
+}
+
+/// One request to Entra's token endpoint and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExchangeRecord {
+    /// The tenant in the request path.
+    pub tenant: String,
+    /// The `client_id` form field (empty when missing).
+    pub client_id: String,
+    /// The `scope` form field (empty when missing).
+    pub scope: String,
+    /// The issued access token, or the error: `"AADSTS700016"`-style codes for rejections,
+    /// `"fault:503"` for scripted faults.
+    pub outcome: Result<String, String>,
+}
+
+/// What the route handlers share.
+pub(crate) struct State {
+    pub(crate) config: SimConfig,
+    pub(crate) keys: Keys,
+    // std's Mutex rather than tokio's: every critical section is short and never awaits.
+    counters: Mutex<Counters>,
+    faults: Mutex<FaultQueues>,
+    exchanges: Mutex<Vec<ExchangeRecord>>,
+    issued: Mutex<Vec<String>>,
+}
+
+/// A freshly issued managed-identity token and the times its 200 body reports.
+pub(crate) struct MiToken {
+    pub(crate) token: String,
+    pub(crate) not_before: u64,
+    pub(crate) expires_on: u64,
+    pub(crate) expires_in: u64,
+}
+
+/// How a request names a managed identity.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Selector<'a> {
+    System,
+    ClientId(&'a str),
+    ObjectId(&'a str),
+    ResourceId(&'a str),
+}
+
+// === impl State ===
+
+impl State {
+    /// A world with nothing counted, scripted or issued yet.
+    pub(crate) fn new(config: SimConfig) -> std::io::Result<State> {
+        Ok(State {
+            config,
+            keys: Keys::load()?,
+            counters: Mutex::default(),
+            faults: Mutex::default(),
+            exchanges: Mutex::default(),
+            issued: Mutex::default(),
+        })
+    }
+
+    /// Counts the request and applies the route's scripted fault: sleeps its delay and returns
+    /// it when it replaces the normal answer.
+    pub(crate) async fn arrive(&self, route: Route) -> Option<Fault> {
+        {
+            let mut counters = lock(&self.counters);
+            match route {
+                Route::Imds => counters.imds += 1,
+                Route::AppService => counters.app_service += 1,
+                Route::Entra => counters.entra += 1,
+            }
+        }
+        let fault = lock(&self.faults).next(route)?;
+        if let Some(delay) = fault.delay {
+            tokio::time::sleep(delay).await;
+        }
+        fault.replaces_answer().then_some(fault)
+    }
+
+    /// Signs and remembers the token, so leak scans can look for it.
+    pub(crate) fn sign(
+        &self,
+        claims: &Value,
+        signer: Signer,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let token = self.keys.sign(claims, signer)?;
+        lock(&self.issued).push(token.clone());
+        Ok(token)
+    }
+
+    pub(crate) fn record(&self, record: ExchangeRecord) {
+        lock(&self.exchanges).push(record);
+    }
+
+    /// A snapshot of the per-route request counters.
+    pub(crate) fn counters(&self) -> Counters {
+        lock(&self.counters).clone()
+    }
+
+    /// Every request Entra's route received, in order.
+    pub(crate) fn exchanges(&self) -> Vec<ExchangeRecord> {
+        lock(&self.exchanges).clone()
+    }
+
+    /// Every token string ever issued.
+    pub(crate) fn issued(&self) -> Vec<String> {
+        lock(&self.issued).clone()
+    }
+
+    /// Queues a scripted reply for `route`.
+    pub(crate) fn push_fault(&self, route: Route, fault: Fault) {
+        lock(&self.faults).push(route, fault);
+    }
+
+    /// Drops every queued fault on every route.
+    pub(crate) fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
+    /// GUIDs and ARM ids compare without regard to case, as Azure does.
+    pub(crate) fn find_identity(&self, selector: Selector<'_>) -> Option<&Identity> {
+        let identities = &self.config.identities;
+        match selector {
+            Selector::System => identities.iter().find(|i| i.system_assigned),
+            Selector::ClientId(id) => identities
+                .iter()
+                .find(|i| i.client_id.eq_ignore_ascii_case(id)),
+            Selector::ObjectId(id) => identities
+                .iter()
+                .find(|i| i.object_id.eq_ignore_ascii_case(id)),
+            Selector::ResourceId(id) => identities
+                .iter()
+                .find(|i| i.resource_id.eq_ignore_ascii_case(id)),
+        }
+    }
+
+    /// A managed-identity token for `identity` whose `aud` is `resource` exactly.
+    pub(crate) fn issue_mi_token(
+        &self,
+        identity: &Identity,
+        resource: &str,
+    ) -> Result<MiToken, jsonwebtoken::errors::Error> {
+        let now = token::now();
+        let lifetime = self.config.mi_token_lifetime.as_secs();
+        let claims = token::mi_claims(
+            &self.config.home_tenant,
+            &identity.client_id,
+            &identity.object_id,
+            resource,
+            now,
+            lifetime,
+            self.keys.unique_id(),
+        );
+        Ok(MiToken {
+            token: self.sign(&claims, Signer::Genuine)?,
+            not_before: now,
+            expires_on: now + lifetime,
+            expires_in: lifetime,
+        })
+    }
+}
+
+/// Locks `mutex`, ignoring poisoning. Every mutex in this crate goes through here: each guards
+/// plain records (or an `Option` that is only taken) that no panic can leave half-written, so
+/// a panicked test handler must not take the whole simulator down with it.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
