@@ -705,7 +705,7 @@ async fn faults_are_scripted_per_route() {
 async fn a_slow_fault_delays_a_normal_answer() {
     let sim = start(SimConfig::demo()).await;
     sim.push_fault(Route::Imds, Fault::slow(Duration::from_millis(300)));
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let query = format!("api-version=2018-02-01&resource=x&client_id={MI_CLIENT_ID}");
     assert_eq!(imds(&sim, &query).await.0, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));

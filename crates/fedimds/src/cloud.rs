@@ -1,7 +1,7 @@
 //! Every per-cloud fact fedimds relies on, in one place: Entra's host, the audience a
 //! federated credential expects, Azure Resource Manager's resource, which issuer hosts belong
-//! to which cloud, and the admin-consent URL. `docs/entra-exchange.md#sovereign-clouds` gives the public
-//! sources.
+//! to which cloud, and the admin-consent URL. `docs/entra-exchange.md#sovereign-clouds` gives
+//! the public sources.
 
 use url::Url;
 

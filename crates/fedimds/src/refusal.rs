@@ -36,7 +36,7 @@ pub enum Refusal {
     Unauthorized(&'static str),
     /// The Host header names neither this host nor an allowed name (DNS rebinding).
     ForeignHost,
-    /// The caller may not have what it asked for ([[callers]] policy).
+    /// The caller may not have what it asked for (`[[callers]]` policy).
     Forbidden(String),
     /// The caller's request rate is over its limit; try again after this.
     RateLimited(Duration),

@@ -68,7 +68,7 @@ pub struct AccessToken {
     pub expires_at: Instant,
     /// The same moment as Unix seconds, for the wire's `expires_on`.
     pub expires_on: u64,
-    /// When a background refresh should start (see [`refresh_at`]).
+    /// When a background refresh should start (see [`refresh_delay`]).
     pub refresh_at: Instant,
     /// The lifetime Entra granted, for the wire's `ext_expires_in` and for metrics.
     pub lifetime: Duration,
@@ -168,7 +168,7 @@ pub fn unix_now() -> u64 {
 
 /// The claims of a JWT that fedimds reads: never verified (Entra verifies), only shown in
 /// diagnostics and used to know when an assertion expires.
-#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq, Eq)]
 pub struct Claims {
     /// Issuer.
     #[serde(default)]

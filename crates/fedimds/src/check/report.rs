@@ -24,7 +24,7 @@ pub(super) struct Report {
 }
 
 impl Report {
-    pub(super) fn pass(&mut self, out: &mut impl Write, what: impl Display) {
+    pub(super) fn pass(&self, out: &mut impl Write, what: impl Display) {
         say!(out, "  ✔ {what}");
     }
 

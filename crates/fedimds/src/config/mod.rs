@@ -1,5 +1,5 @@
 //! Configuration in one place, in two stages: [`RawConfig`] ([`raw`]) is what the TOML file
-//! says, [`Config`] is what the daemon runs on, validated and typed ([`validate`]). Every
+//! says, [`Config`] is what the daemon runs on, validated and typed (`validate.rs`). Every
 //! environment variable, default and fixed limit the daemon reads is named once, at the top of
 //! this file. The loader records where each value came from as it reads it, which is what
 //! `fedimds config` prints ([`provenance`]).

@@ -1,6 +1,6 @@
 //! Where each effective value came from (the file, an environment variable, a command-line
 //! flag, or the default), recorded by the loader itself as it reads each key through a
-//! [`Reader`], and `fedimds config`'s rendering of that record, secrets redacted. A key added to
+//! `Reader`, and `fedimds config`'s rendering of that record, secrets redacted. A key added to
 //! the loader is shown by reading it through the reader; there is no second list of keys.
 
 use std::fmt;

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use serde_json::json;
 
-use super::{error_response, header_is_true, Dialect, Params, Refusal, TokenRequest, ALL_ID_KEYS};
+use super::{error_response, header_is_true, Dialect, Params, Refusal, TokenRequest};
 
 /// The current App Service api-version.
 pub const API_VERSION: &str = "2019-08-01";
@@ -79,7 +79,7 @@ pub fn parse(
         }
         _ => {}
     }
-    params.token_request(&ALL_ID_KEYS)
+    params.token_request()
 }
 
 fn check_secret(

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use serde_json::json;
 
-use super::{error_response, header_is_true, Params, Refusal, TokenRequest, ALL_ID_KEYS};
+use super::{error_response, header_is_true, Params, Refusal, TokenRequest};
 
 /// api-versions real IMDS serves for identity tokens; SDKs send 2018-02-01 (Python, JS, .NET)
 /// and 2019-08-01 (Rust).
@@ -51,7 +51,7 @@ pub fn checked(
         Some(v) if versions.contains(&v) => {}
         _ => return Err(Refusal::ApiVersion),
     }
-    params.token_request(&ALL_ID_KEYS)
+    params.token_request()
 }
 
 /// IMDS's error shape: `{"error","error_description"}`; a bad api-version gets IMDS's own body.

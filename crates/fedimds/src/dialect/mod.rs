@@ -112,15 +112,15 @@ impl<'a> Params<'a> {
     }
 
     /// Builds the dialect-independent request; `resource` is required.
-    pub fn token_request(&self, id_keys: &IdKeys) -> Result<TokenRequest, Refusal> {
+    pub fn token_request(&self) -> Result<TokenRequest, Refusal> {
         let resource = self.get(&["resource"]).ok_or_else(|| {
             Refusal::BadRequest("Required audience parameter 'resource' not specified".to_owned())
         })?;
         let req = TokenRequest {
             resource: resource.into_owned(),
-            client_id: self.get(id_keys.client_id).map(Cow::into_owned),
-            object_id: self.get(id_keys.object_id).map(Cow::into_owned),
-            resource_id: self.get(id_keys.resource_id).map(Cow::into_owned),
+            client_id: self.get(id_keys::CLIENT_ID).map(Cow::into_owned),
+            object_id: self.get(id_keys::OBJECT_ID).map(Cow::into_owned),
+            resource_id: self.get(id_keys::RESOURCE_ID).map(Cow::into_owned),
             tenant_id: self.get(&["tenant_id"]).map(Cow::into_owned),
         };
         // No control characters anywhere: they have no place in a resource or an id, and
@@ -165,28 +165,23 @@ impl<'a> Params<'a> {
     }
 }
 
-/// The parameter names a dialect accepts for each kind of identity id.
-#[derive(Debug)]
-pub struct IdKeys {
+/// Every alias any client sends for each kind of identity id
+/// (`docs/client-protocols.md#identity-parameters`), accepted in every dialect: being lenient
+/// on the way in costs nothing and saves a user a puzzling "Identity not found".
+mod id_keys {
     /// Client id names.
-    pub client_id: &'static [&'static str],
-    /// Object id names.
-    pub object_id: &'static [&'static str],
-    /// Resource id names.
-    pub resource_id: &'static [&'static str],
+    pub(super) const CLIENT_ID: &[&str] = &["client_id", "clientid"];
+    /// Object (principal) id names.
+    pub(super) const OBJECT_ID: &[&str] = &["object_id", "principal_id", "principalId"];
+    /// ARM resource id names.
+    pub(super) const RESOURCE_ID: &[&str] =
+        &["msi_res_id", "mi_res_id", "resource_id", "msi-res-id"];
 }
 
-/// Every alias any client sends (`docs/client-protocols.md#identity-parameters`), accepted everywhere: being lenient
-/// on the way in costs nothing and saves a user a puzzling "Identity not found".
-pub const ALL_ID_KEYS: IdKeys = IdKeys {
-    client_id: &["client_id", "clientid"],
-    object_id: &["object_id", "principal_id", "principalId"],
-    resource_id: &["msi_res_id", "mi_res_id", "resource_id", "msi-res-id"],
-};
-
-/// Renders the one 200 body every client accepts (`docs/client-protocols.md#token-response`): all values
-/// strings, both `expires_in` and `expires_on`, `resource` echoed exactly, `token_type`,
-/// `client_id`, and the user-assigned id echoed when the caller named one (Arc clients check).
+/// Renders the one 200 body every client accepts (`docs/client-protocols.md#token-response`):
+/// all values strings, both `expires_in` and `expires_on`, `resource` echoed exactly,
+/// `token_type`, `client_id`, and the user-assigned id echoed when the caller named one (Arc
+/// clients check).
 ///
 /// Written by hand into one buffer sized up front: this is the cache-hit path, and a JWT
 /// needs no JSON escaping (checked once, when the token was stored), so the token, by far the
@@ -378,16 +373,13 @@ mod tests {
     #[test]
     fn one_id_only() {
         let p = Params::parse("resource=r&client_id=a&object_id=b", true).unwrap();
-        assert!(p.token_request(&ALL_ID_KEYS).is_err());
+        assert!(p.token_request().is_err());
         let p = Params::parse("resource=r&mi_res_id=/x", true).unwrap();
         assert_eq!(
-            p.token_request(&ALL_ID_KEYS)
-                .unwrap()
-                .resource_id
-                .as_deref(),
+            p.token_request().unwrap().resource_id.as_deref(),
             Some("/x")
         );
         let p = Params::parse("client_id=a", true).unwrap();
-        assert!(p.token_request(&ALL_ID_KEYS).is_err());
+        assert!(p.token_request().is_err());
     }
 }

@@ -216,12 +216,32 @@ impl AssertionProvider {
 
     async fn fetch(&self) -> Result<Assertion, AssertionError> {
         let name = self.source_name();
-        let assertion = match &self.source.kind {
-            SourceKind::TokenFile { path } => read_token_file(path).await?,
-            kind => {
+        // Over HTTP, or the token file to read.
+        let http = match &self.source.kind {
+            SourceKind::TokenFile { path } => Err(path),
+            SourceKind::Imds {
+                endpoint,
+                client_id,
+            } => Ok(HttpSource::Imds {
+                endpoint,
+                client_id: client_id.as_deref(),
+            }),
+            SourceKind::AppService {
+                endpoint,
+                header,
+                client_id,
+            } => Ok(HttpSource::AppService {
+                endpoint,
+                header,
+                client_id: client_id.as_deref(),
+            }),
+        };
+        let assertion = match http {
+            Err(path) => read_token_file(path).await?,
+            Ok(source) => {
                 retry::run(
                     retry::IMDS_SCHEDULE,
-                    |_| self.fetch_once(kind),
+                    |_| self.fetch_once(source),
                     |e| e.transience(),
                 )
                 .await?
@@ -240,19 +260,22 @@ impl AssertionProvider {
         Ok(assertion)
     }
 
-    async fn fetch_once(&self, kind: &SourceKind) -> Attempt<Assertion, AssertionError> {
+    async fn fetch_once(&self, source: HttpSource<'_>) -> Attempt<Assertion, AssertionError> {
         let started = Instant::now();
-        let result = self.fetch_once_unmeasured(kind).await;
+        let result = self.fetch_once_unmeasured(source).await;
         self.metrics
             .upstream(UpstreamName::Assertion, result.is_ok(), started.elapsed());
         result
     }
 
-    async fn fetch_once_unmeasured(&self, kind: &SourceKind) -> Attempt<Assertion, AssertionError> {
-        let name = source_name(kind);
+    async fn fetch_once_unmeasured(
+        &self,
+        source: HttpSource<'_>,
+    ) -> Attempt<Assertion, AssertionError> {
+        let name = self.source_name();
         let audience = self.source.audience.as_str();
-        let request = match kind {
-            SourceKind::Imds {
+        let request = match source {
+            HttpSource::Imds {
                 endpoint,
                 client_id,
             } => {
@@ -266,7 +289,7 @@ impl AssertionProvider {
                 }
                 self.http.get(url).header("Metadata", "true")
             }
-            SourceKind::AppService {
+            HttpSource::AppService {
                 endpoint,
                 header,
                 client_id,
@@ -282,7 +305,6 @@ impl AssertionProvider {
                     .get(url)
                     .header("X-IDENTITY-HEADER", header.expose())
             }
-            SourceKind::TokenFile { .. } => unreachable!("token files are read, not fetched"),
         };
         let response = match request.send().await {
             Ok(r) => r,
@@ -333,6 +355,20 @@ impl AssertionProvider {
             }),
         }
     }
+}
+
+/// The sources fetched over HTTP, borrowed from the config (a token file is read instead).
+#[derive(Debug, Clone, Copy)]
+enum HttpSource<'a> {
+    Imds {
+        endpoint: &'a url::Url,
+        client_id: Option<&'a str>,
+    },
+    AppService {
+        endpoint: &'a url::Url,
+        header: &'a Secret,
+        client_id: Option<&'a str>,
+    },
 }
 
 fn source_name(kind: &SourceKind) -> &'static str {

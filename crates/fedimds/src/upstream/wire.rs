@@ -15,7 +15,7 @@ pub(super) struct MiTokenResponse {
 /// A JSON number or a string holding one: both appear on the wire for the same field.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(untagged)]
-pub enum NumberOrString {
+pub(super) enum NumberOrString {
     /// `3599`
     Number(u64),
     /// `"3599"`
@@ -24,7 +24,7 @@ pub enum NumberOrString {
 
 impl NumberOrString {
     /// The value, if it is a whole number.
-    pub fn as_u64(&self) -> Option<u64> {
+    pub(super) fn as_u64(&self) -> Option<u64> {
         match self {
             NumberOrString::Number(n) => Some(*n),
             NumberOrString::Text(t) => t.trim().parse().ok(),

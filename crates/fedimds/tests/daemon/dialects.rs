@@ -1,6 +1,8 @@
 //! IMDS faithfulness that SDKs depend on.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::support::*;
 

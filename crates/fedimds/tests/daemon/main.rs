@@ -1,6 +1,9 @@
 //! Black-box tests: the daemon on 127.0.0.1:0, against the simulator on 127.0.0.1:0, over real
 //! HTTP. One test binary; one module per concern.
 
+// A test crate has no public API: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod check;
