@@ -1,0 +1,130 @@
+//! One exchange per target, no retries: the token's lifetime and fingerprint, or Entra's
+//! answer with its diagnosis.
+
+use std::io::Write;
+
+use super::report::{duration, field, or_none, Report, KEY_WIDTH};
+use crate::cloud::CloudName;
+use crate::config::{Config, Target};
+use crate::upstream::assertion::Assertion;
+use crate::upstream::exchange::{self, ExchangeError, ExchangeRequest};
+use crate::upstream::Upstream;
+
+pub(super) async fn check_target(
+    config: &Config,
+    upstream: &Upstream,
+    target: &Target,
+    assertion: &Assertion,
+    report: &mut Report,
+    out: &mut impl Write,
+) {
+    let (resource, why) = resource_for(target, config.cloud.name);
+    let scope = exchange::scope_for(resource);
+    let req = ExchangeRequest {
+        tenant: &target.tenant_id,
+        client_id: &target.client_id,
+        scope: &scope,
+    };
+    let outcome = upstream.exchange.token_once(req, &assertion.token).await;
+    report.target(out, &target.name, outcome.is_ok());
+    field(out, 6, "tenant", &target.tenant_id);
+    field(out, 6, "app", &target.client_id);
+    field(out, 6, "resource", format!("{resource} ({why})"));
+    let error = match outcome {
+        Ok(token) => {
+            field(
+                out,
+                6,
+                "token",
+                format!(
+                    "valid for {}, fingerprint {}",
+                    duration(token.lifetime),
+                    token.secret.fingerprint()
+                ),
+            );
+            return;
+        }
+        Err(e) => e,
+    };
+    match &error {
+        ExchangeError::Rejected(r) => {
+            let d = upstream.diagnose(r.code, req, Some(&assertion.claims));
+            let code = r.code.map_or_else(String::new, |c| format!("AADSTS{c} "));
+            field(
+                out,
+                6,
+                "error",
+                format!("{code}({}, HTTP {})", r.error, r.status),
+            );
+            field(out, 6, "meaning", d.meaning);
+            field(out, 6, "fix", &d.fix);
+            if let Some(url) = &d.consent_url {
+                // The URL gets a line of its own, to copy; the fix points at it.
+                field(out, 6, "consent", url);
+            }
+            let said = r.description.lines().next().unwrap_or_default();
+            field(
+                out,
+                6,
+                "Entra",
+                if said.is_empty() {
+                    "(no description)"
+                } else {
+                    said
+                },
+            );
+            // Microsoft support asks for these two; they are never secret.
+            let pad = " ".repeat(6 + KEY_WIDTH);
+            say!(out, "{pad}trace_id {}", or_none(&r.trace_id));
+            say!(out, "{pad}correlation_id {}", or_none(&r.correlation_id));
+        }
+        ExchangeError::Unavailable { status, detail, .. } => {
+            field(
+                out,
+                6,
+                "error",
+                format!("Entra answered HTTP {status}: {detail}"),
+            );
+            field(
+                out,
+                6,
+                "fix",
+                "Entra is throttling or failing transiently; the daemon retries with backoff. \
+                 Run check again in a minute.",
+            );
+        }
+        ExchangeError::Unreachable { detail } => {
+            field(
+                out,
+                6,
+                "error",
+                format!("Entra could not be reached: {detail}"),
+            );
+            field(
+                out,
+                6,
+                "fix",
+                format!(
+                    "check that this host can reach {} (DNS, firewall, egress proxy rules) and \
+                     cloud.authority_host",
+                    config.cloud.authority_host.as_str().trim_end_matches('/')
+                ),
+            );
+        }
+        ExchangeError::Malformed { .. } => field(out, 6, "error", &error),
+    }
+}
+
+/// The resource a target is checked with, and why that one.
+fn resource_for(target: &Target, cloud: CloudName) -> (&str, &'static str) {
+    if let Some(r) = target.prefetch.first() {
+        return (r, "its first prefetch");
+    }
+    if let Some(r) = target.resources.as_ref().and_then(|l| l.first()) {
+        return (r, "the first of its resources");
+    }
+    (
+        cloud.arm_resource(),
+        "ARM: the target lists no prefetch or resources",
+    )
+}
