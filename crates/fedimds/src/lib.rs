@@ -5,8 +5,8 @@
 //!
 //! # Layout
 //! Dependencies point down this list, never up: a module imports only modules below it.
-//! - [`cli`]: the command line (`serve`, `check`, `config`, `demo`, `sim`).
 //! - [`logging`]: tracing set-up (text or JSON, env filter).
+//! - [`cli`]: the command line (`serve`, `check`, `config`, `demo`, `sim`).
 //! - [`demo`]: the built-in simulator wired to a daemon, for `fedimds demo`.
 //! - [`check`]: `fedimds check`, the whole chain walked once with a diagnosis at each step.
 //! - [`reload`]: config reload on SIGHUP or a file change.
