@@ -69,47 +69,10 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# The daemon config: config/demo.toml's world (see crates/fedimds-sim/src/demo.rs), pointed at
-# the simulator, with a fixed caller secret and selection aliases on the second target. No
-# admin listener: its default port could be taken on the host fallback.
-write_config() {
-  local file=$1 listen=$2 secret=$3
-  cat >"$file" <<EOF
-[server]
-listen = "$listen"
-identity_header = "$secret"
-
-[admin]
-listen = "off"
-
-[source]
-kind = "imds"
-endpoint = "$SIM_URL"
-client_id = "bbbbbbbb-0000-4000-8000-00000000b001"
-
-[cloud]
-name = "public"
-authority_host = "$SIM_URL"
-
-[[targets]]
-name = "litware"
-tenant_id = "22222222-2222-4222-8222-222222222222"
-client_id = "aaaaaaaa-0000-4000-8000-00000000a001"
-default = true
-allowed_tenants = ["33333333-3333-4333-8333-333333333333"]
-
-[[targets]]
-name = "contoso"
-tenant_id = "33333333-3333-4333-8333-333333333333"
-client_id = "aaaaaaaa-0000-4000-8000-00000000a001"
-object_id = "0c0c0c0c-0000-4000-8000-0000000c0c01"
-resource_id = "/subscriptions/dddddddd-0000-4000-8000-00000000d001/resourceGroups/conformance/providers/Microsoft.ManagedIdentity/userAssignedIdentities/contoso"
-
-[[targets]]
-name = "unconsented"
-tenant_id = "22222222-2222-4222-8222-222222222222"
-client_id = "aaaaaaaa-0000-4000-8000-00000000a002"
-EOF
+# `fedimds sim` prints the daemon config for itself once it listens (the last line blank);
+# daemon_config.py builds the suite's from it.
+sim_printed_config() {
+  awk '/^A daemon config for it:$/ { found = 1 } found { n++; last = $0 } END { exit !(n > 3 && last == "") }' "$1"
 }
 
 run_inner() {
@@ -134,11 +97,13 @@ run_inner() {
   fi
   SIM_URL="http://127.0.0.1:$sim_port"
 
-  "$FEDIMDS" sim --listen "127.0.0.1:$sim_port" >/dev/null 2>"$WORK/sim.log" &
+  "$FEDIMDS" sim --listen "127.0.0.1:$sim_port" >"$WORK/sim.out" 2>"$WORK/sim.log" &
   PIDS+=($!)
   wait_for "the simulator" "$!" answers_ok "$SIM_URL/_sim/exchanges"
+  wait_for "the simulator's printed config" "$!" sim_printed_config "$WORK/sim.out"
 
-  write_config "$WORK/daemon.toml" "127.0.0.1:$daemon_port" "$secret"
+  python3 "$CONF/daemon_config.py" "$WORK/sim.out" "$SIM_URL" "127.0.0.1:$daemon_port" "$secret" \
+    >"$WORK/daemon.toml" || die "cannot make the daemon config from the simulator's"
   FEDIMDS_LOG=fedimds=debug,warn FEDIMDS_LOG_FORMAT=json "$FEDIMDS" serve --config "$WORK/daemon.toml" \
     >/dev/null 2>"$WORK/daemon.log" &
   PIDS+=($!)
