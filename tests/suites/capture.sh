@@ -15,8 +15,9 @@
 #
 # Everything runs inside the namespace, which is deleted at the end: no traffic leaves it.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-root=$PWD
+# shellcheck source=tests/suites/lib.sh
+source "$(dirname "$0")/lib.sh"
+suite_init capture
 
 HOME_TENANT=11111111-1111-4111-8111-111111111111
 TARGET_TENANT=22222222-2222-4222-8222-222222222222
@@ -26,52 +27,26 @@ RESOURCE=https://graph.microsoft.com
 IMDS_URL="http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=$RESOURCE"
 FEDIMDS_UID=65534
 
-say() { echo "capture: $*"; }
-die() { echo "capture: FAIL: $*" >&2; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces, iptables)"
+need_root "network namespaces, iptables"
 
 # --- what the test needs -------------------------------------------------------------------
-if ! command -v iptables >/dev/null || ! command -v ip >/dev/null || ! command -v setpriv >/dev/null; then
-  say "installing iptables, iproute2, util-linux"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 util-linux curl >/dev/null
-fi
-say "building fedimds and the Rust azure_identity client"
-cargo build --release --locked -q -p fedimds
-CARGO_TARGET_DIR=target/clients cargo build --release --locked -q \
-  --manifest-path tests/clients/azure-identity-rs/Cargo.toml
-rust_client=$root/target/clients/release/azure-identity-rs
-venv=$root/target/capture-venv
-if ! "$venv/bin/python" -c 'import azure.identity' 2>/dev/null; then
-  say "installing azure-identity into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check azure-identity==1.27.0
-fi
+need_tools iptables ip=iproute2 setpriv=util-linux curl
+build_fedimds
+build_rust_client
+venv=$TARGET_DIR/capture-venv
+make_venv "$venv" azure-identity==1.27.0
 
 # --- the namespace and its cleanup ---------------------------------------------------------
 ns="fedimds-capture-$$"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  local rc=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if ip netns list | grep -qw "$ns"; then ip netns delete "$ns"; fi
-  if [ "$rc" != 0 ]; then
-    for log in "$work"/*.log; do [ -e "$log" ] && { echo "--- $log"; tail -n 40 "$log"; }; done
-  fi
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+delete_ns() { if ip netns list | grep -qw "$ns"; then ip netns delete "$ns"; fi; }
+make_work
+on_exit delete_ns
 
 # (Background processes are started with `ip netns exec` itself, not through this function, so
 # that $! is the process: ip and setpriv exec it.)
 in_ns() { ip netns exec "$ns" "$@"; }
 # A client with an empty environment: it knows nothing of fedimds.
-bare() { in_ns env -i PATH=/usr/bin:/bin HOME="$work/home" "$@"; }
+bare() { in_ns env -i PATH=/usr/bin:/bin HOME="$WORK/home" "$@"; }
 
 ip netns add "$ns"
 in_ns ip link set lo up
@@ -82,18 +57,7 @@ if in_ns ip link add imds0 type dummy 2>/dev/null; then
 else
   in_ns ip addr add 169.254.169.254/32 dev lo
 fi
-mkdir -p "$work/home"
-
-# Waits until URL answers HTTP inside the namespace, while process PID lives.
-wait_http() {
-  local url=$1 pid=$2 what=$3
-  for _ in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || die "$what exited before it was ready"
-    if in_ns curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
-    sleep 0.1
-  done
-  die "$what not ready after 15 s"
-}
+mkdir -p "$WORK/home"
 
 # Prints tid and aud of the token a client printed (as JSON under KEY) on stdin.
 claims() { "$venv/bin/python" tests/capture/jwt_claims.py "$1" tid aud; }
@@ -108,9 +72,9 @@ expect_tenant() {
 }
 
 # --- the real IMDS (and Entra) --------------------------------------------------------------
-ip netns exec "$ns" "$root/target/release/fedimds" sim --listen 169.254.169.254:80 >"$work/sim.log" 2>&1 &
-pids+=($!)
-wait_http http://169.254.169.254/ "${pids[-1]}" "the simulator"
+ip netns exec "$ns" "$FEDIMDS" sim --listen 169.254.169.254:80 >"$WORK/sim.log" 2>&1 &
+PIDS+=($!)
+wait_for "the simulator" "$!" in_ns curl -s -o /dev/null --max-time 1 http://169.254.169.254/
 
 out=$(bare curl -sS --max-time 10 -H Metadata:true "$IMDS_URL")
 expect_tenant "curl before capture (control)" "$HOME_TENANT" "$(claims access_token <<<"$out")"
@@ -119,12 +83,13 @@ expect_tenant "curl before capture (control)" "$HOME_TENANT" "$(claims access_to
 # Its listeners are the shipped Kubernetes ones (the [server] and [admin] tables of
 # deploy/kubernetes/common/configmap.yaml, which the capture variant mounts), so the captured
 # callers, which send no caller secret, meet the layout a pod would give them.
-install -m 0755 "$root/target/release/fedimds" "$work/fedimds"
+install -m 0755 "$FEDIMDS" "$WORK/fedimds"
 listeners=$(sed -n '/^    \[server\]$/,/^    \[source\]$/p' deploy/kubernetes/common/configmap.yaml \
   | sed -e '$d' -e 's/^    //')
-grep -q '^\[server\]$' <<<"$listeners" && grep -q '^\[admin\]$' <<<"$listeners" \
-  || die "no [server] and [admin] tables before [source] in deploy/kubernetes/common/configmap.yaml"
-cat >"$work/fedimds.toml" <<EOF
+if ! grep -q '^\[server\]$' <<<"$listeners" || ! grep -q '^\[admin\]$' <<<"$listeners"; then
+  die "no [server] and [admin] tables before [source] in deploy/kubernetes/common/configmap.yaml"
+fi
+cat >"$WORK/fedimds.toml" <<EOF
 $listeners
 
 [source]
@@ -142,8 +107,8 @@ tenant_id = "$TARGET_TENANT"
 client_id = "$APP_CLIENT_ID"
 default = true
 EOF
-chmod 0755 "$work"
-chmod 0644 "$work/fedimds.toml"
+chmod 0755 "$WORK"
+chmod 0644 "$WORK/fedimds.toml"
 
 # --- the capture: the repo's one script, run twice (idempotent) ------------------------------
 in_ns sh deploy/capture/capture-imds.sh --uid "$FEDIMDS_UID" --port 8181 >/dev/null
@@ -158,11 +123,12 @@ say "ok: capture rule installed once"
 # As the pod's sidecar: the caller secret from the Secret, which the captured callers never see.
 FEDIMDS_IDENTITY_HEADER=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
   ip netns exec "$ns" setpriv --reuid="$FEDIMDS_UID" --regid="$FEDIMDS_UID" --clear-groups \
-  "$work/fedimds" serve --config "$work/fedimds.toml" >"$work/fedimds.log" 2>&1 &
-pids+=($!)
+  "$WORK/fedimds" serve --config "$WORK/fedimds.toml" >"$WORK/fedimds.log" 2>&1 &
+PIDS+=($!)
+fedimds_pid=$!
 # Where the kubelet's probes go: the admin listener.
-wait_http http://127.0.0.1:8182/healthz "${pids[-1]}" "fedimds"
-daemon_uid=$(awk '/^Uid:/ {print $3}' "/proc/${pids[-1]}/status")   # the effective uid
+wait_for "fedimds" "$fedimds_pid" in_ns curl -s -o /dev/null --max-time 1 http://127.0.0.1:8182/healthz
+daemon_uid=$(awk '/^Uid:/ {print $3}' "/proc/$fedimds_pid/status")   # the effective uid
 [ "$daemon_uid" = "$FEDIMDS_UID" ] || die "fedimds runs as uid $daemon_uid, expected $FEDIMDS_UID"
 
 # --- clients that know nothing of fedimds ----------------------------------------------------
@@ -172,7 +138,7 @@ expect_tenant "curl" "$TARGET_TENANT" "$(claims access_token <<<"$out")"
 out=$(bare "$venv/bin/python" tests/capture/python_client.py "$RESOURCE/.default")
 expect_tenant "python azure-identity ManagedIdentityCredential()" "$TARGET_TENANT" "$(claims token <<<"$out")"
 
-out=$(bare "$rust_client" "$RESOURCE/.default")
+out=$(bare "$RUST_CLIENT" "$RESOURCE/.default")
 expect_tenant "rust azure_identity ManagedIdentityCredential" "$TARGET_TENANT" "$(claims token <<<"$out")"
 
 # fedimds's own uid is not captured: it still reaches the real IMDS.

@@ -30,7 +30,8 @@ SIM_URL = os.environ["SIM_URL"]
 ARC = os.environ.get("FEDIMDS_ARC") == "yes"
 AZURE_IDENTITY_RS = os.environ["AZURE_IDENTITY_RS"]
 
-# The demo world (crates/fedimds-sim/src/demo.rs) and the suite's config (conformance.sh).
+# The demo world (crates/fedimds-sim/src/demo.rs) and the suite's config
+# (tests/conformance/daemon_config.py).
 TARGET_TENANT = "22222222-2222-4222-8222-222222222222"  # target "litware", the default
 OTHER_TENANT = "33333333-3333-4333-8333-333333333333"  # target "contoso"
 APP = "aaaaaaaa-0000-4000-8000-00000000a001"
