@@ -410,7 +410,9 @@ fn validate_targets(r: &mut Reader<'_>, raw: Vec<RawTarget>) -> Result<Vec<Targe
             r.opt(&key(k), v, NONE)
                 .ok_or_else(|| invalid(key(k), "", what))
         };
-        let name_raw = t.name;
+        // The name is shown first; its default is the app's client id, checked just below.
+        let default_name = t.client_id.as_deref().unwrap_or_default().trim().to_owned();
+        let name = r.or(&key("name"), t.name, default_name);
         let tenant_id = required(
             r,
             t.tenant_id,
@@ -430,7 +432,6 @@ fn validate_targets(r: &mut Reader<'_>, raw: Vec<RawTarget>) -> Result<Vec<Targe
             "client_id",
             "the multi-tenant app's client id",
         )?;
-        let name = r.or(&key("name"), name_raw, client_id.clone());
         if name.is_empty()
             || !name
                 .chars()
