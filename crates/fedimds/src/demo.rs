@@ -7,54 +7,62 @@ use std::net::SocketAddr;
 use fedimds_sim::{demo, Sim, SimConfig};
 
 use crate::app::App;
-use crate::config::{self, Config};
+use crate::config::raw::{RawCloud, RawServer, RawSource, RawTarget};
+use crate::config::{self, Config, RawConfig};
 use crate::http;
 
-/// The daemon config for the demo world, pointed at a simulator at `sim_url`. It is also a
-/// worked example of the config format.
+/// The daemon config for the demo world, pointed at a simulator at `sim_url`, as typed values:
+/// tests start from it and change fields, never text.
+pub fn raw_config(sim_url: &str, listen: SocketAddr) -> RawConfig {
+    let target = |name: &str, tenant: &str, app: &str| RawTarget {
+        name: Some(name.to_owned()),
+        tenant_id: Some(tenant.to_owned()),
+        client_id: Some(app.to_owned()),
+        ..RawTarget::default()
+    };
+    RawConfig {
+        server: RawServer {
+            listen: Some(listen.to_string()),
+            ..RawServer::default()
+        },
+        source: RawSource {
+            kind: Some("imds".to_owned()),
+            endpoint: Some(sim_url.to_owned()),
+            client_id: Some(demo::MI_CLIENT_ID.to_owned()),
+            ..RawSource::default()
+        },
+        cloud: RawCloud {
+            name: Some("public".to_owned()),
+            authority_host: Some(sim_url.to_owned()),
+        },
+        targets: vec![
+            RawTarget {
+                default: Some(true),
+                allowed_tenants: Some(vec![demo::OTHER_TARGET_TENANT.to_owned()]),
+                ..target("litware", demo::TARGET_TENANT, demo::APP_CLIENT_ID)
+            },
+            target("contoso", demo::OTHER_TARGET_TENANT, demo::APP_CLIENT_ID),
+            target(
+                "unconsented",
+                demo::TARGET_TENANT,
+                demo::UNCONSENTED_APP_CLIENT_ID,
+            ),
+        ],
+        ..RawConfig::default()
+    }
+}
+
+/// [`raw_config`] as TOML: what `fedimds sim` prints, and a worked example of the config format.
 pub fn config_toml(sim_url: &str, listen: SocketAddr) -> String {
-    format!(
-        r#"[server]
-listen = "{listen}"
-
-[source]
-kind = "imds"
-endpoint = "{sim_url}"
-client_id = "{mi}"
-
-[cloud]
-name = "public"
-authority_host = "{sim_url}"
-
-[[targets]]
-name = "litware"
-tenant_id = "{target}"
-client_id = "{app}"
-default = true
-allowed_tenants = ["{other}"]
-
-[[targets]]
-name = "contoso"
-tenant_id = "{other}"
-client_id = "{app}"
-
-[[targets]]
-name = "unconsented"
-tenant_id = "{target}"
-client_id = "{unconsented}"
-"#,
-        mi = demo::MI_CLIENT_ID,
-        target = demo::TARGET_TENANT,
-        other = demo::OTHER_TARGET_TENANT,
-        app = demo::APP_CLIENT_ID,
-        unconsented = demo::UNCONSENTED_APP_CLIENT_ID,
-    )
+    toml::to_string(&raw_config(sim_url, listen))
+        .unwrap_or_else(|e| unreachable!("the demo config renders as TOML: {e}"))
 }
 
 /// The validated demo config.
 pub fn config(sim_url: &str, listen: SocketAddr) -> Config {
     let no_env = |_: &str| None;
-    Config::from_toml(&config_toml(sim_url, listen), "demo", &no_env)
+    raw_config(sim_url, listen)
+        .validate(&no_env)
         .unwrap_or_else(|e| unreachable!("the demo config is valid: {e}"))
 }
 

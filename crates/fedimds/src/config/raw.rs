@@ -14,23 +14,23 @@ use serde::{Deserialize, Serialize};
 use super::{invalid, ConfigError};
 
 /// The TOML file.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// `[server]`: the token listener.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub server: RawServer,
     /// `[source]`: where the home-tenant assertion comes from.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub source: RawSource,
     /// `[cloud]`: which Azure cloud.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub cloud: RawCloud,
     /// `[upstream]`: timeouts of every upstream call.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub upstream: RawUpstream,
     /// `[cache]`: cache bounds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub cache: RawCache,
     /// `[[targets]]`: the target tenants and apps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -39,15 +39,20 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub callers: Vec<RawCaller>,
     /// `[admin]`: the admin listener.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub admin: RawAdmin,
     /// `[audit]`: the audit log.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub audit: RawAudit,
 }
 
+/// Whether a section is all unset, so it renders as nothing rather than an empty table.
+fn is_default<T: Default + PartialEq>(section: &T) -> bool {
+    *section == T::default()
+}
+
 /// `[admin]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// Address of health, readiness and metrics, or `"off"`.
@@ -55,7 +60,7 @@ pub struct RawAdmin {
 }
 
 /// `[audit]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     /// A file to append JSON lines to, `"-"`/`"stdout"`, or `"off"`.
@@ -63,7 +68,7 @@ pub struct RawAudit {
 }
 
 /// One `[[callers]]` entry.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCaller {
     /// For audit lines and errors.
@@ -85,7 +90,7 @@ pub struct RawCaller {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Address of the token endpoints.
@@ -117,7 +122,7 @@ pub struct RawServer {
 }
 
 /// `[source]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     /// `imds`, `app-service` or `token-file`.
@@ -135,7 +140,7 @@ pub struct RawSource {
 }
 
 /// `[cloud]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCloud {
     /// `public`, `usgov` or `china`.
@@ -145,7 +150,7 @@ pub struct RawCloud {
 }
 
 /// `[upstream]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     /// TCP and TLS connect.
@@ -155,7 +160,7 @@ pub struct RawUpstream {
 }
 
 /// `[cache]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
     /// Most keys held.
@@ -167,7 +172,7 @@ pub struct RawCache {
 }
 
 /// One `[[targets]]` entry.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     /// Unique name.

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use fedimds::config::Config;
 use fedimds::upstream::diagnosis;
 use fedimds_sim::{Fault, Route, Sim, SimConfig};
 
-use crate::support::{demo, temp_dir};
+use crate::support::{
+    demo, load, remove_target, render, strings, target, temp_dir, RawConfig, RawServer, RawSource,
+    RawTarget,
+};
 
 async fn sim() -> Sim {
     Sim::start(SimConfig::demo(), "127.0.0.1:0".parse().unwrap())
@@ -20,41 +22,38 @@ async fn sim() -> Sim {
 }
 
 /// The demo config (litware, contoso, unconsented) for this simulator.
-fn demo_toml(sim: &Sim) -> String {
-    fedimds::demo::config_toml(&sim.url(), "127.0.0.1:0".parse().unwrap())
+fn demo_config(sim: &Sim) -> RawConfig {
+    fedimds::demo::raw_config(&sim.url(), "127.0.0.1:0".parse().unwrap())
 }
 
 /// The demo config without the unconsented target: a healthy set-up.
-fn healthy_toml(sim: &Sim) -> String {
-    let toml = demo_toml(sim);
-    let cut = toml.find("[[targets]]\nname = \"unconsented\"").unwrap();
-    toml[..cut].to_owned()
+fn healthy_config(sim: &Sim) -> RawConfig {
+    let mut raw = demo_config(sim);
+    remove_target(&mut raw, "unconsented");
+    raw
 }
 
 /// Only the litware target.
-fn one_target_toml(sim: &Sim) -> String {
-    let toml = demo_toml(sim);
-    let cut = toml.find("[[targets]]\nname = \"contoso\"").unwrap();
-    toml[..cut].to_owned()
+fn one_target_config(sim: &Sim) -> RawConfig {
+    let mut raw = healthy_config(sim);
+    remove_target(&mut raw, "contoso");
+    raw
 }
 
-/// The healthy config with a token-file source reading `path`.
-fn token_file_toml(sim: &Sim, path: &Path) -> String {
-    one_target_toml(sim)
-        .replacen(
-            "kind = \"imds\"",
-            &format!("kind = \"token-file\"\npath = \"{}\"", path.display()),
-            1,
-        )
-        .replacen(&format!("endpoint = \"{}\"\n", sim.url()), "", 1)
-        .replacen(&format!("client_id = \"{}\"\n", demo::MI_CLIENT_ID), "", 1)
+/// The one-target config with a token-file source reading `path`.
+fn token_file_config(sim: &Sim, path: &Path) -> RawConfig {
+    let mut raw = one_target_config(sim);
+    raw.source = RawSource {
+        kind: Some("token-file".into()),
+        path: Some(path.to_owned()),
+        ..RawSource::default()
+    };
+    raw
 }
 
-/// Runs the check on `toml`; asserts that nothing secret was printed.
-async fn check(sim: &Sim, toml: &str) -> (bool, String) {
-    let no_env = |_: &str| None;
-    let config =
-        Config::from_toml(toml, "test.toml", &no_env).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+/// Runs the check on `raw`; asserts that nothing secret was printed.
+async fn check(sim: &Sim, raw: &RawConfig) -> (bool, String) {
+    let config = load(raw);
     let mut out = Vec::new();
     let passed = fedimds::check::run(&config, &mut out).await;
     let text = String::from_utf8(out).expect("UTF-8 report");
@@ -145,7 +144,7 @@ fn k8s_file(sim: &Sim, issuer: &str, subject: &str, lifetime: Duration) -> TempF
 #[tokio::test]
 async fn healthy_set_up_passes_and_shows_claims_not_tokens() {
     let sim = sim().await;
-    let (passed, text) = check(&sim, &healthy_toml(&sim)).await;
+    let (passed, text) = check(&sim, &healthy_config(&sim)).await;
     assert!(passed, "{text}");
     let issuer = fedimds_sim::config::mi_issuer(demo::HOME_TENANT);
     for line in [
@@ -185,12 +184,9 @@ async fn healthy_set_up_passes_and_shows_claims_not_tokens() {
 #[tokio::test]
 async fn the_first_prefetch_is_the_resource_checked() {
     let sim = sim().await;
-    let toml = one_target_toml(&sim).replacen(
-        "default = true",
-        "default = true\nprefetch = [\"https://vault.azure.net\"]",
-        1,
-    );
-    let (passed, text) = check(&sim, &toml).await;
+    let mut raw = one_target_config(&sim);
+    target(&mut raw, "litware").prefetch = strings(&["https://vault.azure.net"]);
+    let (passed, text) = check(&sim, &raw).await;
     assert!(passed, "{text}");
     assert!(
         text.contains("https://vault.azure.net (its first prefetch)"),
@@ -202,7 +198,7 @@ async fn the_first_prefetch_is_the_resource_checked() {
 #[tokio::test]
 async fn unconsented_app_gets_700016_with_the_consent_url() {
     let sim = sim().await;
-    let (passed, text) = check(&sim, &demo_toml(&sim)).await;
+    let (passed, text) = check(&sim, &demo_config(&sim)).await;
     assert!(!passed, "{text}");
     assert!(block(&text, "litware").starts_with("✔"), "{text}");
     let failed = block(&text, "unconsented");
@@ -230,12 +226,9 @@ async fn unconsented_app_gets_700016_with_the_consent_url() {
 #[tokio::test]
 async fn wrong_audience_gets_700212_and_a_warning() {
     let sim = sim().await;
-    let toml = one_target_toml(&sim).replacen(
-        "[cloud]",
-        "audience = \"api://SomethingElse\"\n\n[cloud]",
-        1,
-    );
-    let (passed, text) = check(&sim, &toml).await;
+    let mut raw = one_target_config(&sim);
+    raw.source.audience = Some("api://SomethingElse".into());
+    let (passed, text) = check(&sim, &raw).await;
     assert!(!passed, "{text}");
     assert!(
         text.contains("⚠ the audience is \"api://SomethingElse\", not the public cloud's"),
@@ -251,7 +244,7 @@ async fn aks_issuer_without_slash_gets_700211_and_a_warning() {
     let sim = sim().await;
     let issuer = "https://westeurope.oic.prod-aks.azure.com/tenant/cluster";
     let file = k8s_file(&sim, issuer, demo::K8S_SUBJECT, Duration::from_secs(3600));
-    let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
+    let (passed, text) = check(&sim, &token_file_config(&sim, &file)).await;
     assert!(!passed, "{text}");
     assert!(
         text.contains("⚠ this AKS issuer does not end in '/'"),
@@ -268,7 +261,7 @@ async fn wrong_subject_gets_700213_and_the_k8s_hint() {
     let sim = sim().await;
     let subject = "system:serviceaccount:default:other";
     let file = k8s_file(&sim, demo::K8S_ISSUER, subject, Duration::from_secs(3600));
-    let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
+    let (passed, text) = check(&sim, &token_file_config(&sim, &file)).await;
     assert!(!passed, "{text}");
     assert!(text.contains(&format!("subject   {subject}\n")), "{text}");
     assert!(text.contains("with its trailing '/'"), "{text}");
@@ -282,7 +275,7 @@ async fn wrong_subject_gets_700213_and_the_k8s_hint() {
         demo::K8S_SUBJECT,
         Duration::from_secs(3600),
     );
-    let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
+    let (passed, text) = check(&sim, &token_file_config(&sim, &file)).await;
     assert!(passed, "{text}");
 }
 
@@ -291,7 +284,7 @@ async fn forged_assertion_gets_7000274() {
     let sim = sim().await;
     let forged = sim.issue_forged_assertion(demo::MI_OBJECT_ID, demo::EXCHANGE_AUDIENCE);
     let file = TempFile::new("check-forged", "token", &forged);
-    let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
+    let (passed, text) = check(&sim, &token_file_config(&sim, &file)).await;
     assert!(!passed, "{text}");
     assert!(!text.contains(&forged), "{text}");
     let failed = block(&text, "litware");
@@ -308,7 +301,7 @@ async fn stale_token_file_fails_before_any_exchange() {
         demo::K8S_SUBJECT,
         Duration::from_secs(60),
     );
-    let (passed, text) = check(&sim, &token_file_toml(&sim, &file)).await;
+    let (passed, text) = check(&sim, &token_file_config(&sim, &file)).await;
     assert!(!passed, "{text}");
     assert!(
         text.contains("✘ the assertion from the token file expires in"),
@@ -322,12 +315,9 @@ async fn stale_token_file_fails_before_any_exchange() {
 #[tokio::test]
 async fn unknown_identity_is_explained() {
     let sim = sim().await;
-    let toml = one_target_toml(&sim).replacen(
-        demo::MI_CLIENT_ID,
-        "bbbbbbbb-0000-4000-8000-0000000000ff",
-        1,
-    );
-    let (passed, text) = check(&sim, &toml).await;
+    let mut raw = one_target_config(&sim);
+    raw.source.client_id = Some("bbbbbbbb-0000-4000-8000-0000000000ff".into());
+    let (passed, text) = check(&sim, &raw).await;
     assert!(!passed, "{text}");
     assert!(text.contains("Identity not found"), "{text}");
     assert!(
@@ -342,14 +332,14 @@ async fn unknown_identity_is_explained() {
 #[tokio::test]
 async fn each_scripted_aadsts_code_is_diagnosed() {
     let sim = sim().await;
-    let toml = one_target_toml(&sim);
+    let raw = one_target_config(&sim);
     let codes = [
         700016, 70021, 700211, 700212, 700213, 700236, 700222, 700229, 700024, 700027, 7000274,
         500011, 65001, 90002, 9001023, 1002012, 700022, 7000215, 90061, 50196,
     ];
     for code in codes {
         sim.push_fault(Route::Entra, Fault::aadsts(code));
-        let (passed, text) = check(&sim, &toml).await;
+        let (passed, text) = check(&sim, &raw).await;
         assert!(!passed, "AADSTS{code}:\n{text}");
         let failed = block(&text, "litware");
         assert!(failed.starts_with("✘"), "AADSTS{code}:\n{failed}");
@@ -376,7 +366,7 @@ async fn each_scripted_aadsts_code_is_diagnosed() {
 async fn entra_outage_is_reported_without_retrying() {
     let sim = sim().await;
     sim.push_fault(Route::Entra, Fault::status(503).forever());
-    let (passed, text) = check(&sim, &one_target_toml(&sim)).await;
+    let (passed, text) = check(&sim, &one_target_config(&sim)).await;
     assert!(!passed, "{text}");
     assert!(text.contains("Entra answered HTTP 503"), "{text}");
     assert_eq!(sim.counters().entra, 1);
@@ -396,13 +386,19 @@ async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-fn write_config(toml: &str) -> TempFile {
-    TempFile::new("check-bin", "fedimds.toml", toml)
+fn write_config(raw: &RawConfig) -> TempFile {
+    TempFile::new("check-bin", "fedimds.toml", render(raw))
 }
 
 #[tokio::test]
 async fn binary_exits_64_on_a_bad_config() {
-    let path = write_config("[server]\nlisten = \"not an address\"\n");
+    let path = write_config(&RawConfig {
+        server: RawServer {
+            listen: Some("not an address".into()),
+            ..RawServer::default()
+        },
+        ..RawConfig::default()
+    });
     for sub in ["check", "config"] {
         let out = run_binary(&[sub, "--config", path.to_str().unwrap()], &[]).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -414,14 +410,14 @@ async fn binary_exits_64_on_a_bad_config() {
 #[tokio::test]
 async fn binary_exit_status_follows_the_check() {
     let sim = sim().await;
-    let bad = write_config(&demo_toml(&sim));
+    let bad = write_config(&demo_config(&sim));
     let out = run_binary(&["check", "--config", bad.to_str().unwrap()], &[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("AADSTS700016"), "{stdout}");
     assert!(stdout.starts_with(&format!("fedimds check · {}", bad.display())));
     assert_no_secret(&sim, &stdout);
-    let good = write_config(&healthy_toml(&sim));
+    let good = write_config(&healthy_config(&sim));
     let out = run_binary(&["check"], &[("FEDIMDS_CONFIG", good.to_str().unwrap())]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
@@ -431,11 +427,22 @@ async fn binary_exit_status_follows_the_check() {
 #[tokio::test]
 async fn binary_config_shows_origins_and_redacts() {
     let secret = "file-secret-abcdefghijklmnop";
-    let toml = format!(
-        "[server]\nidentity_header = \"{secret}\"\n\n[source]\nkind = \"app-service\"\n\n\
-         [[targets]]\ntenant_id = \"t1\"\nclient_id = \"app1\"\n"
-    );
-    let path = write_config(&toml);
+    let path = write_config(&RawConfig {
+        server: RawServer {
+            identity_header: Some(secret.into()),
+            ..RawServer::default()
+        },
+        source: RawSource {
+            kind: Some("app-service".into()),
+            ..RawSource::default()
+        },
+        targets: vec![RawTarget {
+            tenant_id: Some("t1".into()),
+            client_id: Some("app1".into()),
+            ..RawTarget::default()
+        }],
+        ..RawConfig::default()
+    });
     let env_secret = "env-secret-abcdefghijklmnop";
     let out = run_binary(
         &["config"],

@@ -182,17 +182,9 @@ async fn arc_challenge_then_key_file_then_token() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = temp_dir("arc");
     let dir_text = dir.display().to_string();
-    let h = start_with(fedimds_sim::SimConfig::demo(), |toml| {
-        toml.replacen(
-            "[server]\n",
-            &format!("[server]\narc_key_dir = \"{dir_text}\"\n"),
-            1,
-        )
-        .replacen(
-            "name = \"contoso\"",
-            "name = \"contoso\"\nobject_id = \"obj-contoso\"",
-            1,
-        )
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        raw.server.arc_key_dir = Some(dir.clone());
+        target(raw, "contoso").object_id = Some("obj-contoso".into());
     })
     .await;
     let url = format!("{}/arc/metadata/identity/oauth2/token?api-version=2020-06-01&resource={GRAPH}&object_id=obj-contoso", h.url);
@@ -267,8 +259,10 @@ async fn arc_challenge_then_key_file_then_token() {
 
 #[tokio::test]
 async fn a_tenant_id_that_is_not_a_tenant_is_refused() {
-    let h = start_with(fedimds_sim::SimConfig::demo(), |toml| {
-        toml.replacen("allowed_tenants = [", "allowed_tenants = [\"*\", ", 1)
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        let litware = target(raw, "litware");
+        let allowed = litware.allowed_tenants.get_or_insert_with(Vec::new);
+        allowed.insert(0, "*".into());
     })
     .await;
     for bad in ["..%2F..", "a%0Ab", "x%20y", "t%2Fv2.0"] {

@@ -155,12 +155,8 @@ async fn unknown_identity_gets_imds_identity_not_found() {
 
 #[tokio::test]
 async fn resource_outside_the_allow_list_is_refused() {
-    let h = start_with(fedimds_sim::SimConfig::demo(), |toml| {
-        toml.replacen(
-            "default = true",
-            "default = true\nresources = [\"https://graph.microsoft.com\"]",
-            1,
-        )
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        target(raw, "litware").resources = strings(&["https://graph.microsoft.com"]);
     })
     .await;
     let (status, body) = h.imds_token("https://vault.azure.net", "").await;

@@ -44,16 +44,9 @@ async fn no_secret_reaches_logs_or_audit() {
 
     let dir = temp_dir("leaks");
     let audit = dir.join("audit.jsonl");
-    let (audit_text, arc_dir) = (audit.display().to_string(), dir.display().to_string());
-    let h = start_with(SimConfig::demo(), |toml| {
-        format!(
-            "{}\n[audit]\npath = \"{audit_text}\"\n",
-            toml.replacen(
-                "[server]\n",
-                &format!("[server]\narc_key_dir = \"{arc_dir}\"\n"),
-                1
-            )
-        )
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.audit.path = Some(audit.display().to_string());
+        raw.server.arc_key_dir = Some(dir.clone());
     })
     .await;
     let secret = h.app.identity_header().expose().to_owned();

@@ -118,14 +118,9 @@ async fn reload_swaps_valid_configs_and_keeps_tokens_of_unchanged_targets() {
     let path = dir.join("fedimds.toml");
 
     // A valid new config: contoso becomes the default target; litware is unchanged.
-    let text = fedimds::demo::config_toml(&h.sim.url(), h.app.settings().config.server.listen)
-        .replacen("default = true\n", "", 1)
-        .replacen(
-            "name = \"contoso\"",
-            "name = \"contoso\"\ndefault = true",
-            1,
-        );
-    std::fs::write(&path, &text).unwrap();
+    let mut raw = fedimds::demo::raw_config(&h.sim.url(), h.app.settings().config.server.listen);
+    make_contoso_the_default(&mut raw);
+    std::fs::write(&path, render(&raw)).unwrap();
     assert!(fedimds::reload::reload(&h.app, &path, "test"));
     let (status, body) = h.imds_token(GRAPH, "").await;
     assert_eq!(status, 200, "{body}");
@@ -172,8 +167,8 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
         Route::Entra,
         Fault::slow(std::time::Duration::from_millis(1500)),
     );
-    let toml = fedimds::demo::config_toml(&sim.url(), "127.0.0.1:8181".parse().unwrap());
-    let (mut child, url, path) = spawn_daemon(&toml, "sigterm").await;
+    let raw = fedimds::demo::raw_config(&sim.url(), "127.0.0.1:8181".parse().unwrap());
+    let (mut child, url, path) = spawn_daemon(raw, "sigterm").await;
     let dir = path.parent().unwrap().to_owned();
     let http = reqwest::Client::new();
     let request = tokio::spawn({
@@ -210,10 +205,16 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Starts the real binary on a free port with `toml` (admin off); returns it, its URL and the
+/// Litware is no longer the default target; contoso is.
+fn make_contoso_the_default(raw: &mut RawConfig) {
+    target(raw, "litware").default = None;
+    target(raw, "contoso").default = Some(true);
+}
+
+/// Starts the real binary on a free port with `raw` (admin off); returns it, its URL and the
 /// config path.
 async fn spawn_daemon(
-    toml: &str,
+    mut raw: RawConfig,
     name: &str,
 ) -> (tokio::process::Child, String, std::path::PathBuf) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -223,11 +224,9 @@ async fn spawn_daemon(
         .port();
     let dir = temp_dir(name);
     let path = dir.join("fedimds.toml");
-    let toml = toml.replace(
-        "listen = \"127.0.0.1:8181\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    std::fs::write(&path, format!("{toml}\n[admin]\nlisten = \"off\"\n")).unwrap();
+    raw.server.listen = Some(format!("127.0.0.1:{port}"));
+    raw.admin.listen = Some("off".into());
+    std::fs::write(&path, render(&raw)).unwrap();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fedimds"))
         .args(["serve", "--config"])
         .arg(&path)
@@ -253,8 +252,8 @@ async fn sighup_reloads_and_an_invalid_file_is_refused() {
     )
     .await
     .unwrap();
-    let toml = fedimds::demo::config_toml(&sim.url(), "127.0.0.1:8181".parse().unwrap());
-    let (child, url, path) = spawn_daemon(&toml, "sighup").await;
+    let raw = fedimds::demo::raw_config(&sim.url(), "127.0.0.1:8181".parse().unwrap());
+    let (child, url, path) = spawn_daemon(raw, "sighup").await;
     let tid = |url: String| async move {
         let r = reqwest::Client::new()
             .get(format!(
@@ -289,12 +288,9 @@ async fn sighup_reloads_and_an_invalid_file_is_refused() {
             .set_modified(mtime)
             .unwrap();
     };
-    let current = std::fs::read_to_string(&path).unwrap();
-    keep_mtime(&current.replacen("default = true\n", "", 1).replacen(
-        "name = \"contoso\"",
-        "name = \"contoso\"\ndefault = true",
-        1,
-    ));
+    let mut current: RawConfig = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    make_contoso_the_default(&mut current);
+    keep_mtime(&render(&current));
     hup();
     let mut switched = false;
     for _ in 0..40 {
@@ -323,15 +319,13 @@ async fn reload_refuses_what_only_a_restart_can_apply_and_forgets_old_failures()
     assert_eq!(h.imds(&unconsented).await.0, 400);
     let dir = temp_dir("reload-restart");
     let path = dir.join("fedimds.toml");
-    let base = fedimds::demo::config_toml(&h.sim.url(), h.app.settings().config.server.listen);
+    let base = fedimds::demo::raw_config(&h.sim.url(), h.app.settings().config.server.listen);
 
     // Turning allow_remote (or the listen address) around under a bound socket is refused.
-    let remote = base.replacen(
-        "[server]\n",
-        "[server]\nallow_remote = true\nidentity_header = \"remote-secret-0123456789\"\n",
-        1,
-    );
-    std::fs::write(&path, &remote).unwrap();
+    let mut remote = base.clone();
+    remote.server.allow_remote = Some(true);
+    remote.server.identity_header = Some("remote-secret-0123456789".into());
+    std::fs::write(&path, render(&remote)).unwrap();
     assert!(!fedimds::reload::reload(&h.app, &path, "test"));
     assert!(
         !h.app.settings().config.server.allow_remote,
@@ -340,8 +334,14 @@ async fn reload_refuses_what_only_a_restart_can_apply_and_forgets_old_failures()
 
     // The unconsented target now points at the consented app: the remembered 700016 must not
     // outlive the config that caused it.
-    let fixed = base.replacen(demo::UNCONSENTED_APP_CLIENT_ID, demo::APP_CLIENT_ID, 1);
-    std::fs::write(&path, &fixed).unwrap();
+    let mut fixed = base;
+    let unconsented_target = target(&mut fixed, "unconsented");
+    assert_eq!(
+        unconsented_target.client_id.as_deref(),
+        Some(demo::UNCONSENTED_APP_CLIENT_ID)
+    );
+    unconsented_target.client_id = Some(demo::APP_CLIENT_ID.into());
+    std::fs::write(&path, render(&fixed)).unwrap();
     assert!(fedimds::reload::reload(&h.app, &path, "test"));
     let (status, body) = h.imds(&unconsented).await;
     assert_eq!(status, 200, "{body}");
@@ -350,12 +350,8 @@ async fn reload_refuses_what_only_a_restart_can_apply_and_forgets_old_failures()
 
 #[tokio::test(start_paused = true)]
 async fn a_reload_that_drops_a_broken_prefetch_makes_the_daemon_ready() {
-    let broken = |toml: String| {
-        toml.replacen(
-            "name = \"unconsented\"",
-            "name = \"unconsented\"\nprefetch = [\"https://graph.microsoft.com\"]",
-            1,
-        )
+    let broken = |raw: &mut RawConfig| {
+        target(raw, "unconsented").prefetch = strings(&["https://graph.microsoft.com"]);
     };
     let h = start_with(fedimds_sim::SimConfig::demo(), broken).await;
     let ready = || {

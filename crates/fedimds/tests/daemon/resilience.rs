@@ -178,12 +178,8 @@ async fn a_hung_upstream_does_not_hang_callers() {
 
 #[tokio::test(start_paused = true)]
 async fn readiness_follows_prefetch() {
-    let h = start_with(SimConfig::demo(), |toml| {
-        toml.replacen(
-            "default = true",
-            "default = true\nprefetch = [\"https://graph.microsoft.com\"]",
-            1,
-        )
+    let h = start_with(SimConfig::demo(), |raw| {
+        target(raw, "litware").prefetch = strings(&["https://graph.microsoft.com"]);
     })
     .await;
     h.sim.push_fault(Route::Entra, Fault::status(503).times(2));

@@ -10,21 +10,29 @@ use crate::support::*;
 const SECRET_A: &str = "secret-of-app-a-0123456789";
 const SECRET_B: &str = "secret-of-app-b-0123456789";
 
-fn with_callers(toml: String) -> String {
-    format!(
-        r#"{toml}
-[[callers]]
-name = "app-a"
-secret = "{SECRET_A}"
-targets = ["litware"]
+/// Two callers told apart by their secrets: app-a may have litware, app-b contoso for Graph.
+fn with_callers(raw: &mut RawConfig) {
+    raw.callers.push(RawCaller {
+        name: Some("app-a".into()),
+        secret: Some(SECRET_A.into()),
+        targets: strings(&["litware"]),
+        ..RawCaller::default()
+    });
+    raw.callers.push(RawCaller {
+        name: Some("app-b".into()),
+        secret: Some(SECRET_B.into()),
+        targets: strings(&["contoso"]),
+        resources: strings(&["https://graph.microsoft.com"]),
+        ..RawCaller::default()
+    });
+}
 
-[[callers]]
-name = "app-b"
-secret = "{SECRET_B}"
-targets = ["contoso"]
-resources = ["https://graph.microsoft.com"]
-"#
-    )
+/// The caller named `name`, which the config must have.
+fn caller<'r>(raw: &'r mut RawConfig, name: &str) -> &'r mut RawCaller {
+    raw.callers
+        .iter_mut()
+        .find(|c| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("the config has no caller {name:?}"))
 }
 
 async fn msi(h: &Harness, prefix: &str, resource: &str, secret: &str) -> (u16, serde_json::Value) {
@@ -117,7 +125,11 @@ async fn callers_get_only_their_grant() {
 
 #[tokio::test]
 async fn a_caller_over_its_rate_gets_429_with_retry_after() {
-    let h = start_with(SimConfig::demo(), |toml| with_callers(toml) + "rate = 2\n").await;
+    let h = start_with(SimConfig::demo(), |raw| {
+        with_callers(raw);
+        caller(raw, "app-b").rate = Some(2.0);
+    })
+    .await;
     let mut limited = None;
     for _ in 0..5 {
         let r = h
@@ -143,13 +155,14 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_remote_listener_needs_the_secret_on_every_request() {
-    let h = start_with(SimConfig::demo(), |toml| {
-        toml.replacen(
-            "[server]\n",
-            "[server]\nallow_remote = true\nidentity_header = \"remote-secret-0123456789\"\n",
-            1,
-        )
-        .replacen("listen = \"127.0.0.1:", "listen = \"0.0.0.0:", 1)
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.server.allow_remote = Some(true);
+        raw.server.identity_header = Some("remote-secret-0123456789".into());
+        let listen = raw.server.listen.as_mut().expect("the demo sets listen");
+        *listen = listen
+            .strip_prefix("127.0.0.1:")
+            .map(|port| format!("0.0.0.0:{port}"))
+            .unwrap_or_else(|| panic!("the demo listens on 127.0.0.1, not {listen}"));
     })
     .await;
     let (status, body) = h.imds_token(GRAPH, "").await;
@@ -188,12 +201,8 @@ async fn oversize_headers_are_refused() {
 
 #[tokio::test]
 async fn a_slow_sender_is_dropped() {
-    let h = start_with(SimConfig::demo(), |toml| {
-        toml.replacen(
-            "[server]\n",
-            "[server]\nheader_read_timeout = \"300ms\"\n",
-            1,
-        )
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.server.header_read_timeout = Some(Duration::from_millis(300).into());
     })
     .await;
     let addr = h.url.trim_start_matches("http://").to_owned();
@@ -247,12 +256,21 @@ async fn curl_unix(
 async fn unix_socket_callers_are_told_apart_by_uid() {
     let dir = temp_dir("uds");
     let socket = dir.join("fedimds.sock");
-    let socket_text = socket.display().to_string();
-    let h = start_with(SimConfig::demo(), |toml| {
-        format!(
-            "{}\n[[callers]]\nname = \"root\"\nuid = 0\ntargets = [\"litware\"]\n\n[[callers]]\nname = \"nobody\"\nuid = 65534\ntargets = [\"contoso\"]\n",
-            toml.replacen("[server]\n", &format!("[server]\nunix_socket = \"{socket_text}\"\nunix_socket_mode = 0o666\n"), 1)
-        )
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.server.unix_socket = Some(socket.clone());
+        raw.server.unix_socket_mode = Some(0o666);
+        raw.callers.push(RawCaller {
+            name: Some("root".into()),
+            uid: Some(0),
+            targets: strings(&["litware"]),
+            ..RawCaller::default()
+        });
+        raw.callers.push(RawCaller {
+            name: Some("nobody".into()),
+            uid: Some(65534),
+            targets: strings(&["contoso"]),
+            ..RawCaller::default()
+        });
     })
     .await;
     let litware =
@@ -286,13 +304,8 @@ async fn a_generated_secret_is_written_0600_and_is_long() {
     let file = dir.join("identity-header");
     std::fs::write(&file, "old contents, world-readable").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let file_text = file.display().to_string();
-    let h = start_with(SimConfig::demo(), |toml| {
-        toml.replacen(
-            "[server]\n",
-            &format!("[server]\nidentity_header_file = \"{file_text}\"\n"),
-            1,
-        )
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.server.identity_header_file = Some(file.clone());
     })
     .await;
     let written = std::fs::read_to_string(&file).unwrap();
@@ -334,8 +347,8 @@ async fn an_oversize_form_body_is_refused() {
 
 #[tokio::test]
 async fn connections_past_the_cap_wait_their_turn() {
-    let h = start_with(SimConfig::demo(), |toml| {
-        toml.replacen("[server]\n", "[server]\nmax_connections = 1\n", 1)
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.server.max_connections = Some(1);
     })
     .await;
     let addr = h.url.trim_start_matches("http://").to_owned();
@@ -367,24 +380,18 @@ async fn connections_past_the_cap_wait_their_turn() {
 #[tokio::test]
 async fn an_arc_client_is_charged_once_per_request() {
     let dir = temp_dir("arc-rate");
-    let dir_text = dir.display().to_string();
-    let h = start_with(SimConfig::demo(), |toml| {
-        let toml = toml
-            .replacen(
-                "[server]\n",
-                &format!("[server]\narc_key_dir = \"{dir_text}\"\n"),
-                1,
-            )
-            // Prefetched, so the three requests below are cache hits: quick, well within the
-            // half second in which a rate of 2 refills one request.
-            .replacen(
-                "default = true\n",
-                &format!("default = true\nprefetch = [\"{GRAPH}\"]\n"),
-                1,
-            );
-        format!(
-            "{toml}\n[[callers]]\nname = \"arc-agent\"\nsource = \"127.0.0.1\"\ntargets = [\"*\"]\nrate = 2\n"
-        )
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.server.arc_key_dir = Some(dir.clone());
+        // Prefetched, so the three requests below are cache hits: quick, well within the half
+        // second in which a rate of 2 refills one request.
+        target(raw, "litware").prefetch = strings(&[GRAPH]);
+        raw.callers.push(RawCaller {
+            name: Some("arc-agent".into()),
+            source: Some("127.0.0.1".into()),
+            targets: strings(&["*"]),
+            rate: Some(2.0),
+            ..RawCaller::default()
+        });
     })
     .await;
     for _ in 0..200 {

@@ -6,22 +6,11 @@ use crate::support::*;
 
 #[tokio::test]
 async fn app_service_source() {
-    let h = start_with(fedimds_sim::SimConfig::demo(), |toml| {
-        let sim_url = toml
-            .lines()
-            .find_map(|l| l.strip_prefix("authority_host = \""))
-            .unwrap()
-            .trim_end_matches('"')
-            .to_owned();
-        toml.replacen("kind = \"imds\"", "kind = \"app-service\"", 1)
-            .replacen(
-                &format!("endpoint = \"{sim_url}\""),
-                &format!(
-                    "endpoint = \"{sim_url}/msi/token\"\nheader = \"{}\"",
-                    demo::IDENTITY_HEADER
-                ),
-                1,
-            )
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        let sim_url = raw.cloud.authority_host.clone().expect("the sim's URL");
+        raw.source.kind = Some("app-service".into());
+        raw.source.endpoint = Some(format!("{sim_url}/msi/token"));
+        raw.source.header = Some(demo::IDENTITY_HEADER.into());
     })
     .await;
     let (status, body) = h.imds_token(GRAPH, "").await;
@@ -53,21 +42,12 @@ async fn token_file_source_and_rotation() {
         )
     };
     std::fs::write(&file, k8s(demo::K8S_SUBJECT)).unwrap();
-    let path = file.display().to_string();
-    let h = start_with(fedimds_sim::SimConfig::demo(), |toml| {
-        let sim_url = toml
-            .lines()
-            .find_map(|l| l.strip_prefix("authority_host = \""))
-            .unwrap()
-            .trim_end_matches('"')
-            .to_owned();
-        toml.replacen(
-            "kind = \"imds\"",
-            &format!("kind = \"token-file\"\npath = \"{path}\""),
-            1,
-        )
-        .replacen(&format!("endpoint = \"{sim_url}\"\n"), "", 1)
-        .replacen(&format!("client_id = \"{}\"\n", demo::MI_CLIENT_ID), "", 1)
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        raw.source = RawSource {
+            kind: Some("token-file".into()),
+            path: Some(file.clone()),
+            ..RawSource::default()
+        };
     })
     .await;
     let (status, body) = h.imds_token(GRAPH, "").await;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use fedimds::app::App;
+pub use fedimds::config::raw::{RawCaller, RawConfig, RawServer, RawSource, RawTarget};
 use fedimds::config::Config;
 use fedimds::http;
 use fedimds_sim::{Sim, SimConfig};
@@ -31,20 +32,19 @@ fn loopback() -> SocketAddr {
 
 /// The demo world with the demo config.
 pub async fn start() -> Harness {
-    start_with(SimConfig::demo(), |toml| toml).await
+    start_with(SimConfig::demo(), |_| {}).await
 }
 
-/// A simulator world and a daemon config derived from the demo one by `edit`.
-pub async fn start_with(sim_config: SimConfig, edit: impl FnOnce(String) -> String) -> Harness {
+/// A simulator world and the demo daemon config as changed by `edit`.
+pub async fn start_with(sim_config: SimConfig, edit: impl FnOnce(&mut RawConfig)) -> Harness {
     let sim = Sim::start(sim_config, loopback())
         .await
         .expect("simulator starts");
     let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let toml = edit(fedimds::demo::config_toml(&sim.url(), addr));
-    let no_env = |_: &str| None;
-    let config =
-        Config::from_toml(&toml, "test", &no_env).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let mut raw = fedimds::demo::raw_config(&sim.url(), addr);
+    edit(&mut raw);
+    let config = load(&raw);
     let unix = config.server.unix_socket.as_ref().map(|path| {
         fedimds::http::listener::bind_unix(path, config.server.unix_socket_mode)
             .expect("unix socket binds")
@@ -184,4 +184,64 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+// === typed config edits ===
+
+/// `raw` rendered as the TOML a config file holds.
+pub fn render(raw: &RawConfig) -> String {
+    toml::to_string(raw).unwrap_or_else(|e| panic!("the config renders as TOML: {e}\n{raw:#?}"))
+}
+
+/// `raw` the way the daemon reads a config file: rendered, parsed and validated.
+pub fn load(raw: &RawConfig) -> Config {
+    let toml = render(raw);
+    let reread: RawConfig = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(
+        &reread, raw,
+        "the rendered TOML reads back as the typed config:\n{toml}"
+    );
+    let no_env = |_: &str| None;
+    Config::from_toml(&toml, "test", &no_env).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+}
+
+/// The target named `name`. A name the config does not have fails the test: an edit meant
+/// for a target never silently does nothing.
+pub fn target<'r>(raw: &'r mut RawConfig, name: &str) -> &'r mut RawTarget {
+    let at = target_position(raw, name);
+    &mut raw.targets[at]
+}
+
+/// Removes the target named `name`, which the config must have.
+pub fn remove_target(raw: &mut RawConfig, name: &str) {
+    let at = target_position(raw, name);
+    raw.targets.remove(at);
+}
+
+fn target_position(raw: &RawConfig, name: &str) -> usize {
+    raw.targets
+        .iter()
+        .position(|t| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| {
+            let names: Vec<_> = raw
+                .targets
+                .iter()
+                .filter_map(|t| t.name.as_deref())
+                .collect();
+            panic!("the config has no target {name:?}, only {names:?}")
+        })
+}
+
+/// `items` as owned strings, for the config's lists.
+pub fn strings(items: &[&str]) -> Option<Vec<String>> {
+    Some(items.iter().map(|s| (*s).to_owned()).collect())
+}
+
+#[test]
+#[should_panic(
+    expected = "the config has no target \"fabrikam\", only [\"litware\", \"contoso\", \"unconsented\"]"
+)]
+fn an_edit_of_a_target_the_config_lacks_fails_the_test() {
+    let mut raw = fedimds::demo::raw_config("http://127.0.0.1:8282", loopback());
+    target(&mut raw, "fabrikam").object_id = Some("obj".into());
 }
