@@ -88,6 +88,7 @@ impl App {
     /// Builds the state: upstream client, cache, audit log, and the caller secret (generated
     /// and written to `identity_header_file` when not configured). Call within the runtime.
     pub fn new(config: Config) -> Result<Arc<App>, StartError> {
+        warn_about(&config);
         let metrics = Arc::new(Metrics::default());
         let upstream = Arc::new(Upstream::with_metrics(&config, metrics.clone())?);
         let cache = TokenCache::new(upstream, &config.cache);
@@ -159,6 +160,7 @@ impl App {
                 return Err(StartError::NeedsRestart(key));
             }
         }
+        warn_about(&config);
         let upstream = Upstream::with_metrics(&config, self.metrics.clone())?;
         self.cache.set_upstream(Arc::new(upstream));
         let identity_header = config
@@ -304,6 +306,13 @@ impl Settings {
             config,
             identity_header,
         }
+    }
+}
+
+/// Says, once per start or reload, what in the config is valid but probably not meant.
+fn warn_about(config: &Config) {
+    for warning in config.warnings() {
+        tracing::warn!(%warning, "config");
     }
 }
 

@@ -34,9 +34,12 @@ pub struct Entry<'a> {
     /// The target's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<&'a str>,
-    /// The tenant.
+    /// The tenant whose token was served (or asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<&'a str>,
+    /// The app (client id) whose token was served (or asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<&'a str>,
     /// The resource.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<&'a str>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use tokio::time::Instant;
 
-use crate::config::{CallerRule, Config};
+use crate::config::{CallerRule, Config, Target};
 
 /// The other end of a connection, as the listener saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,20 +59,57 @@ impl Caller<'_> {
         self.rule.map_or("-", |r| r.name.as_str())
     }
 
-    /// Whether this caller may use `target` for `resource`.
-    pub fn may_use(&self, target: &str, resource: &str) -> bool {
-        let Some(rule) = self.rule else { return true };
-        let target_ok = rule
-            .targets
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|t| t == target));
-        let trim = |r: &str| r.trim_end_matches('/').to_ascii_lowercase();
+    /// Why this caller may not have the token of `tenant` and `target`'s app for `resource`,
+    /// reached through `target`; `None` when it may.
+    ///
+    /// Grants name targets, but what is handed out is a (tenant, app) token. A target's
+    /// `allowed_tenants` can reach a tenant that another target owns with the same app; the
+    /// caller then gets that other target's tokens byte for byte. So a tenant reached through
+    /// `allowed_tenants` is granted only when every target that owns it with the same app is
+    /// granted too: a grant means what the operator wrote, with no new key to learn.
+    pub fn refusal(
+        &self,
+        config: &Config,
+        target: &Target,
+        tenant: &str,
+        resource: &str,
+    ) -> Option<String> {
+        let rule = self.rule?;
+        let granted = |name: &str| {
+            rule.targets
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|t| t == name))
+        };
         let resource_ok = rule
             .resources
             .as_ref()
-            .is_none_or(|list| list.iter().any(|r| trim(r) == trim(resource)));
-        target_ok && resource_ok
+            .is_none_or(|list| list.iter().any(|r| same_resource(r, resource)));
+        if !granted(&target.name) || !resource_ok {
+            return Some(format!(
+                "caller '{}' may not get tokens for target '{}' and resource '{resource}' (see its [[callers]] entry)",
+                rule.name, target.name
+            ));
+        }
+        if tenant.eq_ignore_ascii_case(&target.tenant_id) {
+            return None;
+        }
+        let owner = config.targets.iter().find(|other| {
+            other.client_id.eq_ignore_ascii_case(&target.client_id)
+                && other.tenant_id.eq_ignore_ascii_case(tenant)
+                && !granted(&other.name)
+        })?;
+        Some(format!(
+            "caller '{}' may not get tenant {tenant}'s tokens through target '{}': target '{}' owns that tenant with the same app, and the caller's [[callers]] entry does not grant it",
+            rule.name, target.name, owner.name
+        ))
     }
+}
+
+/// Whether two spellings name the same resource: case and trailing slashes do not matter,
+/// as for Entra. The one rule the allow-lists and grants share.
+pub fn same_resource(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
 }
 
 /// The caller secret from whichever header the dialect uses for it.
@@ -303,9 +340,12 @@ rate = 2
             None,
         )
         .unwrap();
-        assert!(by_uid.may_use("b", "https://graph.microsoft.com/"));
-        assert!(!by_uid.may_use("b", "https://vault.azure.net"));
-        assert!(!by_uid.may_use("a", "https://graph.microsoft.com"));
+        let (a, b) = (c.target("a").unwrap(), c.target("b").unwrap());
+        let may = |t: &Target, r: &str| by_uid.refusal(&c, t, &t.tenant_id, r).is_none();
+        assert!(may(b, "https://graph.microsoft.com/"));
+        assert!(may(b, "https://GRAPH.microsoft.com"));
+        assert!(!may(b, "https://vault.azure.net"));
+        assert!(!may(a, "https://graph.microsoft.com"));
     }
 
     #[tokio::test(start_paused = true)]

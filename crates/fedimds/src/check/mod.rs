@@ -47,6 +47,9 @@ pub async fn run(config: &Config, out: &mut impl Write) -> bool {
             config.cloud.authority_host.as_str().trim_end_matches('/'),
         ),
     );
+    for warning in config.warnings() {
+        report.warn(out, warning);
+    }
     let upstream = match Upstream::new(config) {
         Ok(u) => u,
         Err(e) => {

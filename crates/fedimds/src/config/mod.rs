@@ -337,14 +337,12 @@ impl Target {
             }
     }
 
-    /// Whether `resource` is on the allow-list (a trailing `/` does not matter).
+    /// Whether `resource` is on the allow-list (case and a trailing `/` do not matter).
     pub fn allows_resource(&self, resource: &str) -> bool {
-        let Some(list) = &self.resources else {
-            return true;
-        };
-        let trim = |r: &str| r.trim_end_matches('/').to_ascii_lowercase();
-        let wanted = trim(resource);
-        list.iter().any(|r| trim(r) == wanted)
+        self.resources.as_ref().is_none_or(|list| {
+            list.iter()
+                .any(|r| crate::caller::same_resource(r, resource))
+        })
     }
 }
 
@@ -383,6 +381,44 @@ impl Config {
     /// The target with this name.
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// What is valid but probably not meant, for start-up, reload and `check` to say: targets
+    /// whose tenants overlap with the same app, and `allowed_tenants = ["*"]` beside per-caller
+    /// grants.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, a) in self.targets.iter().enumerate() {
+            for b in self.targets.iter().skip(i + 1) {
+                let same_app = a.client_id.eq_ignore_ascii_case(&b.client_id);
+                if same_app && a.tenant_id.eq_ignore_ascii_case(&b.tenant_id) {
+                    warnings.push(format!(
+                        "targets '{}' and '{}' are the same tenant and app: they hand out the same tokens, so a grant of either is a grant of both",
+                        a.name, b.name
+                    ));
+                }
+            }
+            for b in &self.targets {
+                let overlaps = !std::ptr::eq(a, b)
+                    && a.client_id.eq_ignore_ascii_case(&b.client_id)
+                    && !a.tenant_id.eq_ignore_ascii_case(&b.tenant_id)
+                    && a.allowed_tenants != AllowedTenants::Any
+                    && a.allows_tenant(&b.tenant_id);
+                if overlaps && !self.callers.is_empty() {
+                    warnings.push(format!(
+                        "target '{}' allows tenant {}, which target '{}' owns with the same app: a caller gets it through '{}' only if also granted '{}'",
+                        a.name, b.tenant_id, b.name, a.name, b.name
+                    ));
+                }
+            }
+            if a.allowed_tenants == AllowedTenants::Any && !self.callers.is_empty() {
+                warnings.push(format!(
+                    "target '{}' has allowed_tenants = [\"*\"] beside [[callers]] grants: a caller granted '{}' may ask for any tenant that consented to app {} (except those another target owns and the caller is not granted)",
+                    a.name, a.name, a.client_id
+                ));
+            }
+        }
+        warnings
     }
 }
 

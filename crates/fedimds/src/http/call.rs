@@ -259,12 +259,8 @@ impl<'a> Call<'a> {
             target: Some(target),
             tenant: Some(tenant),
         };
-        if !caller.may_use(&target.name, &req.resource) {
-            return Err(refused(Refusal::Forbidden(outside_grant(
-                caller,
-                target,
-                &req.resource,
-            ))));
+        if let Some(why) = caller.refusal(config, target, tenant, &req.resource) {
+            return Err(refused(Refusal::Forbidden(why)));
         }
         let (token, lookup) = self
             .app
@@ -299,6 +295,7 @@ impl<'a> Call<'a> {
                 uid: self.peer.uid(),
                 target: Some(&served.target.name),
                 tenant: Some(served.tenant),
+                app: Some(&served.target.client_id),
                 resource: Some(&req.resource),
                 status: 200,
                 cache: Some(served.lookup.as_str()),
@@ -355,6 +352,7 @@ impl<'a> Call<'a> {
                 uid: self.peer.uid(),
                 target,
                 tenant: refused.tenant,
+                app: refused.target.map(|t| t.client_id.as_str()),
                 resource,
                 status: status.as_u16(),
                 cache: None,
@@ -365,12 +363,4 @@ impl<'a> Call<'a> {
         }
         dialect::error(self.dialect, refusal)
     }
-}
-
-fn outside_grant(caller: &Caller<'_>, target: &Target, resource: &str) -> String {
-    format!(
-        "caller '{}' may not get tokens for target '{}' and resource '{resource}' (see its [[callers]] entry)",
-        caller.name(),
-        target.name
-    )
 }

@@ -443,3 +443,110 @@ async fn an_arc_client_is_charged_once_per_request() {
     );
     assert!(third.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn a_grant_of_one_target_is_no_way_into_the_tenant_of_another() {
+    const SECRET_C: &str = "secret-of-app-c-0123456789";
+    let dir = temp_dir("grant-by-tenant");
+    let audit = dir.join("audit.jsonl");
+    let h = start_with(SimConfig::demo(), |raw| {
+        with_callers(raw);
+        raw.callers.push(RawCaller {
+            name: Some("app-c".into()),
+            secret: Some(SECRET_C.into()),
+            targets: strings(&["litware", "contoso"]),
+            ..RawCaller::default()
+        });
+        raw.audit.path = Some(audit.display().to_string());
+    })
+    .await;
+    // The demo's litware allows contoso's own tenant, with the same app.
+    let config = h.app.settings().config.clone();
+    let (litware, contoso) = (
+        config.target("litware").unwrap(),
+        config.target("contoso").unwrap(),
+    );
+    assert_eq!(litware.client_id, contoso.client_id);
+    assert!(litware.allows_tenant(&contoso.tenant_id));
+    let other_tenant = format!("{GRAPH}&tenant_id={}", contoso.tenant_id);
+
+    // app-a, granted litware only, asks litware for contoso's tenant: refused, no token.
+    let (status, body) = msi(&h, "", &other_tenant, SECRET_A).await;
+    assert_eq!(status, 403, "{body}");
+    no_token(&body);
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("'contoso'") && message.contains("does not grant"),
+        "{message}"
+    );
+    // Its own grant still works.
+    let (status, body) = msi(&h, "", GRAPH, SECRET_A).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        litware.tenant_id.as_str()
+    );
+    // A caller granted both may name contoso's tenant through litware.
+    let (status, body) = msi(&h, "", &other_tenant, SECRET_C).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        contoso.tenant_id.as_str()
+    );
+
+    // The audit lines name the tenant and app that were served or refused.
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        if lines.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = |caller: &str, event: &str| {
+        lines
+            .iter()
+            .find(|l| l["caller"] == caller && l["event"] == event)
+            .unwrap_or_else(|| panic!("no {event} line for {caller}: {lines:#?}"))
+            .clone()
+    };
+    let refused = line("app-a", "refused");
+    assert_eq!(refused["tenant"], contoso.tenant_id.as_str());
+    assert_eq!(refused["app"], litware.client_id.as_str());
+    let served = line("app-c", "served");
+    assert_eq!(served["target"], "litware");
+    assert_eq!(served["tenant"], contoso.tenant_id.as_str());
+    assert_eq!(served["app"], contoso.client_id.as_str());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn overlapping_targets_and_a_wildcard_beside_grants_are_warned_about() {
+    let sim_url = "http://127.0.0.1:1";
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let mut raw = fedimds::demo::raw_config(sim_url, listen);
+    assert!(
+        load(&raw).warnings().is_empty(),
+        "without [[callers]] the overlap grants nothing away"
+    );
+    with_callers(&mut raw);
+    let warnings = load(&raw).warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("'litware' allows tenant") && w.contains("'contoso'")),
+        "{warnings:#?}"
+    );
+    target(&mut raw, "contoso").allowed_tenants = strings(&["*"]);
+    let warnings = load(&raw).warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("'contoso' has allowed_tenants = [\"*\"]")),
+        "{warnings:#?}"
+    );
+}

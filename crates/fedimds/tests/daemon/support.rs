@@ -66,7 +66,13 @@ pub async fn start_with(sim_config: SimConfig, edit: impl FnOnce(&mut RawConfig)
         app,
         url: format!("http://{addr}"),
         admin_url,
-        http: reqwest::Client::new(),
+        // No pooled connections: on paused time a jump past the daemon's keep-alive deadline
+        // closes an idle connection just as the pool hands it out again ("connection reset").
+        // Each request on a fresh connection is what an SDK's first call does anyway.
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client"),
         _stop: stop,
     }
 }
