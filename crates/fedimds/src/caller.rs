@@ -1,7 +1,7 @@
-//! Who is asking, and what they may have: the connection's peer (address, or uid/gid from the
-//! kernel on the Unix socket), the secret it presented, and the `[[callers]]` rule that matches.
+//! Who is asking, and what they may have: the connection's peer ([`crate::peer`]), the secret
+//! it presented, and the `[[callers]]` rule that matches; grants, Host checks, rate limits.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -9,40 +9,7 @@ use axum::http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::config::{CallerRule, Config, Target};
-
-/// The other end of a connection, as the listener saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
-    /// A TCP peer.
-    Tcp(SocketAddr),
-    /// A Unix socket peer, with the credentials the kernel reported (SO_PEERCRED).
-    Unix {
-        /// Its uid.
-        uid: u32,
-        /// Its gid.
-        gid: u32,
-        /// Its pid, when known.
-        pid: Option<i32>,
-    },
-}
-
-impl Peer {
-    /// The address, for TCP peers.
-    pub fn addr(&self) -> Option<SocketAddr> {
-        match self {
-            Peer::Tcp(a) => Some(*a),
-            Peer::Unix { .. } => None,
-        }
-    }
-
-    /// The uid, for Unix socket peers.
-    pub fn uid(&self) -> Option<u32> {
-        match self {
-            Peer::Unix { uid, .. } => Some(*uid),
-            Peer::Tcp(_) => None,
-        }
-    }
-}
+pub use crate::peer::Peer;
 
 /// A caller recognised by a `[[callers]]` rule (or anyone, when there are no rules).
 #[derive(Debug, Clone, Copy)]
@@ -134,16 +101,13 @@ pub fn identify<'c>(config: &'c Config, peer: &Peer, secret: Option<&[u8]>) -> O
             .secret
             .as_ref()
             .is_none_or(|s| secret.is_some_and(|p| s.matches(p)));
-        let (uid, gid) = match peer {
-            Peer::Unix { uid, gid, .. } => (Some(*uid), Some(*gid)),
-            Peer::Tcp(_) => (None, None),
-        };
-        let uid_ok = rule.uid.is_none_or(|want| uid == Some(want));
-        let gid_ok = rule.gid.is_none_or(|want| gid == Some(want));
+        let uid_ok = rule.uid.is_none_or(|want| peer.uid() == Some(want));
+        // Asked last, and only of a rule that names a gid: for a TCP peer it is a /proc scan.
+        let gid_ok = || rule.gid.is_none_or(|want| peer.gid() == Some(want));
         let source_ok = rule
             .source
             .is_none_or(|(net, len)| peer.addr().is_some_and(|a| in_network(a.ip(), net, len)));
-        (secret_ok && uid_ok && gid_ok && source_ok).then_some(Caller {
+        (secret_ok && uid_ok && source_ok && gid_ok()).then_some(Caller {
             rule: Some(rule),
             index: Some(index),
         })
@@ -295,7 +259,10 @@ rate = 2
     #[test]
     fn rules_match_by_every_stated_identifier() {
         let c = config(RULES);
-        let tcp = |ip: &str| Peer::Tcp(SocketAddr::new(ip.parse().unwrap(), 5000));
+        let tcp = |ip: &str| Peer::Tcp {
+            addr: std::net::SocketAddr::new(ip.parse().unwrap(), 5000),
+            owner: None,
+        };
         let unix = |uid| Peer::Unix {
             uid,
             gid: 1,
@@ -352,7 +319,11 @@ rate = 2
     async fn rate_limit_refills() {
         let c = config(RULES);
         let limits = RateLimits::new(&c);
-        let caller = identify(&c, &Peer::Tcp("10.1.0.1:1".parse().unwrap()), None).unwrap();
+        let peer = Peer::Tcp {
+            addr: "10.1.0.1:1".parse().unwrap(),
+            owner: None,
+        };
+        let caller = identify(&c, &peer, None).unwrap();
         assert!(limits.take(&caller).is_ok());
         assert!(limits.take(&caller).is_ok());
         let wait = limits.take(&caller).unwrap_err();

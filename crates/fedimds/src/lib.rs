@@ -27,6 +27,7 @@
 //!   [`config::Config`].
 //! - [`cloud`]: every per-cloud fact (hosts, audiences, ARM, consent URL).
 //! - [`metrics`]: Prometheus metrics for the admin listener; a leaf.
+//! - [`peer`]: the other end of a connection, and the owner of a local TCP peer's socket.
 //! - [`token`]: secrets and tokens as redacting types; refresh timing.
 
 pub mod app;
@@ -42,6 +43,7 @@ pub mod dialect;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod peer;
 pub mod refusal;
 pub mod reload;
 pub mod retry;

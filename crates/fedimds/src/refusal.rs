@@ -40,6 +40,8 @@ pub enum Refusal {
     Forbidden(String),
     /// The caller's request rate is over its limit; try again after this.
     RateLimited(Duration),
+    /// The request body did not arrive within this.
+    RequestTimeout(Duration),
     /// No target fits.
     Target(TargetError),
     /// Upstream failed.
@@ -59,6 +61,7 @@ impl Refusal {
             | Refusal::BadRequest(_)
             | Refusal::Target(_) => (StatusCode::BAD_REQUEST, None),
             Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
+            Refusal::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, None),
             Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
             Refusal::ForeignHost | Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             Refusal::RateLimited(wait) => (StatusCode::TOO_MANY_REQUESTS, Some(*wait)),
@@ -83,7 +86,8 @@ impl Refusal {
             Refusal::MissingMetadata
             | Refusal::Forwarded
             | Refusal::ApiVersion
-            | Refusal::BadRequest(_) => "invalid_request",
+            | Refusal::BadRequest(_)
+            | Refusal::RequestTimeout(_) => "invalid_request",
             Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "invalid_resource",
             Refusal::Target(
                 TargetError::IdentityNotFound
@@ -115,6 +119,7 @@ impl Refusal {
             Refusal::Unauthorized(m) => (*m).to_owned(),
             Refusal::ForeignHost => "The Host header must name this host (localhost, 127.0.0.1, 169.254.169.254 or a name in server.allowed_hosts)".to_owned(),
             Refusal::RateLimited(wait) => format!("Too many requests from this caller; retry in {} ms", wait.as_millis()),
+            Refusal::RequestTimeout(limit) => format!("The request body did not arrive within {} ms (server.header_read_timeout)", limit.as_millis()),
             Refusal::Target(e) => e.to_string(),
             Refusal::Upstream(CacheError::Timeout) => {
                 "The upstream has not answered yet; the token is still being fetched. Retry shortly.".to_owned()

@@ -45,6 +45,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8181";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8182";
 /// Open connections at most; past this, accepting waits (backpressure, not failure).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Open connections from one peer at most (a local uid, or a remote address): half the
+/// overall cap, so one caller can never take every place.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = DEFAULT_MAX_CONNECTIONS / 2;
+/// File descriptors kept free beside the connections: sockets to upstreams, files, the
+/// listeners, the runtime's own.
+pub const RESERVED_FDS: u64 = 64;
 /// A client must send its whole request head within this, or is dropped (slowloris).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head (request line plus headers); SDK requests are under 2 KiB.
@@ -183,7 +189,9 @@ pub struct Server {
     pub allow_remote: bool,
     /// Open connections at most.
     pub max_connections: usize,
-    /// Time to send a request head.
+    /// Open connections from one peer at most.
+    pub max_connections_per_peer: usize,
+    /// Time to send a request head, and then a request body.
     pub header_read_timeout: Duration,
     /// Largest request head.
     pub max_header_bytes: usize,

@@ -115,7 +115,9 @@ pub struct RawServer {
     pub allowed_hosts: Option<Vec<String>>,
     /// Open connections at most.
     pub max_connections: Option<usize>,
-    /// Time to send a request head.
+    /// Open connections from one peer (a local uid, or a remote address) at most.
+    pub max_connections_per_peer: Option<usize>,
+    /// Time to send a request head, and then a request body.
     pub header_read_timeout: Option<RawDuration>,
     /// Largest request head.
     pub max_header_bytes: Option<usize>,

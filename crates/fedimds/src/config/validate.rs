@@ -160,6 +160,16 @@ impl RawServer {
                 1,
                 "a listener that takes no connection serves nobody",
             )?,
+            max_connections_per_peer: at_least(
+                "server.max_connections_per_peer",
+                r.or(
+                    "server.max_connections_per_peer",
+                    self.max_connections_per_peer,
+                    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                ),
+                1,
+                "a peer that may open no connection is refused everything",
+            )?,
             header_read_timeout: duration(
                 r,
                 "server.header_read_timeout",

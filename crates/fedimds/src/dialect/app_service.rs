@@ -32,26 +32,42 @@ pub fn dialect_of(method: &Method, headers: &HeaderMap, query: Option<&str>) -> 
     }
 }
 
-/// Checks the caller and parses the request, for the member `dialect` (see [`dialect_of`]).
-pub fn parse(
+/// The checks on the request head, for the member `dialect` (see [`dialect_of`]): no proxy, a
+/// method the endpoint takes, and the secret. Made before a body is read, so a caller that
+/// cannot get in cannot hold a connection by dribbling one.
+pub fn door(
     dialect: Dialect,
     method: &Method,
     headers: &HeaderMap,
-    query: Option<&str>,
-    body: &[u8],
     secret_known: &dyn Fn(&[u8]) -> bool,
-) -> Result<TokenRequest, Refusal> {
+) -> Result<(), Refusal> {
     if headers.contains_key("x-forwarded-for") {
         return Err(Refusal::Forwarded);
     }
-    let (header, versions): (&str, &[&str]) = match dialect {
-        Dialect::AppService2017 => ("secret", &[LEGACY_API_VERSION]),
-        Dialect::CloudShell => ("", &[]),
-        _ => ("x-identity-header", &[API_VERSION]),
-    };
-    if !header.is_empty() {
-        check_secret(headers, header, secret_known)?;
+    match *method {
+        Method::GET if dialect != Dialect::CloudShell => {}
+        Method::POST => {}
+        _ => return Err(Refusal::MethodNotAllowed),
     }
+    match dialect {
+        Dialect::AppService2017 => check_secret(headers, "secret", secret_known),
+        Dialect::CloudShell => Ok(()),
+        _ => check_secret(headers, "x-identity-header", secret_known),
+    }
+}
+
+/// Parses a request that passed [`door`]: the query, or the form body of a POST.
+pub fn parse(
+    dialect: Dialect,
+    method: &Method,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<TokenRequest, Refusal> {
+    let versions: &[&str] = match dialect {
+        Dialect::AppService2017 => &[LEGACY_API_VERSION],
+        Dialect::CloudShell => &[],
+        _ => &[API_VERSION],
+    };
     let joined;
     let text = match *method {
         Method::GET if dialect != Dialect::CloudShell => query.unwrap_or_default(),
@@ -124,6 +140,19 @@ pub fn correlation_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The door, then the parse, as the handler runs them.
+    fn parse(
+        dialect: Dialect,
+        method: &Method,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+        secret_known: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<TokenRequest, Refusal> {
+        door(dialect, method, headers, secret_known)?;
+        super::parse(dialect, method, query, body)
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -100,7 +100,9 @@ fn every_dialect_parser_survives_arbitrary_input() {
             Err(refusal) => assert_well_formed(&refusal, Dialect::Imds),
         }
         let dialect = app_service::dialect_of(&method, &headers, query.as_deref());
-        match app_service::parse(dialect, &method, &headers, query.as_deref(), &body, &known) {
+        match app_service::door(dialect, &method, &headers, &known)
+            .and_then(|()| app_service::parse(dialect, &method, query.as_deref(), &body))
+        {
             Ok(req) => assert!(!req.resource.is_empty(), "seed {seed}"),
             Err(refusal) => assert_well_formed(&refusal, dialect),
         }
@@ -124,7 +126,9 @@ fn a_token_needs_the_right_secret_whatever_else_is_sent() {
         let query = format!("resource=r&{}", text(&mut rng));
         let dialect = app_service::dialect_of(&Method::GET, &headers, Some(&query));
         assert!(
-            app_service::parse(dialect, &Method::GET, &headers, Some(&query), b"", &never).is_err(),
+            app_service::door(dialect, &Method::GET, &headers, &never)
+                .and_then(|()| app_service::parse(dialect, &Method::GET, Some(&query), b""))
+                .is_err(),
             "seed {seed}"
         );
     }

@@ -55,24 +55,32 @@ pub(super) async fn app_service_token(
     let dialect = app_service::dialect_of(&parts.method, &parts.headers, query);
     let settings = app.settings();
     let call = Call::new(&app, &settings, dialect, prefix, &parts);
+    let known = |presented: &[u8]| App::secret_known(&settings, presented);
+    // The door first: a caller with a foreign Host or no secret never gets to send a body.
+    if let Err(refusal) = call
+        .guard()
+        .and_then(|()| app_service::door(dialect, &parts.method, &parts.headers, &known))
+    {
+        return call.answer(Err(refusal)).await;
+    }
     let body = match parts.method {
-        Method::POST => match axum::body::to_bytes(body, MAX_BODY).await {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                let refusal =
-                    Refusal::BadRequest(format!("The form body is larger than {MAX_BODY} bytes"));
-                return call.answer(Err(refusal)).await;
+        Method::POST => {
+            let deadline = settings.config.server.header_read_timeout;
+            match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY)).await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(_)) => {
+                    let refusal = Refusal::BadRequest(format!(
+                        "The form body is larger than {MAX_BODY} bytes"
+                    ));
+                    return call.answer(Err(refusal)).await;
+                }
+                Err(_) => return call.answer(Err(Refusal::RequestTimeout(deadline))).await,
             }
-        },
+        }
         _ => Bytes::new(),
     };
-    let known = |presented: &[u8]| App::secret_known(&settings, presented);
-    let admitted = call
-        .guard()
-        .and_then(|()| {
-            app_service::parse(dialect, &parts.method, &parts.headers, query, &body, &known)
-        })
-        .and_then(|req| call.admit(req));
+    let admitted =
+        app_service::parse(dialect, &parts.method, query, &body).and_then(|req| call.admit(req));
     call.answer(admitted).await
 }
 
@@ -110,7 +118,10 @@ fn peer_of(parts: &axum::http::request::Parts) -> Peer {
         .extensions
         .get::<Peer>()
         .copied()
-        .unwrap_or(Peer::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))
+        .unwrap_or(Peer::Tcp {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            owner: None,
+        })
 }
 
 /// One token request on its way through.
@@ -186,7 +197,7 @@ impl<'a> Call<'a> {
     /// listener reachable from off the host, a known secret on every request.
     fn guard(&self) -> Result<(), Refusal> {
         let config = &self.settings.config;
-        if matches!(self.peer, Peer::Tcp(_)) && !caller::host_allowed(self.headers, config) {
+        if matches!(self.peer, Peer::Tcp { .. }) && !caller::host_allowed(self.headers, config) {
             return Err(Refusal::ForeignHost);
         }
         if config.server.allow_remote {

@@ -1,8 +1,10 @@
 //! Accepting connections: TCP and Unix sockets, each connection served by hyper with the
-//! limits that keep a local daemon alive under abuse (a cap on open connections, a deadline
-//! for the request head against slow senders, a bound on its size), the peer's identity put
-//! on every request, and a graceful drain on shutdown.
+//! limits that keep a local daemon alive under abuse (a cap on open connections and one per
+//! peer, a deadline for the request head against slow senders, a bound on its size), the
+//! peer's identity (its socket's owner, for a TCP peer of this host) put on every request,
+//! and a graceful drain on shutdown.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::path::Path;
@@ -22,13 +24,17 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt as _;
 
-use crate::caller::Peer;
+use crate::peer::{Owner, Peer};
 
 /// Limits on every connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Open connections at most; past this, accepting waits.
     pub max_connections: usize,
+    /// Open connections from one peer at most (a uid for a socket of this host, else an
+    /// address); past this, its new connections are closed at once, so one caller cannot take
+    /// every place.
+    pub max_connections_per_peer: usize,
     /// Time to send a whole request head.
     pub header_read_timeout: Duration,
     /// Largest request head.
@@ -71,6 +77,7 @@ pub async fn serve(
     grace: Duration,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_peer = Arc::new(PerPeer::default());
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -97,6 +104,10 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(place) = per_peer.enter(&peer, limits.max_connections_per_peer) else {
+            tracing::debug!(peer = ?peer.addr(), uid = ?peer.uid(), "over the per-peer connection cap; closed");
+            continue;
+        };
         let router = router.clone();
         let service = tower::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(peer);
@@ -115,6 +126,7 @@ pub async fn serve(
         tokio::spawn(async move {
             // Errors here are the client's doing (reset, slow head, oversize head): nothing to do.
             let _ = connection.await;
+            drop(place);
             drop(permit);
         });
     }
@@ -126,6 +138,63 @@ pub async fn serve(
             grace_s = grace.as_secs(),
             "open connections did not finish in time"
         );
+    }
+}
+
+/// Open connections per peer.
+#[derive(Debug, Default)]
+struct PerPeer(std::sync::Mutex<HashMap<PeerKey, usize>>);
+
+/// Who a connection is counted against: a uid when the kernel named one, else an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PeerKey {
+    Uid(u32),
+    Addr(std::net::IpAddr),
+}
+
+/// One peer's place among the open connections, given back when dropped.
+struct Place {
+    peers: Arc<PerPeer>,
+    key: PeerKey,
+}
+
+impl PerPeer {
+    fn enter(self: &Arc<Self>, peer: &Peer, max: usize) -> Option<Place> {
+        let key = match (peer.uid(), peer.addr()) {
+            (Some(uid), _) => PeerKey::Uid(uid),
+            (None, Some(addr)) => PeerKey::Addr(addr.ip()),
+            // A Unix peer always has a uid; this arm is for completeness.
+            (None, None) => PeerKey::Uid(u32::MAX),
+        };
+        let mut open = self.lock();
+        let count = open.entry(key).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Place {
+            peers: self.clone(),
+            key,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerKey, usize>> {
+        // Each write is one counter: a panic elsewhere cannot leave the map inconsistent.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut open = self.peers.lock();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -141,7 +210,10 @@ async fn accept(listener: &Listener) -> io::Result<(Io, Peer)> {
             let (stream, addr) = l.accept().await?;
             // Token answers are small; do not let Nagle hold them back.
             let _ = stream.set_nodelay(true);
-            Ok((TokioIo::new(Box::new(stream)), Peer::Tcp(addr)))
+            // Who owns the other end, when it is a socket of this host: two small /proc reads,
+            // once per connection (see `peer.rs`).
+            let owner = Owner::of(addr);
+            Ok((TokioIo::new(Box::new(stream)), Peer::Tcp { addr, owner }))
         }
         Listener::Unix(l) => {
             let (stream, _) = l.accept().await?;

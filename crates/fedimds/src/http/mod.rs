@@ -16,7 +16,7 @@ use axum::Router;
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::app::App;
-use crate::config::{Config, MAX_BODY, SHUTDOWN_GRACE};
+use crate::config::{Config, MAX_BODY, RESERVED_FDS, SHUTDOWN_GRACE};
 use crate::dialect;
 use call::{app_service_token, arc_token, imds_token};
 use listener::{Limits, Listener};
@@ -86,14 +86,53 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-/// A socket that could not be bound.
+/// Why the listeners could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address}: {source}")]
-pub struct BindError {
-    /// The address or socket path, and the key that named it.
-    pub address: String,
-    /// Why.
-    pub source: std::io::Error,
+pub enum BindError {
+    /// A socket could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Socket {
+        /// The address or socket path, and the key that named it.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The open-file limit leaves no room for `server.max_connections`.
+    #[error("config key `server.max_connections` = {max_connections}: expected at most {fits} (the open-file limit is {limit}, and fedimds keeps {reserved} descriptors for itself); lower it, or raise the limit (LimitNOFILE= in systemd, ulimit -n)")]
+    FileLimit {
+        /// The configured cap.
+        max_connections: usize,
+        /// The largest cap that fits.
+        fits: u64,
+        /// The soft limit after raising it as far as allowed.
+        limit: u64,
+        /// Kept free beside the connections.
+        reserved: u64,
+    },
+}
+
+/// Raises the open-file soft limit as far as the hard limit allows, and checks that
+/// `max_connections` fits under it with [`RESERVED_FDS`] to spare: past the limit, accepting
+/// fails with EMFILE and every caller waits.
+pub fn fit_file_limit(max_connections: usize) -> Result<(), BindError> {
+    // Where the limit cannot be read or raised (not Linux), there is nothing to check.
+    let Ok(limit) = rlimit::increase_nofile_limit(u64::MAX) else {
+        return Ok(());
+    };
+    check_file_limit(max_connections, limit)
+}
+
+fn check_file_limit(max_connections: usize, limit: u64) -> Result<(), BindError> {
+    let fits = limit.saturating_sub(RESERVED_FDS);
+    if u64::try_from(max_connections).unwrap_or(u64::MAX) > fits {
+        return Err(BindError::FileLimit {
+            max_connections,
+            fits,
+            limit,
+            reserved: RESERVED_FDS,
+        });
+    }
+    Ok(())
 }
 
 /// The sockets to serve on, bound before serving so a bad address fails at start.
@@ -110,16 +149,17 @@ pub struct Listeners {
 impl Listeners {
     /// Binds every listener the config names.
     pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
+        fit_file_limit(config.server.max_connections)?;
         let token = TcpListener::bind(config.server.listen)
             .await
-            .map_err(|source| BindError {
+            .map_err(|source| BindError::Socket {
                 address: config.server.listen.to_string(),
                 source,
             })?;
         let unix = match &config.server.unix_socket {
             Some(path) => Some(
                 listener::bind_unix(path, config.server.unix_socket_mode).map_err(|source| {
-                    BindError {
+                    BindError::Socket {
                         address: path.display().to_string(),
                         source,
                     }
@@ -128,10 +168,16 @@ impl Listeners {
             None => None,
         };
         let admin = match config.admin.listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| BindError {
-                address: format!("{addr} (admin.listen)"),
-                source,
-            })?),
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| BindError::Socket {
+                            address: format!("{addr} (admin.listen)"),
+                            source,
+                        })?,
+                )
+            }
             None => None,
         };
         Ok(Listeners { token, unix, admin })
@@ -148,6 +194,7 @@ pub async fn run(
     let config = &app.settings().config;
     let limits = Limits {
         max_connections: config.server.max_connections,
+        max_connections_per_peer: config.server.max_connections_per_peer,
         header_read_timeout: config.server.header_read_timeout,
         max_header_bytes: config.server.max_header_bytes,
     };
@@ -188,4 +235,20 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_connections_must_fit_under_the_file_limit() {
+        assert!(check_file_limit(1024, 1024 * 1024).is_ok());
+        assert!(check_file_limit(960, 1024).is_ok());
+        let err = check_file_limit(1024, 1024).unwrap_err().to_string();
+        assert!(
+            err.contains("server.max_connections") && err.contains("960"),
+            "{err}"
+        );
+    }
 }

@@ -173,6 +173,12 @@ fn every_refusal() -> Vec<Row> {
             "invalid_request",
         ),
         row(
+            Refusal::RequestTimeout(Duration::from_secs(5)),
+            StatusCode::REQUEST_TIMEOUT,
+            None,
+            "invalid_request",
+        ),
+        row(
             Refusal::Internal("cannot write a key file".to_owned()),
             StatusCode::INTERNAL_SERVER_ERROR,
             None,
@@ -191,6 +197,7 @@ fn every_refusal() -> Vec<Row> {
             | Refusal::ForeignHost
             | Refusal::Forbidden(_)
             | Refusal::RateLimited(_)
+            | Refusal::RequestTimeout(_)
             | Refusal::Target(_)
             | Refusal::Upstream(_)
             | Refusal::Internal(_) => {}

@@ -292,8 +292,14 @@ async fn unix_socket_callers_are_told_apart_by_uid() {
     );
     let (status, body) = curl_unix(&socket, &litware, true).await;
     assert_eq!(status, 403, "uid 65534 may not have litware: {body}");
-    // Over TCP there is no uid: no rule matches.
-    assert_eq!(h.imds_token(GRAPH, "").await.0, 403);
+    // Over TCP on this host the kernel knows the uid too: the same rules hold.
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_eq!(status, 200, "uid 0 gets litware over TCP: {body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["tid"],
+        demo::TARGET_TENANT
+    );
+    assert_eq!(h.imds(&format!("/targets/contoso{litware}")).await.0, 403);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -549,4 +555,143 @@ fn overlapping_targets_and_a_wildcard_beside_grants_are_warned_about() {
             .any(|w| w.contains("'contoso' has allowed_tenants = [\"*\"]")),
         "{warnings:#?}"
     );
+}
+
+/// Opens a connection and starts a POST whose body never finishes.
+async fn dribble(addr: &str, host: &str, secret: Option<&str>) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let secret = secret.map_or(String::new(), |s| format!("X-IDENTITY-HEADER: {s}\r\n"));
+    let head = format!(
+        "POST /msi/token HTTP/1.1\r\nHost: {host}\r\n{secret}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 16000\r\n\r\nresource="
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// What the daemon answers on `stream` within `within`, if anything: the status line.
+async fn answer_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(within, stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    text.lines().next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn slow_bodies_without_a_way_in_hold_no_connection() {
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.server.max_connections = Some(4);
+        raw.server.header_read_timeout = Some(Duration::from_millis(500).into());
+    })
+    .await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    // Every place taken by a body that will never finish, from a foreign Host or with no
+    // secret: each is refused at the door, before its body is read.
+    let mut attackers = Vec::new();
+    for i in 0..4 {
+        let (host, secret) = if i % 2 == 0 {
+            ("evil.example", None)
+        } else {
+            ("localhost", None)
+        };
+        let mut stream = dribble(&addr, host, secret).await;
+        let status = answer_within(&mut stream, Duration::from_secs(2)).await;
+        let status = status.expect("refused at once, body unread");
+        assert!(status.contains("403") || status.contains("401"), "{status}");
+        attackers.push(stream);
+    }
+    // A real caller still gets in.
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_eq!(status, 200, "{body}");
+    // A caller with the secret whose body stalls gets 408 once the read timeout passes.
+    let secret = h.app.identity_header().expose().to_owned();
+    let mut slow = dribble(&addr, "localhost", Some(&secret)).await;
+    let status = answer_within(&mut slow, Duration::from_secs(3)).await;
+    assert!(
+        status.as_deref().is_some_and(|s| s.contains("408")),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_peer_cannot_take_every_connection() {
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.server.max_connections_per_peer = Some(2);
+    })
+    .await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The third from the same uid is closed at once.
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), third.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok() && buf.is_empty(),
+        "closed with no answer: {buf:?}"
+    );
+    // A place given back is a place to take again.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn curl_tcp(url: &str, as_nobody: bool) -> (u16, serde_json::Value) {
+    let mut cmd = if as_nobody {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"]);
+        c
+    } else {
+        tokio::process::Command::new("curl")
+    };
+    let out = cmd
+        .args(["-s", "-w", "\n%{http_code}", "-H", "Metadata: true", url])
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn uid_rules_tell_imds_callers_apart_over_tcp() {
+    let me: u32 = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|u| u.parse().ok())
+        .unwrap();
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.callers.push(RawCaller {
+            name: Some("this-user".into()),
+            uid: Some(me),
+            targets: strings(&["litware"]),
+            ..RawCaller::default()
+        });
+    })
+    .await;
+    let url = format!(
+        "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}",
+        h.url
+    );
+    let (status, body) = curl_tcp(&url, false).await;
+    assert_eq!(status, 200, "the uid the rule names: {body}");
+    // Another user on the host, with the same Metadata header over the same loopback port:
+    // no rule matches its uid.
+    let (status, body) = curl_tcp(&url, true).await;
+    assert_eq!(status, 403, "another uid: {body}");
+    no_token(&body);
 }
