@@ -54,6 +54,8 @@ pub struct Settings {
     pub config: Config,
     /// The App Service-style caller secret.
     pub identity_header: Secret,
+    /// Whether fedimds generated it (none configured).
+    generated: bool,
     pub(crate) rate_limits: RateLimits,
     /// Per target name: its name, tenant and app id, shared (metrics labels, cache keys).
     pub(crate) ids: HashMap<String, TargetIds>,
@@ -91,10 +93,14 @@ impl App {
         warn_about(&config);
         let metrics = Arc::new(Metrics::default());
         let upstream = Arc::new(Upstream::with_metrics(&config, metrics.clone())?);
-        let cache = TokenCache::new(upstream, &config.cache);
-        let identity_header = match &config.server.identity_header {
-            Some(s) => s.clone(),
-            None => generate_secret()?,
+        let cache = TokenCache::new(
+            upstream,
+            &config.cache,
+            config.upstream.max_concurrent_fetches,
+        );
+        let (identity_header, generated) = match &config.server.identity_header {
+            Some(s) => (s.clone(), false),
+            None => (generate_secret()?, true),
         };
         if let Some(path) = &config.server.identity_header_file {
             write_secret_file(path, &identity_header).map_err(|source| StartError::File {
@@ -114,7 +120,12 @@ impl App {
             config.server.arc_key_group,
         );
         Ok(Arc::new(App {
-            settings: ArcSwap::from_pointee(Settings::new(config, identity_header, &metrics)),
+            settings: ArcSwap::from_pointee(Settings::new(
+                config,
+                identity_header,
+                generated,
+                &metrics,
+            )),
             cache,
             arc_keys,
             metrics,
@@ -145,11 +156,44 @@ impl App {
         let old = self.settings.load();
         // What the sockets were bound with must not change under them: a reload that turned
         // allow_remote off while 0.0.0.0 stays bound would drop the secret requirement.
+        // The same for what the listeners, the Arc key table and the cache were built with
+        // at start: a reload that seemed to apply them would report one thing and do another.
         let (new, was) = (&config.server, &old.config.server);
         for (changed, key) in [
             (new.listen != was.listen, "server.listen"),
             (new.allow_remote != was.allow_remote, "server.allow_remote"),
             (new.unix_socket != was.unix_socket, "server.unix_socket"),
+            (
+                new.unix_socket_mode != was.unix_socket_mode,
+                "server.unix_socket_mode",
+            ),
+            (
+                new.max_connections != was.max_connections,
+                "server.max_connections",
+            ),
+            (
+                new.max_connections_per_peer != was.max_connections_per_peer,
+                "server.max_connections_per_peer",
+            ),
+            (
+                new.header_read_timeout != was.header_read_timeout,
+                "server.header_read_timeout",
+            ),
+            (
+                new.max_header_bytes != was.max_header_bytes,
+                "server.max_header_bytes",
+            ),
+            (new.arc_key_dir != was.arc_key_dir, "server.arc_key_dir"),
+            (
+                new.arc_key_group != was.arc_key_group,
+                "server.arc_key_group",
+            ),
+            (
+                config.upstream.max_concurrent_fetches
+                    != old.config.upstream.max_concurrent_fetches,
+                "upstream.max_concurrent_fetches",
+            ),
+            (config.cache != old.config.cache, "cache"),
             (
                 config.admin.listen != old.config.admin.listen,
                 "admin.listen",
@@ -163,11 +207,19 @@ impl App {
         warn_about(&config);
         let upstream = Upstream::with_metrics(&config, self.metrics.clone())?;
         self.cache.set_upstream(Arc::new(upstream));
-        let identity_header = config
-            .server
-            .identity_header
-            .clone()
-            .unwrap_or_else(|| old.identity_header.clone());
+        for widened in config.widened_from(&old.config) {
+            tracing::warn!(%widened, "the reload widens access");
+        }
+        // A secret removed from the config is no longer the secret: a leaked one must stop
+        // working when it is taken out. A generated one stays across reloads.
+        let (identity_header, generated) = match (&config.server.identity_header, old.generated) {
+            (Some(configured), _) => (configured.clone(), false),
+            (None, true) => (old.identity_header.clone(), true),
+            (None, false) => {
+                tracing::warn!("server.identity_header was removed: a new random secret is in force, and the old one no longer works");
+                (generate_secret()?, true)
+            }
+        };
         if let Some(path) = &config.server.identity_header_file {
             write_secret_file(path, &identity_header).map_err(|source| StartError::File {
                 what: "the identity header file",
@@ -178,6 +230,7 @@ impl App {
         self.settings.store(Arc::new(Settings::new(
             config,
             identity_header,
+            generated,
             &self.metrics,
         )));
         // A failure remembered under the old config (a wrong source, a wrong tenant) must not
@@ -205,8 +258,13 @@ impl App {
     ) -> Result<(Arc<AccessToken>, Lookup), Refusal> {
         let resolved = target::resolve(&settings.config, &selector(prefix, req), &req.resource)
             .map_err(Refusal::Target)?;
-        self.cache_get(settings, resolved.target, resolved.tenant, &req.resource)
-            .await
+        self.cache_get(
+            settings,
+            resolved.target,
+            resolved.tenant,
+            resolved.resource,
+        )
+        .await
     }
 
     pub(crate) async fn cache_get(
@@ -282,7 +340,12 @@ impl App {
 }
 
 impl Settings {
-    fn new(config: Config, identity_header: Secret, metrics: &Metrics) -> Settings {
+    fn new(
+        config: Config,
+        identity_header: Secret,
+        generated: bool,
+        metrics: &Metrics,
+    ) -> Settings {
         let ids = config
             .targets
             .iter()
@@ -305,6 +368,7 @@ impl Settings {
             ids,
             config,
             identity_header,
+            generated,
         }
     }
 }

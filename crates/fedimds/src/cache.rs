@@ -18,7 +18,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::CacheSettings;
+use crate::config::{CacheSettings, CACHE_ENTRY_OVERHEAD, MAX_EXPIRY_SERIES};
 use crate::metrics::CacheFigures;
 use crate::token::AccessToken;
 use crate::upstream::{failure_ttl, FetchError, TokenKey, Upstream};
@@ -90,6 +90,19 @@ impl Slot {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What the entry costs in bytes: its key, its token, and [`CACHE_ENTRY_OVERHEAD`].
+    fn weight(&self, key: &TokenKey) -> u32 {
+        let token = self
+            .token
+            .load()
+            .as_ref()
+            .map_or(0, |t| t.secret.expose().len());
+        let bytes = key.tenant.len() + key.client_id.len() + key.resource.len() + token;
+        u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .saturating_add(CACHE_ENTRY_OVERHEAD)
+    }
+
     fn mark_used(&self) {
         // Read first: on the hot path the flag is almost always set already, and a plain load
         // keeps the cache line shared between cores.
@@ -110,6 +123,8 @@ struct CacheStats {
 
 struct Inner {
     slots: moka::sync::Cache<TokenKey, Arc<Slot>>,
+    /// Upstream fetches in flight at most; the rest wait their turn.
+    fetches: tokio::sync::Semaphore,
     /// Swapped on reload; each fetch uses the one in force when it starts.
     upstream: arc_swap::ArcSwap<Upstream>,
     error_ttl: Duration,
@@ -131,14 +146,20 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// An empty cache in front of `upstream`.
-    pub fn new(upstream: Arc<Upstream>, settings: &CacheSettings) -> Self {
+    /// An empty cache in front of `upstream`, with at most `max_fetches` fetches in flight.
+    pub fn new(upstream: Arc<Upstream>, settings: &CacheSettings, max_fetches: usize) -> Self {
+        // One capacity, in bytes, bounds both the bytes and the keys: an entry weighs its
+        // bytes, but never less than the bytes divided by the keys.
+        let floor =
+            u32::try_from(settings.max_bytes / settings.max_keys.max(1)).unwrap_or(u32::MAX);
         TokenCache {
             inner: Arc::new(Inner {
                 slots: moka::sync::Cache::builder()
-                    .max_capacity(settings.max_keys)
+                    .max_capacity(settings.max_bytes)
+                    .weigher(move |key: &TokenKey, slot: &Arc<Slot>| slot.weight(key).max(floor))
                     .time_to_idle(settings.idle_ttl)
                     .build(),
+                fetches: tokio::sync::Semaphore::new(max_fetches),
                 upstream: arc_swap::ArcSwap::new(upstream),
                 error_ttl: settings.error_ttl,
                 stats: CacheStats::default(),
@@ -239,27 +260,35 @@ impl TokenCache {
         self.inner.slots.entry_count()
     }
 
-    /// What the cache did and holds, for `/metrics`.
+    /// What the cache did and holds, for `/metrics`: the [`MAX_EXPIRY_SERIES`] tokens that
+    /// expire soonest one by one, and the soonest of all.
     pub fn figures(&self) -> CacheFigures {
         let now = Instant::now();
         let stats = &self.inner.stats;
+        let mut expiries: Vec<(&TokenKey, u64)> = Vec::new();
+        let slots: Vec<_> = self.inner.slots.iter().collect();
+        for (key, slot) in &slots {
+            if let Some(t) = slot.token.load().as_ref() {
+                expiries.push((key, t.expires_in(now)));
+            }
+        }
+        expiries.sort_unstable_by_key(|(_, seconds)| *seconds);
         CacheFigures {
             refreshes: stats.refreshes.load(Ordering::Relaxed),
             refresh_failures: stats.refresh_failures.load(Ordering::Relaxed),
             keys: self.key_count(),
-            expiries: self
-                .inner
-                .slots
+            bytes: self.inner.slots.weighted_size(),
+            soonest_expiry: expiries.first().map(|(_, seconds)| *seconds),
+            expiries: expiries
                 .iter()
-                .filter_map(|(key, slot)| {
-                    slot.token.load_full().map(|t| {
-                        let labels = [
-                            key.tenant.clone(),
-                            key.client_id.clone(),
-                            Arc::from(&*key.resource),
-                        ];
-                        (labels, t.expires_in(now))
-                    })
+                .take(MAX_EXPIRY_SERIES)
+                .map(|(key, seconds)| {
+                    let labels = [
+                        key.tenant.clone(),
+                        key.client_id.clone(),
+                        Arc::from(&*key.resource),
+                    ];
+                    (labels, *seconds)
                 })
                 .collect(),
         }
@@ -291,6 +320,9 @@ fn spawn_fetch(
     let task = async move {
         // The timer below decides on "used since this fetch", so clear the flag first.
         slot.used.store(false, Ordering::Relaxed);
+        // Wait for a place among the fetches in flight; the callers' own wait bound holds
+        // meanwhile. (The semaphore is never closed.)
+        let _place = inner.fetches.acquire().await.ok();
         let upstream = inner.upstream.load_full();
         // The fetch runs in a task of its own, so that even a panic in it ends here as a
         // failure; otherwise this key's in-flight marker would never clear.
@@ -310,6 +342,11 @@ fn spawn_fetch(
             Ok(token) => {
                 let token = Arc::new(token);
                 slot.token.store(Some(token.clone()));
+                // Weighed again now that it holds a token (moka weighs on insert). Only if the
+                // key is still cached: a key evicted meanwhile is not brought back.
+                if inner.slots.contains_key(&key) {
+                    inner.slots.insert(key.clone(), slot.clone());
+                }
                 tracing::debug!(tenant = %key.tenant, resource = %key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");
                 Ok(token)
             }

@@ -23,7 +23,12 @@ pub struct CacheFigures {
     pub refresh_failures: u64,
     /// Keys held.
     pub keys: u64,
-    /// Per cached token: (tenant, client id, resource) and seconds until it expires.
+    /// What they weigh, in bytes.
+    pub bytes: u64,
+    /// Seconds until the soonest cached token expires.
+    pub soonest_expiry: Option<u64>,
+    /// Per cached token, for a bounded number of the soonest: (tenant, client id, resource)
+    /// and seconds until it expires.
     pub expiries: Vec<([Arc<str>; 3], u64)>,
 }
 
@@ -215,6 +220,22 @@ impl Metrics {
         let keys = Gauge::<i64>::default();
         keys.set(i64::try_from(cache.keys).unwrap_or(i64::MAX));
         registry.register("cache_keys", "Cached (tenant, app, resource) keys", keys);
+        let bytes = Gauge::<i64>::default();
+        bytes.set(i64::try_from(cache.bytes).unwrap_or(i64::MAX));
+        registry.register(
+            "cache_bytes",
+            "What the cached keys and tokens weigh, in bytes (bounded by cache.max_bytes)",
+            bytes,
+        );
+        if let Some(soonest) = cache.soonest_expiry {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(i64::try_from(soonest).unwrap_or(i64::MAX));
+            registry.register(
+                "token_expiry_min_seconds",
+                "Seconds until the soonest cached token expires",
+                gauge,
+            );
+        }
         let expiry = Family::<ExpiryLabels, Gauge>::default();
         for ([tenant, client_id, resource], seconds) in &cache.expiries {
             expiry
@@ -227,7 +248,7 @@ impl Metrics {
         }
         registry.register(
             "token_expiry_seconds",
-            "Seconds until each cached token expires",
+            "Seconds until each cached token expires, for the soonest 64",
             expiry,
         );
 

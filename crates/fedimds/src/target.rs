@@ -62,13 +62,17 @@ pub struct Resolved<'c, 'r> {
     pub target: &'c Target,
     /// The tenant: the target's own, or one it allows.
     pub tenant: &'r str,
+    /// The resource to key and scope by: the allow-list's own spelling of what was asked
+    /// (case and a trailing slash aside), or the request's when the target has no list, so
+    /// spellings of one resource share one token and one Entra call.
+    pub resource: &'r str,
 }
 
 /// Finds the target and tenant a request means, and checks the resource against the allow-list.
 pub fn resolve<'c: 'r, 'r>(
     config: &'c Config,
     sel: &Selector<'r>,
-    resource: &str,
+    resource: &'r str,
 ) -> Result<Resolved<'c, 'r>, TargetError> {
     let target = pick(config, sel)?;
     let tenant = match sel.tenant_id {
@@ -81,14 +85,18 @@ pub fn resolve<'c: 'r, 'r>(
         }
         None => target.tenant_id.as_str(),
     };
-    if !target.allows_resource(resource) {
+    let Some(resource) = target.allowed_spelling(resource) else {
         return Err(TargetError::ResourceNotAllowed {
             resource: resource.to_owned(),
             target: target.name.clone(),
             allowed: target.resources.as_deref().unwrap_or_default().join(", "),
         });
-    }
-    Ok(Resolved { target, tenant })
+    };
+    Ok(Resolved {
+        target,
+        tenant,
+        resource,
+    })
 }
 
 fn pick<'c>(config: &'c Config, sel: &Selector<'_>) -> Result<&'c Target, TargetError> {

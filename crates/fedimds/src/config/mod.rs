@@ -51,6 +51,19 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = DEFAULT_MAX_CONNECTIONS / 2;
 /// File descriptors kept free beside the connections: sockets to upstreams, files, the
 /// listeners, the runtime's own.
 pub const RESERVED_FDS: u64 = 64;
+/// Upstream fetches in flight at most: cold keys beyond this wait their turn (within
+/// `server.miss_timeout`), so a flood of new keys cannot open a connection to Entra each.
+pub const DEFAULT_MAX_CONCURRENT_FETCHES: usize = 16;
+/// The cache's size bound in bytes (keys and tokens, with moka's own overhead).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// What an entry weighs besides its key and token: the slot, its timers, moka's bookkeeping.
+pub const CACHE_ENTRY_OVERHEAD: u32 = 1024;
+/// Tokens `fedimds_token_expiry_seconds` shows one by one (the soonest to expire), so
+/// `/metrics` stays small whatever the number of keys; the soonest of all is its own gauge.
+pub const MAX_EXPIRY_SERIES: usize = 64;
+/// The longest resource accepted: real resource URIs are well under it, and a longer one can
+/// only cost memory and an Entra call.
+pub const MAX_RESOURCE_LEN: usize = 1024;
 /// A client must send its whole request head within this, or is dropped (slowloris).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head (request line plus headers); SDK requests are under 2 KiB.
@@ -280,9 +293,11 @@ pub struct Cloud {
     pub authority_host: Url,
 }
 
-/// Timeouts on every upstream call.
+/// Timeouts and concurrency of upstream calls.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// Fetches in flight at most.
+    pub max_concurrent_fetches: usize,
     /// TCP+TLS connect.
     pub connect_timeout: Duration,
     /// One whole attempt.
@@ -290,10 +305,12 @@ pub struct Upstream {
 }
 
 /// Cache bounds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheSettings {
     /// Most keys held.
     pub max_keys: u64,
+    /// Most bytes held (keys, tokens and overhead).
+    pub max_bytes: u64,
     /// Keys idle this long are dropped.
     pub idle_ttl: Duration,
     /// How long a permanent upstream error is remembered.
@@ -347,10 +364,19 @@ impl Target {
 
     /// Whether `resource` is on the allow-list (case and a trailing `/` do not matter).
     pub fn allows_resource(&self, resource: &str) -> bool {
-        self.resources.as_ref().is_none_or(|list| {
-            list.iter()
-                .any(|r| crate::caller::same_resource(r, resource))
-        })
+        self.allowed_spelling(resource).is_some()
+    }
+
+    /// The allow-list's spelling of `resource` (case and a trailing `/` aside), `resource`
+    /// itself when the target has no list, `None` when it is not allowed.
+    pub fn allowed_spelling<'a>(&'a self, resource: &'a str) -> Option<&'a str> {
+        match &self.resources {
+            None => Some(resource),
+            Some(list) => list
+                .iter()
+                .find(|r| crate::caller::same_resource(r, resource))
+                .map(String::as_str),
+        }
     }
 }
 
@@ -389,6 +415,52 @@ impl Config {
     /// The target with this name.
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// What this config opens that `old` kept shut, for a reload to warn about: every
+    /// `[[callers]]` rule gone, a caller granted more targets, more Host names accepted,
+    /// `allowed_tenants = ["*"]` where there was none.
+    pub fn widened_from(&self, old: &Config) -> Vec<String> {
+        let mut widened = Vec::new();
+        if self.callers.is_empty() && !old.callers.is_empty() {
+            widened.push("every [[callers]] rule was removed: any caller that reaches the listener may now use every target".to_owned());
+        }
+        for rule in &self.callers {
+            let Some(before) = old.callers.iter().find(|o| o.name == rule.name) else {
+                continue;
+            };
+            let more = match (&before.targets, &rule.targets) {
+                (Some(_), None) => true,
+                (Some(was), Some(now)) => now.iter().any(|t| !was.contains(t)),
+                (None, _) => false,
+            };
+            if more {
+                widened.push(format!("caller '{}' is granted more targets", rule.name));
+            }
+        }
+        let new_hosts: Vec<&String> = self
+            .server
+            .allowed_hosts
+            .iter()
+            .filter(|h| !old.server.allowed_hosts.contains(h))
+            .collect();
+        if !new_hosts.is_empty() {
+            widened.push(format!(
+                "server.allowed_hosts now also accepts {new_hosts:?}"
+            ));
+        }
+        for target in &self.targets {
+            let was_any = old
+                .target(&target.name)
+                .is_some_and(|t| t.allowed_tenants == AllowedTenants::Any);
+            if target.allowed_tenants == AllowedTenants::Any && !was_any {
+                widened.push(format!(
+                    "target '{}' now has allowed_tenants = [\"*\"]",
+                    target.name
+                ));
+            }
+        }
+        widened
     }
 
     /// What is valid but probably not meant, for start-up, reload and `check` to say: targets

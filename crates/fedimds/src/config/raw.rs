@@ -155,6 +155,8 @@ pub struct RawCloud {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
+    /// Fetches in flight at most.
+    pub max_concurrent_fetches: Option<usize>,
     /// TCP and TLS connect.
     pub connect_timeout: Option<RawDuration>,
     /// One whole attempt.
@@ -167,6 +169,8 @@ pub struct RawUpstream {
 pub struct RawCache {
     /// Most keys held.
     pub max_keys: Option<u64>,
+    /// Most bytes held.
+    pub max_bytes: Option<u64>,
     /// Keys idle this long are dropped.
     pub idle_ttl: Option<RawDuration>,
     /// How long a permanent upstream error is remembered.

@@ -285,3 +285,45 @@ fn a_source_key_its_kind_does_not_read_is_an_error() {
         );
     }
 }
+
+#[test]
+fn a_reload_that_widens_access_is_named() {
+    let callers = r#"
+[[callers]]
+name = "billing"
+secret = "billing-secret-0123456789"
+targets = ["litware"]
+"#;
+    let before = parse(&format!("{MINIMAL}{callers}")).unwrap();
+    assert!(before.widened_from(&before).is_empty());
+    let opened = parse(MINIMAL).unwrap();
+    let widened = opened.widened_from(&before);
+    assert!(
+        widened
+            .iter()
+            .any(|w| w.contains("every [[callers]] rule was removed")),
+        "{widened:?}"
+    );
+    let more = parse(&format!(
+        "{MINIMAL}{}",
+        callers.replace("[\"litware\"]", "[\"*\"]")
+    ))
+    .unwrap();
+    assert!(more
+        .widened_from(&before)
+        .iter()
+        .any(|w| w.contains("'billing' is granted more")));
+    let hosts = parse(&format!(
+        "[server]\nallowed_hosts = [\"x.internal\"]\n{MINIMAL}{callers}"
+    ))
+    .unwrap();
+    assert!(hosts
+        .widened_from(&before)
+        .iter()
+        .any(|w| w.contains("x.internal")));
+    let any = parse(&format!("{}allowed_tenants = [\"*\"]\n{callers}", MINIMAL)).unwrap();
+    assert!(any
+        .widened_from(&before)
+        .iter()
+        .any(|w| w.contains("allowed_tenants")));
+}

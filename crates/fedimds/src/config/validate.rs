@@ -329,6 +329,16 @@ impl RawSource {
 impl RawUpstream {
     fn validate(self, r: &mut Reader<'_>) -> Result<Upstream, ConfigError> {
         Ok(Upstream {
+            max_concurrent_fetches: at_least(
+                "upstream.max_concurrent_fetches",
+                r.or(
+                    "upstream.max_concurrent_fetches",
+                    self.max_concurrent_fetches,
+                    DEFAULT_MAX_CONCURRENT_FETCHES,
+                ),
+                1,
+                "with none, no token is ever fetched",
+            )?,
             connect_timeout: duration(
                 r,
                 "upstream.connect_timeout",
@@ -353,6 +363,12 @@ impl RawCache {
                 r.or("cache.max_keys", self.max_keys, DEFAULT_MAX_KEYS),
                 1,
                 "a cache that holds nothing serves nothing",
+            )?,
+            max_bytes: at_least(
+                "cache.max_bytes",
+                r.or("cache.max_bytes", self.max_bytes, DEFAULT_CACHE_MAX_BYTES),
+                1024 * 1024,
+                "a cache smaller than a MiB holds too few tokens to be one",
             )?,
             idle_ttl: duration(r, "cache.idle_ttl", self.idle_ttl, DEFAULT_IDLE_TTL)?,
             error_ttl: duration(r, "cache.error_ttl", self.error_ttl, DEFAULT_ERROR_TTL)?,

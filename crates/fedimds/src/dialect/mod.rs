@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use crate::config::MAX_RESOURCE_LEN;
 pub use crate::refusal::Refusal;
 use crate::token::AccessToken;
 
@@ -123,6 +124,11 @@ impl<'a> Params<'a> {
             resource_id: self.get(id_keys::RESOURCE_ID).map(Cow::into_owned),
             tenant_id: self.get(&["tenant_id"]).map(Cow::into_owned),
         };
+        if req.resource.len() > MAX_RESOURCE_LEN {
+            return Err(Refusal::BadRequest(format!(
+                "The resource is longer than {MAX_RESOURCE_LEN} bytes; real resource URIs are far shorter"
+            )));
+        }
         // No control characters anywhere: they have no place in a resource or an id, and
         // they would let a caller forge lines in text-format logs.
         let fields = [

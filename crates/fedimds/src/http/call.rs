@@ -265,6 +265,8 @@ impl<'a> Call<'a> {
         let resolved = target::resolve(config, &selector(self.prefix, req), &req.resource)
             .map_err(|e| Refused::from(Refusal::Target(e)))?;
         let (target, tenant) = (resolved.target, resolved.tenant);
+        // Keyed and scoped by the allow-list's spelling; the answer echoes the caller's.
+        let resource = resolved.resource;
         let refused = |refusal| Refused {
             refusal,
             target: Some(target),
@@ -275,7 +277,7 @@ impl<'a> Call<'a> {
         }
         let (token, lookup) = self
             .app
-            .cache_get(settings, target, tenant, &req.resource)
+            .cache_get(settings, target, tenant, resource)
             .await
             .map_err(refused)?;
         Ok(Served {

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod bounds;
 mod check;
 mod dialects;
 mod end_to_end;

@@ -384,3 +384,94 @@ async fn a_reload_that_drops_a_broken_prefetch_makes_the_daemon_ready() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_secret_taken_out_of_the_config_stops_working_at_the_reload() {
+    const LEAKED: &str = "leaked-secret-0123456789";
+    let dir = temp_dir("reload-secret");
+    let file = dir.join("identity-header");
+    let base = |h: &Harness| {
+        let mut raw =
+            fedimds::demo::raw_config(&h.sim.url(), h.app.settings().config.server.listen);
+        raw.server.identity_header_file = Some(file.clone());
+        raw
+    };
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        raw.server.identity_header = Some(LEAKED.into());
+        raw.server.identity_header_file = Some(file.clone());
+    })
+    .await;
+    let msi = |secret: String| {
+        let (http, url) = (h.http.clone(), h.url.clone());
+        async move {
+            http.get(format!(
+                "{url}/msi/token?api-version=2019-08-01&resource={GRAPH}"
+            ))
+            .header("X-IDENTITY-HEADER", secret)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+        }
+    };
+    assert_eq!(msi(LEAKED.into()).await, 200);
+    // The leaked secret is removed from the file and the config reloaded.
+    h.app.reload(load(&base(&h))).expect("the reload applies");
+    assert_eq!(
+        msi(LEAKED.into()).await,
+        401,
+        "the removed secret no longer works"
+    );
+    let fresh = h.app.identity_header().expose().to_owned();
+    assert_ne!(fresh, LEAKED);
+    assert_eq!(msi(fresh.clone()).await, 200);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        fresh,
+        "the file holds the new one"
+    );
+    // A generated secret stays the same across reloads that do not name one.
+    h.app.reload(load(&base(&h))).expect("the reload applies");
+    assert_eq!(h.app.identity_header().expose(), fresh);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_reload_refuses_each_key_it_cannot_apply_and_names_it() {
+    let h = start().await;
+    let base = fedimds::demo::raw_config(&h.sim.url(), h.app.settings().config.server.listen);
+    type Edit = fn(&mut RawConfig);
+    let cases: [(&str, Edit); 7] = [
+        ("server.max_connections", |r| {
+            r.server.max_connections = Some(7)
+        }),
+        ("server.max_connections_per_peer", |r| {
+            r.server.max_connections_per_peer = Some(7)
+        }),
+        ("server.header_read_timeout", |r| {
+            r.server.header_read_timeout = Some(std::time::Duration::from_secs(9).into())
+        }),
+        ("server.unix_socket_mode", |r| {
+            r.server.unix_socket_mode = Some(0o600)
+        }),
+        ("server.arc_key_group", |r| {
+            r.server.arc_key_group = Some(4242)
+        }),
+        ("upstream.max_concurrent_fetches", |r| {
+            r.upstream.max_concurrent_fetches = Some(3)
+        }),
+        ("cache", |r| r.cache.max_keys = Some(10)),
+    ];
+    for (key, edit) in cases {
+        let mut raw = base.clone();
+        edit(&mut raw);
+        let err = h.app.reload(load(&raw)).expect_err(key).to_string();
+        assert!(err.contains(key) && err.contains("restart"), "{key}: {err}");
+    }
+    // The running config is what it was.
+    assert_eq!(
+        h.app.settings().config.server.max_connections,
+        fedimds::config::DEFAULT_MAX_CONNECTIONS
+    );
+}

@@ -1,0 +1,139 @@
+//! A caller cannot turn the cache into a flood: spellings of one resource share one key, cold
+//! keys wait for a bounded number of fetches, the cache is weighed in bytes, and `/metrics`
+//! stays small whatever the number of keys.
+
+use std::time::Duration;
+
+use fedimds_sim::fault::{Fault, Route};
+use fedimds_sim::SimConfig;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn spellings_of_an_allowed_resource_share_one_key_and_one_exchange() {
+    let h = start_with(SimConfig::demo(), |raw| {
+        target(raw, "litware").resources = strings(&["https://graph.microsoft.com"]);
+    })
+    .await;
+    let mut asked = Vec::new();
+    for i in 0..60u32 {
+        // Case changed letter by letter, and up to two trailing slashes.
+        let spelling: String = "https://graph.microsoft.com"
+            .chars()
+            .enumerate()
+            .map(|(n, c)| {
+                if (i >> (n % 7)) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect::<String>()
+            + &"/".repeat((i % 3) as usize);
+        let (status, body) = h.imds_token(&spelling, "").await;
+        assert_eq!(status, 200, "{spelling}: {body}");
+        // The answer echoes the caller's own spelling, as clients expect.
+        assert_eq!(body["resource"], spelling.as_str());
+        asked.push(spelling);
+    }
+    asked.sort();
+    asked.dedup();
+    assert!(asked.len() > 20, "the spellings differ: {}", asked.len());
+    let exchanges = h.sim.exchanges();
+    assert_eq!(exchanges.len(), 1, "one Entra call for every spelling");
+    assert_eq!(exchanges[0].scope, "https://graph.microsoft.com/.default");
+    assert_eq!(h.app.cache.key_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cold_keys_wait_for_a_bounded_number_of_fetches() {
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.upstream.max_concurrent_fetches = Some(2);
+    })
+    .await;
+    // Warm the assertion, so only exchanges remain.
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    h.sim
+        .push_fault(Route::Entra, Fault::slow(Duration::from_secs(2)).times(8));
+    let started = tokio::time::Instant::now();
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let url = format!(
+                "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://r{i}.example",
+                h.url
+            );
+            let http = h.http.clone();
+            tokio::spawn(async move {
+                http.get(url).header("Metadata", "true").send().await.unwrap().status()
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().as_u16(), 200);
+    }
+    // Eight slow exchanges, two at a time: four rounds of two seconds (on paused time).
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(8),
+        "{took:?}: more than two ran at once"
+    );
+}
+
+#[tokio::test]
+async fn the_cache_is_bounded_in_bytes_and_metrics_stay_small() {
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.cache.max_bytes = Some(1024 * 1024);
+    })
+    .await;
+    // Long resources, each a key of its own: about 3.5 KB an entry with its token.
+    let padding = "p".repeat(900);
+    for i in 0..400 {
+        let resource = format!("https://r{i}.example/{padding}");
+        let (status, body) = h.imds_token(&resource, "").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let keys = h.app.cache.key_count();
+    assert!(keys < 400, "{keys} keys: the byte bound evicted none");
+    let text = h
+        .http
+        .get(format!("{}/metrics", h.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let bytes: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fedimds_cache_bytes "))
+        .expect("the cache's weight is exported")
+        .parse()
+        .unwrap();
+    assert!(bytes <= 1024.0 * 1024.0, "{bytes}");
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("fedimds_token_expiry_seconds{"))
+        .count();
+    assert!(series <= 64, "{series} expiry series");
+    assert!(
+        text.contains("fedimds_token_expiry_min_seconds "),
+        "the soonest is its own gauge"
+    );
+    assert!(text.len() < 200_000, "/metrics is {} bytes", text.len());
+}
+
+#[tokio::test]
+async fn an_overlong_resource_is_refused_before_any_fetch() {
+    let h = start().await;
+    let resource = format!("https://x.example/{}", "a".repeat(1100));
+    let (status, body) = h.imds_token(&resource, "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 1024"),
+        "{body}"
+    );
+    assert!(h.sim.exchanges().is_empty());
+}
