@@ -18,7 +18,11 @@ pub(crate) async fn token(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Some(fault) = state.arrive(Route::AppService).await {
+    if let Some(fault) = state
+        .arrive(Route::AppService)
+        .await
+        .filter(Fault::replaces_answer)
+    {
         let message = match fault.status {
             429 => "Too many requests",
             500..=599 => "An unexpected error occurred while fetching the AAD token",

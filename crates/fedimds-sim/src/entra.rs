@@ -42,13 +42,23 @@ pub(crate) async fn token(
         scope: field("scope"),
         outcome: Err(String::new()),
     };
-    if let Some(fault) = state.arrive(Route::Entra).await {
+    let fault = state.arrive(Route::Entra).await;
+    if let Some(fault) = fault.as_ref().filter(|f| f.replaces_answer()) {
         record.outcome = Err(format!("fault:{}", fault.status));
         state.record(record);
-        return fault_reply(&state, &fault);
+        return fault_reply(&state, fault);
     }
     let response = match exchange(&state, &tenant, &form) {
-        Ok((access_token, body)) => {
+        Ok((access_token, mut body)) => {
+            // A shaping fault: an odd lifetime, or an answer larger than any real one.
+            if let Some(fault) = &fault {
+                if let Some(seconds) = fault.expires_in {
+                    body["expires_in"] = json!(seconds);
+                }
+                if fault.padding > 0 {
+                    body["padding"] = json!("p".repeat(fault.padding));
+                }
+            }
             record.outcome = Ok(access_token);
             reply(200, body, None)
         }

@@ -28,6 +28,11 @@ pub struct Fault {
     pub aadsts: Option<u32>,
     /// How many requests this fault answers; `usize::MAX` means forever.
     pub times: usize,
+    /// Entra only, on a normal answer: the token's `expires_in` instead of the configured one.
+    pub expires_in: Option<u64>,
+    /// Entra only, on a normal answer: this many bytes of padding in an extra field, for an
+    /// answer larger than any real one.
+    pub padding: usize,
 }
 
 // === impl Fault ===
@@ -41,6 +46,8 @@ impl Fault {
             delay: None,
             aadsts: None,
             times: 1,
+            expires_in: None,
+            padding: 0,
         }
     }
 
@@ -63,6 +70,22 @@ impl Fault {
         self
     }
 
+    /// A normal Entra answer whose token lives `seconds`.
+    pub fn expires_in(seconds: u64) -> Fault {
+        Fault {
+            expires_in: Some(seconds),
+            ..Fault::status(200)
+        }
+    }
+
+    /// A normal Entra answer padded with `bytes` more.
+    pub fn padded(bytes: usize) -> Fault {
+        Fault {
+            padding: bytes,
+            ..Fault::status(200)
+        }
+    }
+
     /// Waits `delay` before answering.
     pub fn delay(mut self, delay: Duration) -> Fault {
         self.delay = Some(delay);
@@ -80,8 +103,8 @@ impl Fault {
         self.times(usize::MAX)
     }
 
-    /// Whether this fault replaces the normal answer rather than only delaying it.
-    pub(crate) fn replaces_answer(&self) -> bool {
+    /// Whether this fault replaces the normal answer rather than only delaying or shaping it.
+    pub fn replaces_answer(&self) -> bool {
         self.status != 200
     }
 }

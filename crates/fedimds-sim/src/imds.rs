@@ -24,7 +24,11 @@ pub(crate) async fn token(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Some(fault) = state.arrive(Route::Imds).await {
+    if let Some(fault) = state
+        .arrive(Route::Imds)
+        .await
+        .filter(Fault::replaces_answer)
+    {
         return fault_reply(&fault);
     }
     match answer(&state, &headers, query.as_deref()) {

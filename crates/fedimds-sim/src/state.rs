@@ -82,7 +82,7 @@ impl State {
     }
 
     /// Counts the request and applies the route's scripted fault: sleeps its delay and returns
-    /// it when it replaces the normal answer.
+    /// it (it may replace the normal answer, or shape it).
     pub(crate) async fn arrive(&self, route: Route) -> Option<Fault> {
         {
             let mut counters = lock(&self.counters);
@@ -96,7 +96,7 @@ impl State {
         if let Some(delay) = fault.delay {
             tokio::time::sleep(delay).await;
         }
-        fault.replaces_answer().then_some(fault)
+        Some(fault)
     }
 
     /// Signs and remembers the token, so leak scans can look for it.

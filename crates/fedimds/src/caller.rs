@@ -133,37 +133,77 @@ fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     }
 }
 
-/// Whether a `Host` header names this host: a loopback name, IMDS's address, or one the
-/// config allows. Anything else is a DNS-rebinding attempt from a browser, or a mistake.
-pub fn host_allowed(headers: &HeaderMap, config: &Config) -> bool {
-    // HTTP/1.1 requires Host; a request without one did not come from a browser.
-    let Some(host) = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    else {
-        return true;
+/// Which listener a Host header is checked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRule {
+    /// The token endpoints: loopback names, IMDS's address, the listen address, and
+    /// `server.allowed_hosts`.
+    Token,
+    /// The admin listener: the same names, and any IP address. The kubelet probes with the
+    /// pod's IP as Host, and an address is no DNS-rebinding attack: a page can make a browser
+    /// send only its own name.
+    Admin,
+}
+
+/// Whether a request's `Host` names this host (DNS rebinding): exactly one Host header, valid
+/// text, present on HTTP/1.1, naming a loopback name, IMDS's address, or one the config
+/// allows. Anything else is a rebinding attempt from a browser, or a mistake.
+pub fn host_allowed(
+    headers: &HeaderMap,
+    version: axum::http::Version,
+    config: &Config,
+    rule: HostRule,
+) -> bool {
+    let mut hosts = headers.get_all(axum::http::header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    let host = match (first, second) {
+        // Two Host headers could mean two things to two parsers.
+        (_, Some(_)) => return false,
+        (Some(value), None) => match value.to_str() {
+            Ok(text) => text,
+            Err(_) => return false,
+        },
+        // HTTP/1.1 requires Host; only an HTTP/1.0 client may leave it out.
+        (None, None) => return version == axum::http::Version::HTTP_10,
     };
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        }),
+    let Some(name) = host_name(host) else {
+        return false;
     };
     let listen_ip = config.server.listen.ip();
+    let ip = name.parse::<IpAddr>().ok();
     name.eq_ignore_ascii_case("localhost")
         || name == "169.254.169.254"
-        || name
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || (!listen_ip.is_unspecified() && ip == listen_ip))
+        || ip.is_some_and(|ip| ip.is_loopback() || (!listen_ip.is_unspecified() && ip == listen_ip))
+        || (rule == HostRule::Admin && ip.is_some())
         || config
             .server
             .allowed_hosts
             .iter()
             .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// The name in a Host value: `name`, `name:port`, `[v6]` or `[v6]:port`; `None` for anything
+/// else (`[::1].evil.example`, an empty name, a port that is not a number).
+fn host_name(host: &str) -> Option<&str> {
+    let port_ok = |port: &str| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    let name = match host.strip_prefix('[') {
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']')?;
+            match after.strip_prefix(':') {
+                Some(port) if port_ok(port) => {}
+                None if after.is_empty() => {}
+                _ => return None,
+            }
+            v6.parse::<std::net::Ipv6Addr>().ok()?;
+            v6
+        }
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port_ok(port) => name,
+            Some(_) => return None,
+            None => host,
+        },
+    };
+    (!name.is_empty()).then_some(name)
 }
 
 /// Token buckets, one per `[[callers]]` rule that sets `rate`.
@@ -341,7 +381,7 @@ rate = 2
         let with = |h: &str| {
             let mut m = HeaderMap::new();
             m.insert(axum::http::header::HOST, h.parse().unwrap());
-            host_allowed(&m, &c)
+            host_allowed(&m, axum::http::Version::HTTP_11, &c, HostRule::Token)
         };
         for ok in [
             "localhost",
@@ -358,8 +398,46 @@ rate = 2
             "evil.example:8181",
             "10.0.0.5",
             "localhost.evil.example",
+            "[::1].evil.example",
+            "[::1]x",
+            "localhost:80x",
+            "",
         ] {
             assert!(!with(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_host_header_that_is_not_one_clear_name_is_refused() {
+        use axum::http::{header::HOST, HeaderValue, Version};
+        let c = config("");
+        let check = |m: &HeaderMap, v| host_allowed(m, v, &c, HostRule::Token);
+        // Not valid text.
+        let mut m = HeaderMap::new();
+        m.insert(HOST, HeaderValue::from_bytes(b"localhost\xff").unwrap());
+        assert!(!check(&m, Version::HTTP_11));
+        // Two of them.
+        let mut m = HeaderMap::new();
+        m.append(HOST, HeaderValue::from_static("localhost"));
+        m.append(HOST, HeaderValue::from_static("evil.example"));
+        assert!(!check(&m, Version::HTTP_11));
+        // None, on HTTP/1.1; HTTP/1.0 had no Host header.
+        assert!(!check(&HeaderMap::new(), Version::HTTP_11));
+        assert!(check(&HeaderMap::new(), Version::HTTP_10));
+    }
+
+    #[test]
+    fn the_admin_listener_also_takes_addresses() {
+        use axum::http::{header::HOST, HeaderValue, Version};
+        let c = config("");
+        let with = |h: &'static str, rule| {
+            let mut m = HeaderMap::new();
+            m.insert(HOST, HeaderValue::from_static(h));
+            host_allowed(&m, Version::HTTP_11, &c, rule)
+        };
+        // The kubelet's probe names the pod's IP.
+        assert!(with("10.244.1.7:8182", HostRule::Admin));
+        assert!(!with("10.244.1.7:8182", HostRule::Token));
+        assert!(!with("rebind.evil.example:8182", HostRule::Admin));
     }
 }

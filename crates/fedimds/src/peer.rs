@@ -73,10 +73,10 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// Looks up the owner of the local socket whose address is `peer`: `None` for a peer on
-    /// another host, or when /proc is not readable. Two small file reads: made once per
-    /// connection, when it is accepted.
-    pub fn of(peer: SocketAddr) -> Option<Owner> {
+    /// Looks up the owner of the local socket whose address is `peer`, connected to `ours`:
+    /// `None` for a peer on another host, or when /proc is not readable. A file read, made
+    /// once per connection, when it is accepted.
+    pub fn of(peer: SocketAddr, ours: SocketAddr) -> Option<Owner> {
         let table = match peer.ip() {
             IpAddr::V4(v4) if !v4.is_unspecified() => "/proc/net/tcp",
             IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => "/proc/net/tcp",
@@ -84,7 +84,7 @@ impl Owner {
             IpAddr::V4(_) => return None,
         };
         let text = std::fs::read_to_string(table).ok()?;
-        let (uid, inode) = find(&text, peer)?;
+        let (uid, inode) = find(&text, peer, ours)?;
         Some(Owner { uid, inode })
     }
 
@@ -95,27 +95,44 @@ impl Owner {
     }
 }
 
-/// The uid and inode of the socket whose local address is `peer`, in a `/proc/net/tcp*` table.
-fn find(table: &str, peer: SocketAddr) -> Option<(u32, u64)> {
-    // IPv4 peers can arrive on a dual-stack socket as mapped IPv6 addresses.
-    let peer = match peer.ip() {
+/// The uid and inode of the live socket whose local address is `peer`, in a `/proc/net/tcp*`
+/// table. Only established sockets with an inode count: a closed connection that used the
+/// same port lingers in TIME_WAIT as root's, with no inode. The one connected to `ours` is
+/// preferred; a connection redirected by the capture rule is connected, as its client sees
+/// it, to the address it dialled, so the only one from `peer` is taken too.
+fn find(table: &str, peer: SocketAddr, ours: SocketAddr) -> Option<(u32, u64)> {
+    let (peer, ours) = (unmapped(peer), unmapped(ours));
+    let mut from_peer = table.lines().skip(1).filter_map(|line| {
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+        let fields: Vec<&str> = line.split_whitespace().take(10).collect();
+        let [_, local, remote, state, _, _, _, uid, _, inode] = fields.as_slice() else {
+            return None;
+        };
+        const ESTABLISHED: &str = "01";
+        let inode: u64 = inode.parse().ok()?;
+        let live = *state == ESTABLISHED && inode != 0;
+        (live && parse_address(local)? == peer)
+            .then(|| Some((parse_address(remote)? == ours, uid.parse().ok()?, inode)))
+            .flatten()
+    });
+    let first = from_peer.next()?;
+    let all: Vec<_> = std::iter::once(first).chain(from_peer).collect();
+    match all.iter().find(|(to_us, _, _)| *to_us) {
+        Some(&(_, uid, inode)) => Some((uid, inode)),
+        None if all.len() == 1 => Some((first.1, first.2)),
+        // Several live sockets from that address and none to us: whose it is is not known.
+        None => None,
+    }
+}
+
+/// IPv4 peers can arrive on a dual-stack socket as mapped IPv6 addresses.
+fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
-            .map_or(peer, |v4| SocketAddr::new(IpAddr::V4(v4), peer.port())),
-        IpAddr::V4(_) => peer,
-    };
-    table.lines().skip(1).find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let local = parse_address(fields.nth(1)?)?;
-        if local != peer {
-            return None;
-        }
-        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-        let mut rest = fields.skip(5);
-        let uid = rest.next()?.parse().ok()?;
-        let inode = rest.nth(1)?.parse().ok()?;
-        Some((uid, inode))
-    })
+            .map_or(addr, |v4| SocketAddr::new(IpAddr::V4(v4), addr.port())),
+        IpAddr::V4(_) => addr,
+    }
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): each 32-bit word of the address
@@ -194,10 +211,38 @@ mod tests {
             let line = me.lines().find(|l| l.starts_with(name)).unwrap();
             line.split_whitespace().nth(index).unwrap().parse().unwrap()
         };
-        let owner = Owner::of(peer).expect("a socket of this host");
+        let ours = listener.local_addr().unwrap();
+        let owner = Owner::of(peer, ours).expect("a socket of this host");
         assert_eq!(owner.uid, field("Uid:", 1));
         assert_eq!(owner.gid(), Some(field("Gid:", 2)));
         // A peer that is no socket of this host has no owner.
-        assert_eq!(Owner::of("127.0.0.1:1".parse().unwrap()), None);
+        assert_eq!(Owner::of("127.0.0.1:1".parse().unwrap(), ours), None);
+    }
+
+    #[test]
+    fn a_lingering_closed_connection_on_the_same_port_is_not_the_owner() {
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let ours: SocketAddr = "127.0.0.1:8181".parse().unwrap();
+        let hex = |a: SocketAddr| match a.ip() {
+            IpAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_ne_bytes(v4.octets()), a.port()),
+            IpAddr::V6(_) => unreachable!("IPv4 in this test"),
+        };
+        let line = |state: &str, uid: u32, inode: u64| {
+            format!(
+                "   1: {} {} {state} 00000000:00000000 00:00000000 00000000 {uid:5} 0 {inode} 1 0 20 4 30 10 -1",
+                hex(peer),
+                hex(ours)
+            )
+        };
+        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+        // TIME_WAIT (06), root's, no inode; then the live one, uid 65534.
+        let table = format!(
+            "{header}\n{}\n{}\n",
+            line("06", 0, 0),
+            line("01", 65534, 4242)
+        );
+        assert_eq!(find(&table, peer, ours), Some((65534, 4242)));
+        let table = format!("{header}\n{}\n", line("06", 0, 0));
+        assert_eq!(find(&table, peer, ours), None);
     }
 }

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio::time::Instant;
 
+use crate::config::MAX_UPSTREAM_BODY;
+
 /// Whether a failure is worth trying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transience {
@@ -97,6 +99,44 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .unwrap_or(Duration::ZERO),
     };
     Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// An upstream answer's body, at most [`MAX_UPSTREAM_BODY`] bytes: a token answer is a few
+/// KB, and one an upstream makes huge (by fault or on purpose) must not take the daemon's
+/// memory with it.
+pub async fn body(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    let too_large = || {
+        BodyError::TooLarge(format!(
+            "the answer is larger than {MAX_UPSTREAM_BODY} bytes"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_UPSTREAM_BODY as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Transport(describe(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_UPSTREAM_BODY {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Why an upstream answer's body could not be had, in words.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The transport failed while reading it (may pass).
+    Transport(String),
+    /// It is larger than any real answer (will not pass: the answer is unusable).
+    TooLarge(String),
 }
 
 /// A transport error in words, without the URL (which may carry identifiers).

@@ -61,6 +61,11 @@ pub const CACHE_ENTRY_OVERHEAD: u32 = 1024;
 /// Tokens `fedimds_token_expiry_seconds` shows one by one (the soonest to expire), so
 /// `/metrics` stays small whatever the number of keys; the soonest of all is its own gauge.
 pub const MAX_EXPIRY_SERIES: usize = 64;
+/// The largest upstream answer read: token answers are a few KB.
+pub const MAX_UPSTREAM_BODY: usize = 1024 * 1024;
+/// The shortest token lifetime accepted from Entra: anything shorter could not be served
+/// before it expired, and would cost an exchange per request.
+pub const MIN_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 /// The longest resource accepted: real resource URIs are well under it, and a longer one can
 /// only cost memory and an Entra call.
 pub const MAX_RESOURCE_LEN: usize = 1024;

@@ -89,7 +89,7 @@ pub fn parse(
     match params.get(&["api-version"]).as_deref() {
         Some(v) if !versions.is_empty() && !versions.contains(&v) => {
             return Err(Refusal::BadRequest(format!(
-                "api-version '{v}' is not supported here; use {}",
+                "api-version {v:?} is not supported here; use {}",
                 versions.join(" or ")
             )))
         }

@@ -94,9 +94,17 @@ impl<'a> Params<'a> {
                     "More than {MAX_PAIRS} parameters"
                 )));
             }
+            // No control characters in any key or value: they have no place in a resource, an
+            // id or an api-version, and echoed in a message or a text log they would forge
+            // lines or drive a terminal.
+            if key.chars().chain(value.chars()).any(char::is_control) {
+                return Err(Refusal::BadRequest(
+                    "Parameters must not contain control characters".to_owned(),
+                ));
+            }
             if unique && pairs.iter().any(|(seen, _)| *seen == key) {
                 return Err(Refusal::BadRequest(format!(
-                    "The query parameter '{key}' is given more than once"
+                    "The query parameter {key:?} is given more than once"
                 )));
             }
             pairs.push((key, value));
@@ -129,30 +137,10 @@ impl<'a> Params<'a> {
                 "The resource is longer than {MAX_RESOURCE_LEN} bytes; real resource URIs are far shorter"
             )));
         }
-        // No control characters anywhere: they have no place in a resource or an id, and
-        // they would let a caller forge lines in text-format logs.
-        let fields = [
-            Some(&req.resource),
-            req.client_id.as_ref(),
-            req.object_id.as_ref(),
-            req.resource_id.as_ref(),
-        ];
-        if fields
-            .into_iter()
-            .flatten()
-            .any(|v| v.chars().any(char::is_control))
-        {
-            return Err(Refusal::BadRequest(
-                "Parameters must not contain control characters".to_owned(),
-            ));
-        }
-        // A tenant is a GUID or a domain; anything else would end up in Entra's URL path.
+        // A tenant is a GUID or a domain name: it becomes a segment of Entra's URL path, where
+        // `.` or `..` would drop the tenant altogether.
         if let Some(t) = &req.tenant_id {
-            if !t
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-                || t.len() > 255
-            {
+            if !is_tenant(t) {
                 return Err(Refusal::BadRequest(
                     "tenant_id must be a tenant id (GUID) or a domain name".to_owned(),
                 ));
@@ -169,6 +157,20 @@ impl<'a> Params<'a> {
         }
         Ok(req)
     }
+}
+
+/// A GUID, or a DNS name of non-empty labels of letters, digits and inner hyphens.
+fn is_tenant(t: &str) -> bool {
+    t.len() <= 253
+        && t.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Every alias any client sends for each kind of identity id
@@ -374,6 +376,34 @@ mod tests {
                 .unwrap()
                 .to_vec()
         })
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_keys_and_values() {
+        for query in [
+            "resource=r&api-version=2019%0d%0aX",
+            "resource=r&%1b%5b2J=1",
+            "resource=r&k%0aforged=1&k%0aforged=2",
+        ] {
+            let refusal = Params::parse(query, true).unwrap_err();
+            assert!(refusal.message().contains("control characters"), "{query}");
+        }
+    }
+
+    #[test]
+    fn tenants_are_guids_or_domain_names() {
+        for ok in [
+            "22222222-2222-4222-8222-222222222222",
+            "contoso.onmicrosoft.com",
+            "x",
+        ] {
+            assert!(is_tenant(ok), "{ok}");
+        }
+        for bad in [
+            ".", "..", "a..b", ".a", "a.", "-a.b", "a-.b", "a/b", "a b", "",
+        ] {
+            assert!(!is_tenant(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use axum::response::Response;
 use crate::app::{selector, App, Settings};
 use crate::audit;
 use crate::cache::Lookup;
-use crate::caller::{self, Caller, Peer};
+use crate::caller::{self, Caller, HostRule, Peer};
 use crate::config::{Target, MAX_BODY};
 use crate::dialect::arc::ArcRequest;
 use crate::dialect::{self, app_service, imds, Dialect, TokenRequest};
@@ -132,6 +132,7 @@ struct Call<'a> {
     prefix: Option<&'a str>,
     peer: Peer,
     headers: &'a HeaderMap,
+    version: axum::http::Version,
     /// Who is asking, identified once when the call is made: `None` when `[[callers]]` rules
     /// exist and none matches.
     caller: Option<Caller<'a>>,
@@ -189,6 +190,7 @@ impl<'a> Call<'a> {
             prefix,
             peer,
             headers: &parts.headers,
+            version: parts.version,
             caller,
         }
     }
@@ -197,7 +199,9 @@ impl<'a> Call<'a> {
     /// listener reachable from off the host, a known secret on every request.
     fn guard(&self) -> Result<(), Refusal> {
         let config = &self.settings.config;
-        if matches!(self.peer, Peer::Tcp { .. }) && !caller::host_allowed(self.headers, config) {
+        if matches!(self.peer, Peer::Tcp { .. })
+            && !caller::host_allowed(self.headers, self.version, config, HostRule::Token)
+        {
             return Err(Refusal::ForeignHost);
         }
         if config.server.allow_remote {
@@ -240,8 +244,8 @@ impl<'a> Call<'a> {
         let span = tracing::debug_span!(
             "request",
             dialect = self.dialect.as_str(),
-            target = self.prefix.unwrap_or("-"),
-            resource = %req.resource,
+            target = ?self.prefix.unwrap_or("-"),
+            resource = ?req.resource,
         );
         // A disabled span (the default level) is not worth instrumenting the future with.
         let outcome = if span.is_disabled() {
@@ -317,7 +321,7 @@ impl<'a> Call<'a> {
                 reason: None,
             });
         }
-        tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = %req.resource, cache = served.lookup.as_str(), "token served");
+        tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = ?req.resource, cache = served.lookup.as_str(), "token served");
         // Echo the id the caller named (Arc clients insist); else the app's client id.
         let client_id = req.client_id.as_deref().unwrap_or(&served.target.client_id);
         dialect::token_response(&served.token, req, client_id)
@@ -342,10 +346,11 @@ impl<'a> Call<'a> {
             ),
             _ => tracing::info!(
                 dialect = self.dialect.as_str(),
-                target = target.unwrap_or("-"),
-                resource = resource.unwrap_or("-"),
+                target = ?target.unwrap_or("-"),
+                resource = ?resource.unwrap_or("-"),
                 status = status.as_u16(),
-                reason = %refusal.message(),
+                // Debug formatting escapes whatever the caller put in the text.
+                reason = ?refusal.message(),
                 "token refused"
             ),
         }

@@ -212,7 +212,10 @@ async fn accept(listener: &Listener) -> io::Result<(Io, Peer)> {
             let _ = stream.set_nodelay(true);
             // Who owns the other end, when it is a socket of this host: two small /proc reads,
             // once per connection (see `peer.rs`).
-            let owner = Owner::of(addr);
+            let owner = stream
+                .local_addr()
+                .ok()
+                .and_then(|ours| Owner::of(addr, ours));
             Ok((TokioIo::new(Box::new(stream)), Peer::Tcp { addr, owner }))
         }
         Listener::Unix(l) => {

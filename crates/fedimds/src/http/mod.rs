@@ -16,6 +16,7 @@ use axum::Router;
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::app::App;
+use crate::caller::{host_allowed, HostRule};
 use crate::config::{Config, MAX_BODY, RESERVED_FDS, SHUTDOWN_GRACE};
 use crate::dialect;
 use call::{app_service_token, arc_token, imds_token};
@@ -55,7 +56,35 @@ pub fn admin_router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            admin_host_check,
+        ))
         .with_state(app)
+}
+
+/// The admin listener's Host check: a DNS-rebinding page must not read `/metrics` (tenants,
+/// apps and resources). Addresses pass, for the kubelet's probes (see [`HostRule::Admin`]).
+async fn admin_host_check(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let config = &app.settings().config;
+    if host_allowed(
+        request.headers(),
+        request.version(),
+        config,
+        HostRule::Admin,
+    ) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            "The Host header must name this host: a loopback name, an IP address, or a name in server.allowed_hosts\n",
+        )
+            .into_response()
+    }
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

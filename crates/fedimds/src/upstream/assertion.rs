@@ -317,12 +317,18 @@ impl AssertionProvider {
         };
         let status = response.status().as_u16();
         let retry_after = retry::retry_after(response.headers());
-        let body = match response.bytes().await {
+        let body = match retry::body(response).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(retry::BodyError::Transport(detail)) => {
                 return Err(AssertionError::Unreachable {
                     source_name: name,
-                    detail: retry::describe(&e),
+                    detail,
+                })
+            }
+            Err(retry::BodyError::TooLarge(detail)) => {
+                return Err(AssertionError::Malformed {
+                    source_name: name,
+                    detail,
                 })
             }
         };

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::wire::{ErrorResponse, TokenResponse};
+use crate::config::MIN_TOKEN_LIFETIME;
 use crate::metrics::{Metrics, UpstreamName};
 use crate::retry::{self, Transience};
 use crate::token::{AccessToken, Secret};
@@ -208,16 +209,17 @@ impl Exchange {
             })?;
         let status = response.status().as_u16();
         let retry_after = retry::retry_after(response.headers());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ExchangeError::Unreachable {
-                detail: retry::describe(&e),
-            })?;
+        let body = retry::body(response).await.map_err(|e| match e {
+            retry::BodyError::Transport(detail) => ExchangeError::Unreachable { detail },
+            retry::BodyError::TooLarge(detail) => ExchangeError::Malformed { status, detail },
+        })?;
         if status == 200 {
             return parse_token(&body, sent_at).ok_or_else(|| ExchangeError::Malformed {
                 status,
-                detail: "a 200 answer without access_token and expires_in".to_owned(),
+                detail: format!(
+                    "a 200 answer without a bearer access_token and an expires_in of at least {} s",
+                    MIN_TOKEN_LIFETIME.as_secs()
+                ),
             });
         }
         if status == 408 || status == 429 || status >= 500 {
@@ -260,6 +262,11 @@ fn parse_token(body: &[u8], sent_at: Instant) -> Option<AccessToken> {
         return None;
     }
     let expires_in = Duration::from_secs(r.expires_in.as_u64()?);
+    // A token that would expire before it could be served is no token: refused as malformed,
+    // so the failure is remembered rather than fetched again on every request.
+    if expires_in < MIN_TOKEN_LIFETIME {
+        return None;
+    }
     let refresh_in = r
         .refresh_in
         .and_then(|v| v.as_u64())

@@ -265,7 +265,17 @@ async fn a_tenant_id_that_is_not_a_tenant_is_refused() {
         allowed.insert(0, "*".into());
     })
     .await;
-    for bad in ["..%2F..", "a%0Ab", "x%20y", "t%2Fv2.0"] {
+    // `.` and `..` would drop the tenant from Entra's URL path.
+    for bad in [
+        ".",
+        "..",
+        "%2e%2e",
+        "a..b",
+        "..%2F..",
+        "x%20y",
+        "t%2Fv2.0",
+        "-x.example",
+    ] {
         let (status, body) = h.imds_token(GRAPH, &format!("&tenant_id={bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(
@@ -277,6 +287,8 @@ async fn a_tenant_id_that_is_not_a_tenant_is_refused() {
         );
     }
     assert_eq!(h.sim.counters().entra, 0);
+    let (status, body) = h.imds_token(GRAPH, "&tenant_id=a%0Ab").await;
+    assert_eq!(status, 400, "{body}");
     // Nor can a resource carry a line break into the logs.
     let (status, _) = h
         .imds_token("https://x%0A2026-11-22T00:00:00Z%20INFO%20forged", "")

@@ -113,6 +113,7 @@ impl Harness {
     pub async fn oneshot(&self, path_and_query: &str) -> (u16, Value) {
         use tower::ServiceExt as _;
         let request = axum::http::Request::get(path_and_query)
+            .header("Host", "localhost")
             .header("Metadata", "true")
             .body(axum::body::Body::empty())
             .unwrap();
