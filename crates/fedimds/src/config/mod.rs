@@ -423,9 +423,10 @@ impl Config {
 }
 
 /// The TOML parser's message with its line and column, but not the quoted source line it
-/// would print: that line may hold a secret (an `identity_header` under the wrong table).
+/// would print: that line may hold a secret (an `identity_header` under the wrong table). Nor
+/// the value serde quotes ([`redact_value`]).
 fn parse_message(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim_end();
+    let message = redact_value(e.message().trim_end());
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -433,7 +434,38 @@ fn parse_message(text: &str, e: &toml::de::Error) -> String {
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             format!("line {line}, column {column}: {message}")
         }
-        None => message.to_owned(),
+        None => message,
+    }
+}
+
+/// serde's message without the value it found: "invalid type: integer `4839…`, expected a
+/// string" becomes "invalid type: integer, expected a string". A secret written without
+/// quotes is such a value, and a reload logs this message at ERROR level. The message does not
+/// reliably say which key it is about, so every key's value is redacted; the kind of value and
+/// what was expected stay, which is what the reader needs. Key names (`unknown field`) stay.
+fn redact_value(message: &str) -> String {
+    // serde's wording (`serde::de::Error`): the value found, then `, expected …` from our
+    // own types, which holds no value from the file.
+    const ECHOING: [&str; 3] = ["invalid type: ", "invalid value: ", "unknown variant "];
+    let Some(prefix) = ECHOING.iter().find(|p| message.starts_with(**p)) else {
+        return message.to_owned();
+    };
+    // The last `, expected`: a quoted string value may itself contain one.
+    let (found, expected) = match message.rfind(", expected") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
+    // The value is quoted last: integer `5`, string "x", unknown variant `x`.
+    let kind = found[prefix.len()..]
+        .split(['`', '"'])
+        .next()
+        .unwrap_or_default()
+        .trim_end();
+    let label = prefix.trim_end();
+    if kind.is_empty() {
+        format!("{label}{expected}")
+    } else {
+        format!("{label} {kind}{expected}")
     }
 }
 
