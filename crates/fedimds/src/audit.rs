@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
 use crate::config::AuditSink;
+use crate::fsutil;
 
 /// Lines buffered before new ones are dropped (and counted as dropped in the log).
 const QUEUE: usize = 8192;
@@ -76,17 +77,14 @@ impl Audit {
     /// Opens the sink and starts its writer task (none when the sink is off). Call within
     /// the runtime.
     pub fn start(sink: &AuditSink) -> io::Result<Audit> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         let writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match sink {
             AuditSink::Off => return Ok(Audit { tx: None }),
             AuditSink::Stdout => Box::new(tokio::io::stdout()),
-            AuditSink::File(path) => Box::new(tokio::fs::File::from_std(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(path)?,
-            )),
+            // Never through a link, and never a file another user made or can read: lines
+            // appended to someone else's file reach whoever runs or reads it.
+            AuditSink::File(path) => {
+                Box::new(tokio::fs::File::from_std(fsutil::open_append(path)?))
+            }
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(write_lines(writer, rx));

@@ -27,6 +27,7 @@
 //!   [`config::Config`].
 //! - [`cloud`]: every per-cloud fact (hosts, audiences, ARM, consent URL).
 //! - [`metrics`]: Prometheus metrics for the admin listener; a leaf.
+//! - [`fsutil`]: files other users must not read or redirect (secret, keys, audit); a leaf.
 //! - [`token`]: secrets and tokens as redacting types; refresh timing.
 
 pub mod app;
@@ -39,6 +40,7 @@ pub mod cloud;
 pub mod config;
 pub mod demo;
 pub mod dialect;
+pub mod fsutil;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -9,8 +9,6 @@
 //! group (mode 0640), else only fedimds's own user can read them (0600).
 
 use std::collections::VecDeque;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -20,6 +18,7 @@ use tokio::time::Instant;
 
 use super::{imds, Refusal, TokenRequest};
 use crate::config::{ARC_KEY_TTL as KEY_TTL, ARC_MAX_KEYS as MAX_KEYS};
+use crate::fsutil::{self, Private};
 use crate::token::Secret;
 
 /// api-versions Arc clients send: 2020-06-01 (Python, JS, .NET), 2021-02-01 (Rust).
@@ -163,16 +162,9 @@ fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
 
 fn write_key(path: &Path, key: &str, group: Option<u32>) -> std::io::Result<()> {
     let mode = if group.is_some() { 0o640 } else { 0o600 };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    if let Some(gid) = group {
-        std::os::unix::fs::fchown(&file, None, Some(gid))?;
-    }
-    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    file.write_all(key.as_bytes())
+    // A new name every time, so created exclusively in place: no rename needed, since the
+    // client learns the name only once the file is whole.
+    fsutil::create(path, key.as_bytes(), Private { mode, group }).map(drop)
 }
 
 /// Arc's errors have IMDS's shape.

@@ -9,6 +9,7 @@ mod support;
 mod check;
 mod dialects;
 mod end_to_end;
+mod files;
 mod leaks;
 mod operations;
 mod resilience;
