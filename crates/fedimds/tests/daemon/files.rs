@@ -1,5 +1,5 @@
-//! What another user can do to the files fedimds writes (red-team F4): the caller secret file,
-//! the audit log. Each test sets up what the attacker could in a directory it can write, then
+//! What another user can do to the files fedimds writes (red-team F4, F8): the caller secret
+//! file, the audit log, the Unix socket. Each test sets up what the attacker could in a directory it can write, then
 //! starts the daemon as it would be started.
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -136,5 +136,74 @@ async fn an_audit_log_that_is_a_link_or_someone_elses_file_is_refused() {
         err.contains("audit.path") && err.contains("owned by uid 65534"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(scratch);
+}
+
+#[tokio::test]
+async fn a_link_swapped_in_for_the_unix_socket_while_it_is_bound_is_not_followed() {
+    use std::os::unix::fs::FileTypeExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let scratch = temp_dir("socket-swap");
+    let victim = victim(&scratch, "victim.txt");
+    let shared = scratch.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    chmod(&shared, 0o777);
+    let socket = shared.join("fedimds.sock");
+    // The attacker: whenever a socket appears at the path, put a link to the victim there,
+    // hoping the daemon's chmod lands on it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (socket, victim, stop) = (socket.clone(), victim.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut swapped = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                if std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket())
+                    && std::fs::remove_file(&socket).is_ok()
+                    && std::os::unix::fs::symlink(&victim, &socket).is_ok()
+                {
+                    swapped += 1;
+                }
+            }
+            swapped
+        })
+    };
+    for _ in 0..300 {
+        let _ = std::fs::remove_file(&socket);
+        let _ = fedimds::http::listener::bind_unix(&socket, 0o666);
+        if std::fs::metadata(&victim).unwrap().mode() & 0o777 != 0o644 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swapped = attacker.join().unwrap();
+    assert!(swapped > 0, "the attacker got to swap sockets");
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().mode() & 0o777,
+        0o644,
+        "the daemon's chmod followed the attacker's link ({swapped} swaps)"
+    );
+    let _ = std::fs::remove_dir_all(scratch);
+}
+
+#[tokio::test]
+async fn the_unix_socket_replaces_a_stale_socket_and_nothing_else() {
+    let scratch = temp_dir("socket-stale");
+    let socket = scratch.join("fedimds.sock");
+    let first = fedimds::http::listener::bind_unix(&socket, 0o600).unwrap();
+    drop(first);
+    // Left behind by the previous run: replaced, with the mode asked for this time.
+    let _second = fedimds::http::listener::bind_unix(&socket, 0o660).unwrap();
+    assert_eq!(std::fs::metadata(&socket).unwrap().mode() & 0o777, 0o660);
+    let names: Vec<_> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["fedimds.sock"], "no private directory left behind");
+    // Any other kind of file is not ours to replace.
+    let file = scratch.join("not-a-socket");
+    std::fs::write(&file, "keep").unwrap();
+    assert!(fedimds::http::listener::bind_unix(&file, 0o660).is_err());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
     let _ = std::fs::remove_dir_all(scratch);
 }
