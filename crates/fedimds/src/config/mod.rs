@@ -79,8 +79,14 @@ pub const MAX_BODY: usize = 16 * 1024;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// An Arc challenge key is good for this long: a client reads it and retries at once.
 pub const ARC_KEY_TTL: Duration = Duration::from_secs(60);
-/// Outstanding Arc challenges at most; older ones are dropped (and their files removed).
+/// Outstanding Arc challenges at most; past this, new challenges are refused (429) until keys
+/// are used or expire, rather than outstanding ones dropped: a flood must not cost another
+/// caller the key it is about to present.
 pub const ARC_MAX_KEYS: usize = 256;
+/// Outstanding Arc challenges per caller at most (a `[[callers]]` rule, else a peer address or
+/// uid): a quarter of [`ARC_MAX_KEYS`], so one caller cannot take every place. A client
+/// presents its key at once, so a caller rarely holds more than one.
+pub const ARC_MAX_KEYS_PER_CALLER: usize = ARC_MAX_KEYS / 4;
 /// The smallest request-head bound that still fits every SDK's request with room to spare.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 

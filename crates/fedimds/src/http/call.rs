@@ -20,7 +20,7 @@ use crate::audit;
 use crate::cache::Lookup;
 use crate::caller::{self, Caller, Peer};
 use crate::config::{Target, MAX_BODY};
-use crate::dialect::arc::ArcRequest;
+use crate::dialect::arc::{ArcRequest, Holder};
 use crate::dialect::{self, app_service, imds, Dialect, TokenRequest};
 use crate::refusal::Refusal;
 use crate::target;
@@ -93,8 +93,9 @@ pub(super) async fn arc_token(
         .guard()
         .and_then(|()| call.admit_caller())
         .and_then(|caller| {
+            let holder = Holder::of(caller.index, &call.peer);
             app.arc_keys
-                .parse(&parts.method, &parts.headers, parts.uri.query())
+                .parse(&parts.method, &parts.headers, parts.uri.query(), holder)
                 .map(|request| (caller, request))
         });
     match parsed {

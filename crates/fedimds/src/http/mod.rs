@@ -187,5 +187,7 @@ pub async fn run(
     tracing::info!("shutting down: no new connections; finishing requests in flight");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // The process may exit before the last `App` is dropped (the reload task holds one).
+    app.arc_keys.clear();
     Ok(())
 }

@@ -207,3 +207,168 @@ async fn the_unix_socket_replaces_a_stale_socket_and_nothing_else() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
     let _ = std::fs::remove_dir_all(scratch);
 }
+
+const ARC: &str = "/arc/metadata/identity/oauth2/token?api-version=2020-06-01&resource=https://graph.microsoft.com";
+
+/// An Arc challenge: its status, and the key file's contents when it was a challenge.
+async fn arc_challenge(h: &Harness, secret: Option<&str>) -> (u16, Option<String>, bool) {
+    let mut request = h
+        .http
+        .get(format!("{}{ARC}", h.url))
+        .header("Metadata", "true");
+    if let Some(secret) = secret {
+        request = request.header("X-IDENTITY-HEADER", secret);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    let retry_after = r.headers().contains_key("retry-after");
+    let key = r
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok()?.strip_prefix("Basic realm="))
+        .map(|path| std::fs::read_to_string(path).unwrap());
+    (status, key, retry_after)
+}
+
+async fn arc_redeem(h: &Harness, key: &str, secret: Option<&str>) -> (u16, serde_json::Value) {
+    let mut request = h
+        .http
+        .get(format!("{}{ARC}", h.url))
+        .header("Metadata", "true")
+        .header("Authorization", format!("Basic {key}"));
+    if let Some(secret) = secret {
+        request = request.header("X-IDENTITY-HEADER", secret);
+    }
+    status_json(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn a_flood_of_arc_challenges_costs_no_one_the_key_it_holds() {
+    let dir = temp_dir("arc-flood");
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        raw.server.arc_key_dir = Some(dir.clone());
+    })
+    .await;
+    let (status, key, _) = arc_challenge(&h, None).await;
+    assert_eq!(status, 401);
+    let key = key.expect("a key file");
+    // No credentials needed to ask for a challenge: 256 more, as the red team sent.
+    let mut refused = 0;
+    for _ in 0..256 {
+        match arc_challenge(&h, None).await {
+            (401, Some(_), _) => {}
+            (429, None, retry_after) => {
+                assert!(retry_after, "429 says when to retry");
+                refused += 1;
+            }
+            (status, ..) => panic!("a challenge or 429, not {status}"),
+        }
+    }
+    let (status, body) = arc_redeem(&h, &key, None).await;
+    assert_eq!(status, 200, "the key handed out first still works: {body}");
+    assert!(refused > 0, "past the bound, challenges are refused");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn one_caller_cannot_take_every_arc_challenge() {
+    const FLOODER: &str = "secret-of-the-flooder-0123456789";
+    const AGENT: &str = "secret-of-the-arc-agent-0123456789";
+    let dir = temp_dir("arc-per-caller");
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        raw.server.arc_key_dir = Some(dir.clone());
+        for (name, secret) in [("flooder", FLOODER), ("agent", AGENT)] {
+            raw.callers.push(RawCaller {
+                name: Some(name.into()),
+                secret: Some(secret.into()),
+                targets: strings(&["*"]),
+                ..RawCaller::default()
+            });
+        }
+    })
+    .await;
+    let mut first_refused = None;
+    for n in 0..300 {
+        if arc_challenge(&h, Some(FLOODER)).await.0 == 429 {
+            first_refused = Some(n);
+            break;
+        }
+    }
+    let n = first_refused.expect("the flooder is refused at some point");
+    assert!(n < 256, "refused before it holds the whole table ({n})");
+    let (status, key, _) = arc_challenge(&h, Some(AGENT)).await;
+    assert_eq!(status, 401, "another caller still gets a challenge");
+    let (status, body) = arc_redeem(&h, &key.unwrap(), Some(AGENT)).await;
+    assert_eq!(status, 200, "{body}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn arc_key_files_do_not_outlive_the_daemon_and_only_ours_are_removed() {
+    let dir = temp_dir("arc-stale");
+    // Left by a previous run: ours by name and owner.
+    let stale = dir.join("0123456789abcdef.key");
+    std::fs::write(&stale, "old key").unwrap();
+    // Not ours: another name, another owner, a link (to a file that must survive).
+    let keep = dir.join("keep.txt");
+    std::fs::write(&keep, "keep").unwrap();
+    let others = [
+        dir.join("notes.key"),
+        dir.join("0123456789ABCDEF.key"),
+        dir.join("0123456789abcde.key"),
+        dir.join("fedcba9876543210.key"),
+        dir.join("00112233445566ff.key"),
+    ];
+    for other in &others[..3] {
+        std::fs::write(other, "someone else's").unwrap();
+    }
+    std::fs::write(&others[3], "uid 65534's").unwrap();
+    std::os::unix::fs::chown(&others[3], Some(65534), None).unwrap();
+    std::os::unix::fs::symlink(&keep, &others[4]).unwrap();
+
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        raw.server.arc_key_dir = Some(dir.clone());
+    })
+    .await;
+    assert!(
+        !stale.exists(),
+        "a previous run's key file is removed at start"
+    );
+    for other in &others {
+        assert!(
+            std::fs::symlink_metadata(other).is_ok(),
+            "{} is not fedimds's and stays",
+            other.display()
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "keep");
+
+    let mut issued = Vec::new();
+    for _ in 0..3 {
+        let r = h
+            .http
+            .get(format!("{}{ARC}", h.url))
+            .header("Metadata", "true")
+            .send()
+            .await
+            .unwrap();
+        let realm = r.headers()["www-authenticate"].to_str().unwrap();
+        issued.push(std::path::PathBuf::from(
+            realm.strip_prefix("Basic realm=").unwrap(),
+        ));
+    }
+    assert!(issued.iter().all(|p| p.exists()));
+    // Shutdown (the harness dropped) removes the keys still outstanding.
+    drop(h);
+    for _ in 0..100 {
+        if issued.iter().all(|p| !p.exists()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for path in &issued {
+        assert!(!path.exists(), "{} outlived the daemon", path.display());
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), others.len() + 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
