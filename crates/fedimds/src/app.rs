@@ -99,14 +99,17 @@ impl App {
         if let Some(path) = &config.server.identity_header_file {
             write_secret_file(path, &identity_header)?;
         }
-        let audit = Audit::start(&config.audit).map_err(|source| StartError::File {
-            what: "the audit log (audit.path)",
-            path: match &config.audit {
-                AuditSink::File(path) => path.display().to_string(),
-                AuditSink::Off | AuditSink::Stdout => "-".to_owned(),
-            },
-            source,
-        })?;
+        let audit =
+            Audit::start(&config.audit.sink, metrics.audit_failures()).map_err(|source| {
+                StartError::File {
+                    what: "the audit log (audit.path)",
+                    path: match &config.audit.sink {
+                        AuditSink::File(path) => path.display().to_string(),
+                        AuditSink::Off | AuditSink::Stdout => "-".to_owned(),
+                    },
+                    source,
+                }
+            })?;
         let ready = config.targets.iter().all(|t| t.prefetch.is_empty());
         let arc_keys = ArcKeys::new(
             config.server.arc_key_dir.clone(),
@@ -132,6 +135,11 @@ impl App {
         self.settings.load().identity_header.clone()
     }
 
+    /// Whether the audit log records lines (true when it is off).
+    pub fn audit_is_healthy(&self) -> bool {
+        self.audit.is_healthy()
+    }
+
     /// True once every prefetch succeeded.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -153,7 +161,7 @@ impl App {
                 config.admin.listen != old.config.admin.listen,
                 "admin.listen",
             ),
-            (config.audit != old.config.audit, "audit.path"),
+            (config.audit.sink != old.config.audit.sink, "audit.path"),
         ] {
             if changed {
                 return Err(StartError::NeedsRestart(key));

@@ -161,7 +161,7 @@ pub struct Config {
     /// The admin listener.
     pub admin: Admin,
     /// The audit log.
-    pub audit: AuditSink,
+    pub audit: Audit,
 }
 
 /// The token listener.
@@ -200,6 +200,15 @@ pub struct Server {
 pub struct Admin {
     /// Its address; `None` = no admin listener.
     pub listen: Option<SocketAddr>,
+}
+
+/// The audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Where its lines go; a restart applies a change.
+    pub sink: AuditSink,
+    /// Whether a token whose line cannot be recorded is refused (503) rather than served.
+    pub fail_closed: bool,
 }
 
 /// Where audit lines go.

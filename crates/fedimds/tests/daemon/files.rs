@@ -1,5 +1,5 @@
-//! What another user can do to the files fedimds writes (red-team F4, F8): the caller secret
-//! file, the audit log, the Unix socket. Each test sets up what the attacker could in a directory it can write, then
+//! What another user can do to the files fedimds writes, and what becomes of them (red-team F4,
+//! F8, F12): the caller secret file, the audit log, the Unix socket, the Arc key files. Each test sets up what the attacker could in a directory it can write, then
 //! starts the daemon as it would be started.
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -370,5 +370,154 @@ async fn arc_key_files_do_not_outlive_the_daemon_and_only_ours_are_removed() {
         assert!(!path.exists(), "{} outlived the daemon", path.display());
     }
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), others.len() + 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The value of `fedimds_audit_failures_total`.
+async fn audit_failures(h: &Harness) -> f64 {
+    let text = h
+        .http
+        .get(format!("{}/metrics", h.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("fedimds_audit_failures_total "))
+        .unwrap_or_else(|| panic!("no audit failure counter in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn readyz(h: &Harness) -> (u16, String) {
+    let r = h
+        .http
+        .get(format!("{}/readyz", h.admin_url))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Audit lines in `path` so far.
+fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Polls `check` every 50 ms for at most 5 s (the writer looks at the file every second).
+async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_audit_log_is_reopened_after_rotation() {
+    let dir = temp_dir("audit-rotate");
+    let log = dir.join("audit.jsonl");
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        raw.audit.path = Some(log.display().to_string());
+    })
+    .await;
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    assert!(eventually(|| async { audit_lines(&log).len() == 1 }).await);
+    // logrotate's default: rename the file; the daemon is expected to start a new one.
+    let rotated = dir.join("audit.jsonl.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let served_after = eventually(|| async {
+        assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+        !audit_lines(&log).is_empty()
+    })
+    .await;
+    assert!(
+        served_after,
+        "lines after the rotation go to a new audit.jsonl"
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().mode() & 0o777,
+        0o600,
+        "the new file is private"
+    );
+    assert_eq!(audit_failures(&h).await, 0.0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn with_fail_closed_no_token_is_served_unaudited() {
+    let dir = temp_dir("audit-fail-closed");
+    let log = dir.join("audit.jsonl");
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        raw.audit.path = Some(log.display().to_string());
+        raw.audit.fail_closed = Some(true);
+    })
+    .await;
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    // The log can no longer be written where audit.path says: a directory took its place.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    let mut refusal = None;
+    for _ in 0..100 {
+        let r = h.imds_request().send().await.unwrap();
+        if r.status().as_u16() != 200 {
+            let retry_after = r.headers().contains_key("retry-after");
+            refusal = Some((r.status().as_u16(), retry_after, r.text().await.unwrap()));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, retry_after, body) =
+        refusal.expect("tokens are refused once the log cannot record");
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after);
+    assert!(
+        body.contains("audit") && !body.contains("access_token"),
+        "{body}"
+    );
+    assert!(audit_failures(&h).await >= 1.0);
+    let (status, body) = readyz(&h).await;
+    assert_eq!(status, 503, "not ready while no token is served: {body}");
+
+    // Fixed: the file is reopened, and tokens are served (and audited) again.
+    std::fs::remove_dir(&log).unwrap();
+    let served = eventually(|| async { h.imds_token(GRAPH, "").await.0 == 200 }).await;
+    assert!(served, "served again once the log records");
+    assert!(
+        eventually(|| async { audit_lines(&log).iter().any(|l| l["event"] == "served") }).await
+    );
+    assert_eq!(readyz(&h).await.0, 200);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn without_fail_closed_an_audit_log_that_cannot_record_is_counted_and_said() {
+    let dir = temp_dir("audit-fail-open");
+    let log = dir.join("audit.jsonl");
+    let h = start_with(fedimds_sim::SimConfig::demo(), |raw| {
+        raw.audit.path = Some(log.display().to_string());
+    })
+    .await;
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    let counted = eventually(|| async {
+        assert_eq!(h.imds_token(GRAPH, "").await.0, 200, "fail-open serves");
+        audit_failures(&h).await >= 1.0
+    })
+    .await;
+    assert!(counted, "each line lost is counted");
+    let (status, body) = readyz(&h).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("audit log cannot record"), "{body}");
     let _ = std::fs::remove_dir_all(dir);
 }
