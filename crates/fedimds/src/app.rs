@@ -3,7 +3,6 @@
 //! secret file, and start-up prefetch.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,9 +13,10 @@ use arc_swap::ArcSwap;
 use crate::audit::Audit;
 use crate::cache::{Lookup, TokenCache};
 use crate::caller::RateLimits;
-use crate::config::{Config, Target};
+use crate::config::{AuditSink, Config, Target};
 use crate::dialect::arc::ArcKeys;
 use crate::dialect::{Dialect, TokenRequest};
+use crate::fsutil::{self, Private};
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use crate::target::{self, Selector};
@@ -103,17 +103,19 @@ impl App {
             None => (generate_secret()?, true),
         };
         if let Some(path) = &config.server.identity_header_file {
-            write_secret_file(path, &identity_header).map_err(|source| StartError::File {
-                what: "the identity header file",
-                path: path.display().to_string(),
-                source,
-            })?;
+            write_secret_file(path, &identity_header)?;
         }
-        let audit = Audit::start(&config.audit).map_err(|source| StartError::File {
-            what: "the audit log",
-            path: format!("{:?}", config.audit),
-            source,
-        })?;
+        let audit =
+            Audit::start(&config.audit.sink, metrics.audit_failures()).map_err(|source| {
+                StartError::File {
+                    what: "the audit log (audit.path)",
+                    path: match &config.audit.sink {
+                        AuditSink::File(path) => path.display().to_string(),
+                        AuditSink::Off | AuditSink::Stdout => "-".to_owned(),
+                    },
+                    source,
+                }
+            })?;
         let ready = config.targets.iter().all(|t| t.prefetch.is_empty());
         let arc_keys = ArcKeys::new(
             config.server.arc_key_dir.clone(),
@@ -142,6 +144,11 @@ impl App {
     /// The App Service-style caller secret in force.
     pub fn identity_header(&self) -> Secret {
         self.settings.load().identity_header.clone()
+    }
+
+    /// Whether the audit log records lines (true when it is off).
+    pub fn audit_is_healthy(&self) -> bool {
+        self.audit.is_healthy()
     }
 
     /// True once every prefetch succeeded.
@@ -198,7 +205,7 @@ impl App {
                 config.admin.listen != old.config.admin.listen,
                 "admin.listen",
             ),
-            (config.audit != old.config.audit, "audit.path"),
+            (config.audit.sink != old.config.audit.sink, "audit.path"),
         ] {
             if changed {
                 return Err(StartError::NeedsRestart(key));
@@ -221,11 +228,7 @@ impl App {
             }
         };
         if let Some(path) = &config.server.identity_header_file {
-            write_secret_file(path, &identity_header).map_err(|source| StartError::File {
-                what: "the identity header file",
-                path: path.display().to_string(),
-                source,
-            })?;
+            write_secret_file(path, &identity_header)?;
         }
         self.settings.store(Arc::new(Settings::new(
             config,
@@ -399,19 +402,12 @@ fn generate_secret() -> Result<Secret, StartError> {
     ))
 }
 
-fn write_secret_file(path: &Path, secret: &Secret) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    // Write a sibling then rename, so a reader never sees a half-written secret.
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    // An existing file keeps its old mode through open(); force 0600.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(secret.expose().as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+fn write_secret_file(path: &Path, secret: &Secret) -> Result<(), StartError> {
+    fsutil::replace(path, secret.expose().as_bytes(), Private::OWNER_ONLY).map_err(|source| {
+        StartError::File {
+            what: "the identity header file (server.identity_header_file)",
+            path: path.display().to_string(),
+            source,
+        }
+    })
 }

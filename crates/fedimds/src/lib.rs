@@ -28,6 +28,7 @@
 //! - [`cloud`]: every per-cloud fact (hosts, audiences, ARM, consent URL).
 //! - [`metrics`]: Prometheus metrics for the admin listener; a leaf.
 //! - [`peer`]: the other end of a connection, and the owner of a local TCP peer's socket.
+//! - [`fsutil`]: files other users must not read or redirect (secret, keys, audit); a leaf.
 //! - [`token`]: secrets and tokens as redacting types; refresh timing.
 
 pub mod app;
@@ -40,6 +41,7 @@ pub mod cloud;
 pub mod config;
 pub mod demo;
 pub mod dialect;
+pub mod fsutil;
 pub mod http;
 pub mod logging;
 pub mod metrics;

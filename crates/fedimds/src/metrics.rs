@@ -106,6 +106,7 @@ pub struct Metrics {
     upstream_calls: Family<UpstreamLabels, Counter>,
     upstream_latency: Family<UpstreamKind, Histogram>,
     build: Family<BuildLabels, Gauge>,
+    audit_failures: Counter,
     /// The lookup counters, resolved once: a hit then costs one atomic add.
     by_lookup: [Counter; 3],
 }
@@ -126,6 +127,7 @@ impl Default for Metrics {
                 ])
             }),
             build: Family::default(),
+            audit_failures: Counter::default(),
         }
     }
 }
@@ -161,6 +163,11 @@ impl Metrics {
                 status: 200,
             })
             .clone()
+    }
+
+    /// The counter of audit lines not recorded, for the audit writer to keep and bump.
+    pub fn audit_failures(&self) -> Counter {
+        self.audit_failures.clone()
     }
 
     /// One upstream call and how long it took.
@@ -206,6 +213,11 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "The running version", self.build.clone());
+        registry.register(
+            "audit_failures",
+            "Audit lines not recorded: the queue was full, or the log could not be written or reopened",
+            self.audit_failures.clone(),
+        );
 
         let refreshes = Counter::<u64>::default();
         refreshes.inc_by(cache.refreshes);

@@ -5,8 +5,9 @@
 //! Every `match` here names every variant: a new reason must be given its status on purpose,
 //! never inherit one from a wildcard. The statuses keep the meaning clients give them
 //! (`docs/client-protocols.md#status-codes-and-retries`): 400 for anything permanent, so clients stop
-//! and show the message; 503 with `Retry-After` only for transient upstream trouble; 500 only
-//! for a fault on fedimds's own side.
+//! and show the message; 503 with `Retry-After` only for transient upstream trouble (and an
+//! audit log that cannot record, with `audit.fail_closed`); 500 only for a fault on fedimds's
+//! own side.
 
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub enum Refusal {
     /// fedimds itself could not do its part (an Arc key file it cannot write): the caller's
     /// request was fine, the operator has something to fix.
     Internal(String),
+    /// `audit.fail_closed`: the token's audit line cannot be recorded, so it is not served.
+    AuditUnavailable,
 }
 
 impl Refusal {
@@ -77,6 +80,8 @@ impl Refusal {
                 Transience::Permanent => (StatusCode::BAD_REQUEST, None),
             },
             Refusal::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+            // The log recovers on its own (a reopen, space freed) or an operator fixes it.
+            Refusal::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, Some(BUSY_RETRY)),
         }
     }
 
@@ -98,7 +103,9 @@ impl Refusal {
                 Transience::Permanent => "invalid_request",
                 Transience::Transient { .. } => "temporarily_unavailable",
             },
-            Refusal::Upstream(CacheError::Timeout) => "temporarily_unavailable",
+            Refusal::Upstream(CacheError::Timeout) | Refusal::AuditUnavailable => {
+                "temporarily_unavailable"
+            }
             Refusal::Unauthorized(_) | Refusal::Forbidden(_) | Refusal::ForeignHost => {
                 "unauthorized_client"
             }
@@ -125,6 +132,7 @@ impl Refusal {
                 "The upstream has not answered yet; the token is still being fetched. Retry shortly.".to_owned()
             }
             Refusal::Upstream(CacheError::Upstream { error, .. }) => error.to_string(),
+            Refusal::AuditUnavailable => "The audit log cannot record this token, and audit.fail_closed is set: no token is served until it can. Retry shortly; the operator should check audit.path".to_owned(),
         }
     }
 }

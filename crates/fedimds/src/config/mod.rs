@@ -103,8 +103,14 @@ pub const MAX_BODY: usize = 16 * 1024;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// An Arc challenge key is good for this long: a client reads it and retries at once.
 pub const ARC_KEY_TTL: Duration = Duration::from_secs(60);
-/// Outstanding Arc challenges at most; older ones are dropped (and their files removed).
+/// Outstanding Arc challenges at most; past this, new challenges are refused (429) until keys
+/// are used or expire, rather than outstanding ones dropped: a flood must not cost another
+/// caller the key it is about to present.
 pub const ARC_MAX_KEYS: usize = 256;
+/// Outstanding Arc challenges per caller at most (a `[[callers]]` rule, else a peer address or
+/// uid): a quarter of [`ARC_MAX_KEYS`], so one caller cannot take every place. A client
+/// presents its key at once, so a caller rarely holds more than one.
+pub const ARC_MAX_KEYS_PER_CALLER: usize = ARC_MAX_KEYS / 4;
 /// The smallest request-head bound that still fits every SDK's request with room to spare.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 
@@ -179,7 +185,7 @@ pub struct Config {
     /// The admin listener.
     pub admin: Admin,
     /// The audit log.
-    pub audit: AuditSink,
+    pub audit: Audit,
 }
 
 /// The token listener.
@@ -220,6 +226,15 @@ pub struct Server {
 pub struct Admin {
     /// Its address; `None` = no admin listener.
     pub listen: Option<SocketAddr>,
+}
+
+/// The audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Where its lines go; a restart applies a change.
+    pub sink: AuditSink,
+    /// Whether a token whose line cannot be recorded is refused (503) rather than served.
+    pub fail_closed: bool,
 }
 
 /// Where audit lines go.
@@ -508,9 +523,10 @@ impl Config {
 }
 
 /// The TOML parser's message with its line and column, but not the quoted source line it
-/// would print: that line may hold a secret (an `identity_header` under the wrong table).
+/// would print: that line may hold a secret (an `identity_header` under the wrong table). Nor
+/// the value serde quotes ([`redact_value`]).
 fn parse_message(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim_end();
+    let message = redact_value(e.message().trim_end());
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -518,7 +534,38 @@ fn parse_message(text: &str, e: &toml::de::Error) -> String {
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             format!("line {line}, column {column}: {message}")
         }
-        None => message.to_owned(),
+        None => message,
+    }
+}
+
+/// serde's message without the value it found: "invalid type: integer `4839…`, expected a
+/// string" becomes "invalid type: integer, expected a string". A secret written without
+/// quotes is such a value, and a reload logs this message at ERROR level. The message does not
+/// reliably say which key it is about, so every key's value is redacted; the kind of value and
+/// what was expected stay, which is what the reader needs. Key names (`unknown field`) stay.
+fn redact_value(message: &str) -> String {
+    // serde's wording (`serde::de::Error`): the value found, then `, expected …` from our
+    // own types, which holds no value from the file.
+    const ECHOING: [&str; 3] = ["invalid type: ", "invalid value: ", "unknown variant "];
+    let Some(prefix) = ECHOING.iter().find(|p| message.starts_with(**p)) else {
+        return message.to_owned();
+    };
+    // The last `, expected`: a quoted string value may itself contain one.
+    let (found, expected) = match message.rfind(", expected") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
+    // The value is quoted last: integer `5`, string "x", unknown variant `x`.
+    let kind = found[prefix.len()..]
+        .split(['`', '"'])
+        .next()
+        .unwrap_or_default()
+        .trim_end();
+    let label = prefix.trim_end();
+    if kind.is_empty() {
+        format!("{label}{expected}")
+    } else {
+        format!("{label} {kind}{expected}")
     }
 }
 

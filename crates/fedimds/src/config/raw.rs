@@ -65,6 +65,8 @@ pub struct RawAdmin {
 pub struct RawAudit {
     /// A file to append JSON lines to, `"-"`/`"stdout"`, or `"off"`.
     pub path: Option<String>,
+    /// Serve no token whose line cannot be recorded (503) rather than serve it unrecorded.
+    pub fail_closed: Option<bool>,
 }
 
 /// One `[[callers]]` entry.

@@ -327,3 +327,28 @@ targets = ["litware"]
         .iter()
         .any(|w| w.contains("allowed_tenants")));
 }
+
+#[test]
+fn a_value_of_the_wrong_type_is_not_echoed() {
+    // A secret written without quotes is an integer where a string is expected: serde's
+    // message would quote it, and a reload logs that message at ERROR level.
+    for (text, kind) in [
+        ("[server]\nidentity_header = 4839201938475612\n", "integer"),
+        ("[[callers]]\nsecret = 48392019384756\n", "integer"),
+        ("[server]\nidentity_header = 4839.2019\n", "floating point"),
+        (
+            "[server]\nmax_connections = \"4839201938475612\"\n",
+            "string",
+        ),
+        ("[server]\nmax_connections = -4839201938475612\n", "integer"),
+        ("[source]\nkind = 4839201938475612\n", "integer"),
+    ] {
+        let err = parse(&format!("{text}{MINIMAL}")).unwrap_err().to_string();
+        assert!(!err.contains("4839"), "never the value: {err}");
+        assert!(err.contains("line "), "names the place: {err}");
+        assert!(
+            err.contains(kind) && err.contains("expected"),
+            "says what is wrong: {err}"
+        );
+    }
+}

@@ -390,12 +390,14 @@ impl RawAdmin {
 }
 
 impl RawAudit {
-    fn validate(self, r: &mut Reader<'_>) -> AuditSink {
-        match r.or("audit.path", self.path, "off".to_owned()).as_str() {
+    fn validate(self, r: &mut Reader<'_>) -> Audit {
+        let sink = match r.or("audit.path", self.path, "off".to_owned()).as_str() {
             "off" => AuditSink::Off,
             "-" | "stdout" => AuditSink::Stdout,
             path => AuditSink::File(PathBuf::from(path)),
-        }
+        };
+        let fail_closed = r.or("audit.fail_closed", self.fail_closed, false);
+        Audit { sink, fail_closed }
     }
 }
 

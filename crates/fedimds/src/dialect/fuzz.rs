@@ -106,7 +106,7 @@ fn every_dialect_parser_survives_arbitrary_input() {
             Ok(req) => assert!(!req.resource.is_empty(), "seed {seed}"),
             Err(refusal) => assert_well_formed(&refusal, dialect),
         }
-        match keys.parse(&method, &headers, query.as_deref()) {
+        match keys.parse(&method, &headers, query.as_deref(), arc::Holder::Uid(0)) {
             Ok(arc::ArcRequest::Challenge(r)) => assert_eq!(r.status().as_u16(), 401),
             Ok(arc::ArcRequest::Token(req)) => assert!(!req.resource.is_empty(), "seed {seed}"),
             Err(refusal) => assert_well_formed(&refusal, Dialect::Arc),

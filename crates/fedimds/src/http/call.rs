@@ -20,7 +20,7 @@ use crate::audit;
 use crate::cache::Lookup;
 use crate::caller::{self, Caller, HostRule, Peer};
 use crate::config::{Target, MAX_BODY};
-use crate::dialect::arc::ArcRequest;
+use crate::dialect::arc::{ArcRequest, Holder};
 use crate::dialect::{self, app_service, imds, Dialect, TokenRequest};
 use crate::refusal::Refusal;
 use crate::target;
@@ -101,8 +101,9 @@ pub(super) async fn arc_token(
         .guard()
         .and_then(|()| call.admit_caller())
         .and_then(|caller| {
+            let holder = Holder::of(caller.index, &call.peer);
             app.arc_keys
-                .parse(&parts.method, &parts.headers, parts.uri.query())
+                .parse(&parts.method, &parts.headers, parts.uri.query(), holder)
                 .map(|request| (caller, request))
         });
     match parsed {
@@ -294,6 +295,35 @@ impl<'a> Call<'a> {
 
     fn served(&self, req: &TokenRequest, served: &Served<'_>) -> Response {
         let app = self.app;
+        // With audit.fail_closed, a token is served only when its line is queued to a log
+        // that is recording: else it is refused (and counted and audited as refused).
+        let fail_closed = self.settings.config.audit.fail_closed;
+        let recorded = !app.audit.is_on()
+            || ((!fail_closed || app.audit.is_healthy())
+                && app.audit.record(&audit::Entry {
+                    event: "served",
+                    dialect: self.dialect.as_str(),
+                    caller: self.caller_name(),
+                    addr: self.peer.addr().map(|a| a.to_string()),
+                    uid: self.peer.uid(),
+                    target: Some(&served.target.name),
+                    tenant: Some(served.tenant),
+                    app: Some(&served.target.client_id),
+                    resource: Some(&req.resource),
+                    status: 200,
+                    cache: Some(served.lookup.as_str()),
+                    fingerprint: Some(&served.token.fingerprint),
+                    expires_on: Some(served.token.expires_on),
+                    reason: None,
+                }));
+        if fail_closed && !recorded {
+            let refused = Refused {
+                refusal: Refusal::AuditUnavailable,
+                target: Some(served.target),
+                tenant: Some(served.tenant),
+            };
+            return self.refused(Some(req), &refused);
+        }
         app.metrics.lookup(served.lookup.as_str());
         if let Some(counter) = self
             .settings
@@ -302,24 +332,6 @@ impl<'a> Call<'a> {
             .and_then(|ids| ids.served.get(self.dialect.index()))
         {
             counter.inc();
-        }
-        if app.audit.is_on() {
-            app.audit.record(&audit::Entry {
-                event: "served",
-                dialect: self.dialect.as_str(),
-                caller: self.caller_name(),
-                addr: self.peer.addr().map(|a| a.to_string()),
-                uid: self.peer.uid(),
-                target: Some(&served.target.name),
-                tenant: Some(served.tenant),
-                app: Some(&served.target.client_id),
-                resource: Some(&req.resource),
-                status: 200,
-                cache: Some(served.lookup.as_str()),
-                fingerprint: Some(&served.token.fingerprint),
-                expires_on: Some(served.token.expires_on),
-                reason: None,
-            });
         }
         tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = ?req.resource, cache = served.lookup.as_str(), "token served");
         // Echo the id the caller named (Arc clients insist); else the app's client id.

@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt as _;
 
+use crate::fsutil;
 use crate::peer::{Owner, Peer};
 
 /// Limits on every connection.
@@ -52,16 +53,65 @@ pub enum Listener {
 
 /// Binds a Unix socket at `path` with `mode`, replacing a stale socket left by a previous run
 /// (never any other kind of file).
+///
+/// The socket is bound in a new directory of mode 0700 beside `path`, given its mode there,
+/// then renamed into place: nobody else can reach it (or connect under the umask's wider mode)
+/// before it has its final mode. `chmod` by path would follow a link that someone who can
+/// write the directory swapped in after `bind` (a root daemon then makes any file 0666), so
+/// the mode is set on the inode itself, checked to be our socket (`chmod_socket`).
 pub fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
-    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path)?;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "the path exists and is not a socket; fedimds replaces only a stale socket",
+            ));
         }
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let random = fsutil::random_hex();
+    let (Some(name), Some(random)) = (name, random) else {
+        return Err(io::Error::other(
+            "cannot name a private directory beside the socket",
+        ));
+    };
+    let private = fsutil::parent(path).join(format!(".{name}.{random}"));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let inside = private.join("socket");
+    let bound = UnixListener::bind(&inside).and_then(|listener| {
+        chmod_socket(&inside, mode)?;
+        // Over a stale socket, atomically: a caller never finds the path missing.
+        std::fs::rename(&inside, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&inside);
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
+/// Sets the mode of the socket at `path`, which must be one fedimds just bound: opened with
+/// `O_PATH | O_NOFOLLOW` (a link is refused), checked to be a socket owned by fedimds's user,
+/// then changed through `/proc/self/fd`, which names that very inode (glibc's
+/// `fchmodat(AT_SYMLINK_NOFOLLOW)` does the same; `fchmod` on a socket's own descriptor does
+/// not change the file).
+fn chmod_socket(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = handle.metadata()?;
+    if !meta.file_type().is_socket() || meta.uid() != fsutil::euid()? {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the socket was replaced while it was being bound",
+        ));
+    }
+    let by_fd = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    std::fs::set_permissions(by_fd, std::fs::Permissions::from_mode(mode))
 }
 
 /// How long after an accept error (out of file descriptors, usually) to try again.

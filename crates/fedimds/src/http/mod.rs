@@ -87,11 +87,29 @@ async fn admin_host_check(
     }
 }
 
+/// Ready once prefetched. An audit log that cannot record makes it not ready only with
+/// `audit.fail_closed`, when no token is served: otherwise tokens still are, and taking the pod
+/// out of service would do more harm than the lost lines (counted in
+/// `fedimds_audit_failures_total`), so the body says so and the status stays 200.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "prefetching tokens").into_response()
+    if !app.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "prefetching tokens").into_response();
+    }
+    match (
+        app.audit_is_healthy(),
+        app.settings().config.audit.fail_closed,
+    ) {
+        (true, _) => (StatusCode::OK, "ready").into_response(),
+        (false, true) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit log cannot record lines and audit.fail_closed is set: no token is served",
+        )
+            .into_response(),
+        (false, false) => (
+            StatusCode::OK,
+            "ready; the audit log cannot record lines (fedimds_audit_failures_total)",
+        )
+            .into_response(),
     }
 }
 
@@ -263,6 +281,8 @@ pub async fn run(
     tracing::info!("shutting down: no new connections; finishing requests in flight");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // The process may exit before the last `App` is dropped (the reload task holds one).
+    app.arc_keys.clear();
     Ok(())
 }
 

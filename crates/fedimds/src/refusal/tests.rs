@@ -184,6 +184,12 @@ fn every_refusal() -> Vec<Row> {
             None,
             "server_error",
         ),
+        row(
+            Refusal::AuditUnavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("5"),
+            "temporarily_unavailable",
+        ),
     ];
     // Exhaustive on purpose: a new variant stops this compiling until it has a row above.
     for r in &rows {
@@ -200,7 +206,8 @@ fn every_refusal() -> Vec<Row> {
             | Refusal::RequestTimeout(_)
             | Refusal::Target(_)
             | Refusal::Upstream(_)
-            | Refusal::Internal(_) => {}
+            | Refusal::Internal(_)
+            | Refusal::AuditUnavailable => {}
         }
     }
     rows

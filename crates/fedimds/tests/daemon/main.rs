@@ -10,6 +10,7 @@ mod bounds;
 mod check;
 mod dialects;
 mod end_to_end;
+mod files;
 mod hardening;
 mod leaks;
 mod operations;

@@ -267,6 +267,7 @@ fn newer_keys_from_the_file() {
                 "\"/var/log/fedimds/audit.jsonl\"",
                 Origin::File,
             ),
+            ("audit.fail_closed", "false", Origin::Default),
         ],
     );
     // In the order read: each section's keys together, sections in the file's order but
@@ -278,7 +279,7 @@ fn newer_keys_from_the_file() {
     assert!(at("cloud.authority_host") < at("source.kind"));
     assert!(at("targets[0].prefetch") < at("callers[0].name"));
     assert_eq!(at("admin.listen"), at("callers[1].rate") + 1);
-    assert_eq!(at("audit.path"), keys.len() - 1);
+    assert_eq!(at("audit.fail_closed"), keys.len() - 1);
 }
 
 #[test]
