@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use tokio::time::Instant;
 
-use crate::config::{CallerRule, Config, Target};
+use crate::config::{same_resource, CallerRule, Config, Target};
 pub use crate::peer::Peer;
 
 /// A caller recognised by a `[[callers]]` rule (or anyone, when there are no rules).
@@ -72,12 +72,6 @@ impl Caller<'_> {
     }
 }
 
-/// Whether two spellings name the same resource: case and trailing slashes do not matter,
-/// as for Entra. The one rule the allow-lists and grants share.
-pub fn same_resource(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/')
-        .eq_ignore_ascii_case(b.trim_end_matches('/'))
-}
 
 /// The caller secret from whichever header the dialect uses for it.
 pub fn presented_secret(headers: &HeaderMap) -> Option<&[u8]> {

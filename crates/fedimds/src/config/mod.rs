@@ -122,6 +122,13 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// Whether two spellings name the same resource: case and trailing slashes do not matter,
+/// as for Entra. The one rule the allow-lists and grants share.
+pub fn same_resource(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
 /// What can be wrong with a config. Each names the key, the value, and what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -394,7 +401,7 @@ impl Target {
             None => Some(resource),
             Some(list) => list
                 .iter()
-                .find(|r| crate::caller::same_resource(r, resource))
+                .find(|r| same_resource(r, resource))
                 .map(String::as_str),
         }
     }
