@@ -72,7 +72,6 @@ impl Caller<'_> {
     }
 }
 
-
 /// The caller secret from whichever header the dialect uses for it.
 pub fn presented_secret(headers: &HeaderMap) -> Option<&[u8]> {
     headers
