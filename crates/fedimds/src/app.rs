@@ -84,6 +84,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub(crate) audit: Audit,
     ready: AtomicBool,
+    /// Whether a rule names a uid or gid, so the listeners find each TCP peer's owner.
+    owners_wanted: Arc<AtomicBool>,
 }
 
 impl App {
@@ -117,6 +119,7 @@ impl App {
                 }
             })?;
         let ready = config.targets.iter().all(|t| t.prefetch.is_empty());
+        let owners_wanted = wants_owners(&config);
         let arc_keys = ArcKeys::new(
             config.server.arc_key_dir.clone(),
             config.server.arc_key_group,
@@ -133,6 +136,7 @@ impl App {
             metrics,
             audit,
             ready: AtomicBool::new(ready),
+            owners_wanted: Arc::new(AtomicBool::new(owners_wanted)),
         }))
     }
 
@@ -149,6 +153,12 @@ impl App {
     /// Whether the audit log records lines (true when it is off).
     pub fn audit_is_healthy(&self) -> bool {
         self.audit.is_healthy()
+    }
+
+    /// Whether the listeners should find each TCP peer's owner: a `[[callers]]` rule names a
+    /// uid or a gid. Follows reloads.
+    pub fn owners_wanted(&self) -> Arc<AtomicBool> {
+        self.owners_wanted.clone()
     }
 
     /// True once every prefetch succeeded.
@@ -230,6 +240,8 @@ impl App {
         if let Some(path) = &config.server.identity_header_file {
             write_secret_file(path, &identity_header)?;
         }
+        self.owners_wanted
+            .store(wants_owners(&config), Ordering::Relaxed);
         self.settings.store(Arc::new(Settings::new(
             config,
             identity_header,
@@ -374,6 +386,14 @@ impl Settings {
             generated,
         }
     }
+}
+
+/// Whether a `[[callers]]` rule needs to know a TCP peer's uid or gid.
+fn wants_owners(config: &Config) -> bool {
+    config
+        .callers
+        .iter()
+        .any(|c| c.uid.is_some() || c.gid.is_some())
 }
 
 /// Says, once per start or reload, what in the config is valid but probably not meant.

@@ -102,19 +102,26 @@ impl Owner {
 /// it, to the address it dialled, so the only one from `peer` is taken too.
 fn find(table: &str, peer: SocketAddr, ours: SocketAddr) -> Option<(u32, u64)> {
     let (peer, ours) = (unmapped(peer), unmapped(ours));
-    let mut from_peer = table.lines().skip(1).filter_map(|line| {
-        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-        let fields: Vec<&str> = line.split_whitespace().take(10).collect();
-        let [_, local, remote, state, _, _, _, uid, _, inode] = fields.as_slice() else {
-            return None;
-        };
-        const ESTABLISHED: &str = "01";
-        let inode: u64 = inode.parse().ok()?;
-        let live = *state == ESTABLISHED && inode != 0;
-        (live && parse_address(local)? == peer)
-            .then(|| Some((parse_address(remote)? == ours, uid.parse().ok()?, inode)))
-            .flatten()
-    });
+    // A table lists every socket of the host; only lines holding the peer's address in the
+    // kernel's notation are parsed.
+    let needle = kernel_notation(peer);
+    let mut from_peer = table
+        .lines()
+        .skip(1)
+        .filter(|line| line.contains(&needle))
+        .filter_map(|line| {
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+            let fields: Vec<&str> = line.split_whitespace().take(10).collect();
+            let [_, local, remote, state, _, _, _, uid, _, inode] = fields.as_slice() else {
+                return None;
+            };
+            const ESTABLISHED: &str = "01";
+            let inode: u64 = inode.parse().ok()?;
+            let live = *state == ESTABLISHED && inode != 0;
+            (live && parse_address(local)? == peer)
+                .then(|| Some((parse_address(remote)? == ours, uid.parse().ok()?, inode)))
+                .flatten()
+        });
     let first = from_peer.next()?;
     let all: Vec<_> = std::iter::once(first).chain(from_peer).collect();
     match all.iter().find(|(to_us, _, _)| *to_us) {
@@ -123,6 +130,25 @@ fn find(table: &str, peer: SocketAddr, ours: SocketAddr) -> Option<(u32, u64)> {
         // Several live sockets from that address and none to us: whose it is is not known.
         None => None,
     }
+}
+
+/// `0100007F:9C40`: an address as `/proc/net/tcp*` writes it (each 32-bit word in the host's
+/// byte order, then the port).
+fn kernel_notation(addr: SocketAddr) -> String {
+    let words: Vec<[u8; 4]> = match addr.ip() {
+        IpAddr::V4(v4) => vec![v4.octets()],
+        IpAddr::V6(v6) => v6
+            .octets()
+            .chunks_exact(4)
+            .map(|w| [w[0], w[1], w[2], w[3]])
+            .collect(),
+    };
+    let mut text: String = words
+        .iter()
+        .map(|w| format!("{:08X}", u32::from_ne_bytes(*w)))
+        .collect();
+    text.push_str(&format!(":{:04X}", addr.port()));
+    text
 }
 
 /// IPv4 peers can arrive on a dual-stack socket as mapped IPv6 addresses.
@@ -191,6 +217,7 @@ mod tests {
         let local = "127.0.0.1:8080".parse::<SocketAddr>().unwrap();
         let hex = format!("{:08X}:{:04X}", u32::from_ne_bytes([127, 0, 0, 1]), 8080);
         assert_eq!(parse_address(&hex), Some(local));
+        assert_eq!(kernel_notation(local), hex);
         let v6 = "[::1]:443".parse::<SocketAddr>().unwrap();
         let one = u32::from_ne_bytes([0, 0, 0, 1]);
         assert_eq!(

@@ -32,9 +32,10 @@ use crate::peer::{Owner, Peer};
 pub struct Limits {
     /// Open connections at most; past this, accepting waits.
     pub max_connections: usize,
-    /// Open connections from one peer at most (a uid for a socket of this host, else an
-    /// address); past this, its new connections are closed at once, so one caller cannot take
-    /// every place.
+    /// Open connections from one peer at most (a uid, when the kernel's answer is known, else
+    /// a remote address; loopback peers of no known uid are not told apart, and only the
+    /// overall cap holds for them); past this, its new connections are closed at once, so one
+    /// caller cannot take every place.
     pub max_connections_per_peer: usize,
     /// Time to send a whole request head.
     pub header_read_timeout: Duration,
@@ -119,10 +120,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `router` on `listener` until `stop` turns true, then lets open connections finish
 /// for at most `grace`.
+/// `owners` says whether a TCP peer's owner is wanted (a `[[callers]]` rule names a uid or a
+/// gid): finding it reads `/proc/net/tcp`, whose size grows with every socket on the host, so
+/// it is read only when a rule needs the answer.
 pub async fn serve(
     listener: Listener,
     router: Router,
     limits: Limits,
+    owners: Arc<std::sync::atomic::AtomicBool>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -146,7 +151,7 @@ pub async fn serve(
             accepted = accept(&listener) => accepted,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let (io, peer) = match accepted {
+        let (io, peer, ours) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; retrying shortly");
@@ -154,11 +159,53 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(place) = per_peer.enter(&peer, limits.max_connections_per_peer) else {
-            tracing::debug!(peer = ?peer.addr(), uid = ?peer.uid(), "over the per-peer connection cap; closed");
-            continue;
-        };
-        let router = router.clone();
+        let (router, per_peer, watcher, http) = (
+            router.clone(),
+            per_peer.clone(),
+            graceful.watcher(),
+            http.clone(),
+        );
+        let wanted = owners.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::spawn(async move {
+            // Who owns the other end, when it is a socket of this host (see `peer.rs`): looked
+            // up here, in the connection's own task, so the accept loop never waits on it.
+            let peer = match peer {
+                Peer::Tcp { addr, .. } if wanted => {
+                    let owner = ours.and_then(|ours| Owner::of(addr, ours));
+                    Peer::Tcp { addr, owner }
+                }
+                unix => unix,
+            };
+            let Some(place) = per_peer.enter(&peer, limits.max_connections_per_peer) else {
+                tracing::debug!(peer = ?peer.addr(), uid = ?peer.uid(), "over the per-peer connection cap; closed");
+                return;
+            };
+            serve_connection(io, peer, router, &http, watcher).await;
+            drop(place);
+            drop(permit);
+        });
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "open connections did not finish in time"
+        );
+    }
+}
+
+/// Serves one connection, the peer put on each of its requests, until it closes or the
+/// graceful shutdown `watcher` ends it.
+async fn serve_connection(
+    io: Io,
+    peer: Peer,
+    router: Router,
+    http: &hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    {
         let service = tower::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(peer);
             let router = router.clone();
@@ -172,22 +219,9 @@ pub async fn serve(
             }
         });
         let connection =
-            graceful.watch(http.serve_connection(io, TowerToHyperService::new(service)));
-        tokio::spawn(async move {
-            // Errors here are the client's doing (reset, slow head, oversize head): nothing to do.
-            let _ = connection.await;
-            drop(place);
-            drop(permit);
-        });
-    }
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            grace_s = grace.as_secs(),
-            "open connections did not finish in time"
-        );
+            watcher.watch(http.serve_connection(io, TowerToHyperService::new(service)));
+        // Errors here are the client's doing (reset, slow head, oversize head): nothing to do.
+        let _ = connection.await;
     }
 }
 
@@ -205,16 +239,29 @@ enum PeerKey {
 /// One peer's place among the open connections, given back when dropped.
 struct Place {
     peers: Arc<PerPeer>,
-    key: PeerKey,
+    /// `None` for a peer not counted apart.
+    key: Option<PeerKey>,
+}
+
+impl Place {
+    fn uncounted(peers: &Arc<PerPeer>) -> Place {
+        Place {
+            peers: peers.clone(),
+            key: None,
+        }
+    }
 }
 
 impl PerPeer {
     fn enter(self: &Arc<Self>, peer: &Peer, max: usize) -> Option<Place> {
         let key = match (peer.uid(), peer.addr()) {
             (Some(uid), _) => PeerKey::Uid(uid),
+            // Every local process shares a loopback address: counting them together would turn
+            // this cap into a lower overall one.
+            (None, Some(addr)) if addr.ip().is_loopback() => return Some(Place::uncounted(self)),
             (None, Some(addr)) => PeerKey::Addr(addr.ip()),
             // A Unix peer always has a uid; this arm is for completeness.
-            (None, None) => PeerKey::Uid(u32::MAX),
+            (None, None) => return Some(Place::uncounted(self)),
         };
         let mut open = self.lock();
         let count = open.entry(key).or_default();
@@ -224,7 +271,7 @@ impl PerPeer {
         *count += 1;
         Some(Place {
             peers: self.clone(),
-            key,
+            key: Some(key),
         })
     }
 
@@ -238,11 +285,12 @@ impl PerPeer {
 
 impl Drop for Place {
     fn drop(&mut self) {
+        let Some(key) = self.key else { return };
         let mut open = self.peers.lock();
-        if let Some(count) = open.get_mut(&self.key) {
+        if let Some(count) = open.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.key);
+                open.remove(&key);
             }
         }
     }
@@ -254,19 +302,17 @@ type Io = TokioIo<Box<dyn Stream>>;
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-async fn accept(listener: &Listener) -> io::Result<(Io, Peer)> {
+/// Accepts a connection: its stream, its peer (a TCP peer's owner is looked up later, in the
+/// connection's task), and the address it reached.
+async fn accept(listener: &Listener) -> io::Result<(Io, Peer, Option<std::net::SocketAddr>)> {
     match listener {
         Listener::Tcp(l) => {
             let (stream, addr) = l.accept().await?;
             // Token answers are small; do not let Nagle hold them back.
             let _ = stream.set_nodelay(true);
-            // Who owns the other end, when it is a socket of this host: two small /proc reads,
-            // once per connection (see `peer.rs`).
-            let owner = stream
-                .local_addr()
-                .ok()
-                .and_then(|ours| Owner::of(addr, ours));
-            Ok((TokioIo::new(Box::new(stream)), Peer::Tcp { addr, owner }))
+            let ours = stream.local_addr().ok();
+            let peer = Peer::Tcp { addr, owner: None };
+            Ok((TokioIo::new(Box::new(stream)), peer, ours))
         }
         Listener::Unix(l) => {
             let (stream, _) = l.accept().await?;
@@ -276,7 +322,7 @@ async fn accept(listener: &Listener) -> io::Result<(Io, Peer)> {
                 gid: cred.gid(),
                 pid: cred.pid(),
             };
-            Ok((TokioIo::new(Box::new(stream)), peer))
+            Ok((TokioIo::new(Box::new(stream)), peer, None))
         }
     }
 }

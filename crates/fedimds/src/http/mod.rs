@@ -273,6 +273,7 @@ pub async fn run(
             socket,
             routes,
             limits,
+            app.owners_wanted(),
             stop_rx.clone(),
             SHUTDOWN_GRACE,
         ));

@@ -617,8 +617,16 @@ async fn slow_bodies_without_a_way_in_hold_no_connection() {
 
 #[tokio::test]
 async fn one_peer_cannot_take_every_connection() {
+    // Local peers are told apart by uid, which fedimds looks up once a rule names one.
+    let me = my_uid();
     let h = start_with(SimConfig::demo(), |raw| {
         raw.server.max_connections_per_peer = Some(2);
+        raw.callers.push(RawCaller {
+            name: Some("this-user".into()),
+            uid: Some(me),
+            targets: strings(&["*"]),
+            ..RawCaller::default()
+        });
     })
     .await;
     let addr = h.url.trim_start_matches("http://").to_owned();
@@ -644,6 +652,17 @@ async fn one_peer_cannot_take_every_connection() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// This process's uid.
+fn my_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|u| u.parse().ok())
+        .unwrap()
+}
+
 async fn curl_tcp(url: &str, as_nobody: bool) -> (u16, serde_json::Value) {
     let mut cmd = if as_nobody {
         let mut c = tokio::process::Command::new("setpriv");
@@ -667,13 +686,7 @@ async fn curl_tcp(url: &str, as_nobody: bool) -> (u16, serde_json::Value) {
 
 #[tokio::test]
 async fn uid_rules_tell_imds_callers_apart_over_tcp() {
-    let me: u32 = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|u| u.parse().ok())
-        .unwrap();
+    let me = my_uid();
     let h = start_with(SimConfig::demo(), |raw| {
         raw.callers.push(RawCaller {
             name: Some("this-user".into()),
