@@ -316,7 +316,7 @@ fn spawn_fetch(
     let (tx, rx) = watch::channel(None);
     state.inflight = Some(rx.clone());
     let inner = inner.clone();
-    let span = tracing::info_span!("fetch", tenant = %key.tenant, resource = ?key.resource);
+    let span = tracing::info_span!("fetch", tenant = %key.tenant, resource = %key.resource);
     let task = async move {
         // The timer below decides on "used since this fetch", so clear the flag first.
         slot.used.store(false, Ordering::Relaxed);
@@ -347,7 +347,7 @@ fn spawn_fetch(
                 if inner.slots.contains_key(&key) {
                     inner.slots.insert(key.clone(), slot.clone());
                 }
-                tracing::debug!(tenant = %key.tenant, resource = ?key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");
+                tracing::debug!(tenant = %key.tenant, resource = %key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");
                 Ok(token)
             }
             Err(error) => Err(Arc::new(error)),
@@ -375,7 +375,7 @@ fn spawn_fetch(
                     inner.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
                     let (trace_id, correlation_id) = error.entra_ids();
                     tracing::warn!(
-                        tenant = %key.tenant, client_id = %key.client_id, resource = ?key.resource,
+                        tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource,
                         expires_in_s = old.expires_in(Instant::now()), error = %error,
                         trace_id, correlation_id,
                         "token refresh failed; serving the cached token until it expires"
@@ -385,7 +385,7 @@ fn spawn_fetch(
                 (Err(error), _) => {
                     let (trace_id, correlation_id) = error.entra_ids();
                     tracing::warn!(
-                        tenant = %key.tenant, client_id = %key.client_id, resource = ?key.resource,
+                        tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource,
                         error = %error, trace_id, correlation_id, "token fetch failed"
                     );
                     None

@@ -246,7 +246,7 @@ impl<'a> Call<'a> {
             "request",
             dialect = self.dialect.as_str(),
             target = ?self.prefix.unwrap_or("-"),
-            resource = ?req.resource,
+            resource = %req.resource,
         );
         // A disabled span (the default level) is not worth instrumenting the future with.
         let outcome = if span.is_disabled() {
@@ -333,7 +333,7 @@ impl<'a> Call<'a> {
         {
             counter.inc();
         }
-        tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = ?req.resource, cache = served.lookup.as_str(), "token served");
+        tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = %req.resource, cache = served.lookup.as_str(), "token served");
         // Echo the id the caller named (Arc clients insist); else the app's client id.
         let client_id = req.client_id.as_deref().unwrap_or(&served.target.client_id);
         dialect::token_response(&served.token, req, client_id)
@@ -359,9 +359,10 @@ impl<'a> Call<'a> {
             _ => tracing::info!(
                 dialect = self.dialect.as_str(),
                 target = ?target.unwrap_or("-"),
-                resource = ?resource.unwrap_or("-"),
+                resource = %resource.unwrap_or("-"),
                 status = status.as_u16(),
-                // Debug formatting escapes whatever the caller put in the text.
+                // Resources and query values cannot hold control characters (the parser refuses
+                // them); a path's target name and a message can, so they are escaped.
                 reason = ?refusal.message(),
                 "token refused"
             ),
