@@ -221,12 +221,9 @@ impl App {
                 return Err(StartError::NeedsRestart(key));
             }
         }
-        warn_about(&config);
+        // Every step that can fail comes first, so a failed reload leaves the old config wholly
+        // in force; only then is anything swapped.
         let upstream = Upstream::with_metrics(&config, self.metrics.clone())?;
-        self.cache.set_upstream(Arc::new(upstream));
-        for widened in config.widened_from(&old.config) {
-            tracing::warn!(%widened, "the reload widens access");
-        }
         // A secret removed from the config is no longer the secret: a leaked one must stop
         // working when it is taken out. A generated one stays across reloads.
         let (identity_header, generated) = match (&config.server.identity_header, old.generated) {
@@ -240,6 +237,11 @@ impl App {
         if let Some(path) = &config.server.identity_header_file {
             write_secret_file(path, &identity_header)?;
         }
+        warn_about(&config);
+        for widened in config.widened_from(&old.config) {
+            tracing::warn!(%widened, "the reload widens access");
+        }
+        self.cache.set_upstream(Arc::new(upstream));
         self.owners_wanted
             .store(wants_owners(&config), Ordering::Relaxed);
         self.settings.store(Arc::new(Settings::new(

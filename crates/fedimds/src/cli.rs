@@ -70,8 +70,11 @@ impl Cli {
     /// came from (the flag or `FEDIMDS_CONFIG`), which `fedimds config` reports.
     pub fn parse_with_origin() -> (Cli, Origin) {
         let matches = Cli::command().get_matches();
+        // Only the subcommands that take `--config` are asked about it (clap panics, in debug
+        // builds, when asked about an argument a subcommand does not have).
         let origin = match matches
             .subcommand()
+            .filter(|(_, m)| m.ids().any(|id| id == "config"))
             .and_then(|(_, m)| m.value_source("config"))
         {
             Some(ValueSource::EnvVariable) => Origin::Env(crate::config::ENV_CONFIG),

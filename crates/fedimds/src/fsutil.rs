@@ -90,6 +90,8 @@ pub fn replace(path: &Path, contents: &[u8], how: Private) -> io::Result<()> {
 /// taken away (with a warning in the log), so a file made world-readable stays private from
 /// now on.
 pub fn open_append(path: &Path) -> io::Result<File> {
+    // Someone who can change the directory could rename the file away and put theirs there.
+    check_dir(&parent(path))?;
     let file = OpenOptions::new()
         .append(true)
         .create(true)
@@ -108,6 +110,14 @@ pub fn open_append(path: &Path) -> io::Result<File> {
         return Err(refused(format!(
             "it is owned by uid {}, not by fedimds's uid {ours}: another user could read or rewrite it",
             meta.uid()
+        )));
+    }
+    // A second name for the file could be a hard link to a file of root's that another user
+    // planted: appending to it, and making it 0600, would change that file.
+    if meta.nlink() > 1 {
+        return Err(refused(format!(
+            "it has {} names (hard links): fedimds appends only to a file of its own",
+            meta.nlink()
         )));
     }
     if meta.mode() & 0o077 != 0 {

@@ -4,10 +4,11 @@
 //! gid rules restrict the IMDS dialect (and connections redirected by the capture rule) too.
 //!
 //! The uid comes from `/proc/net/tcp` and `/proc/net/tcp6`: the line whose local address is
-//! the peer's address is the client's own socket, and its `uid` column is the socket's owner.
-//! (A connection redirected by the capture rule still has the peer's address there; its remote
-//! address is what the client dialled, 169.254.169.254:80, so only the local address is
-//! matched.) The gid needs the process: the one holding that socket's inode open, found under
+//! the peer's address and whose remote address is ours is the client's own socket (a 4-tuple
+//! is unique), and its `uid` column is the socket's owner. A connection redirected by the
+//! capture rule has, as its client sees it, IMDS's address as its remote: then the one socket
+//! from the peer's address connected to 169.254.169.254:80 is taken. When the socket cannot be
+//! told for certain, the owner is unknown, and a uid rule does not match. The gid needs the process: the one holding that socket's inode open, found under
 //! `/proc/PID/fd`, whose `Gid:` line names its effective group. That scan is only made when a
 //! rule asks for a gid.
 
@@ -73,18 +74,21 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// Looks up the owner of the local socket whose address is `peer`, connected to `ours`:
-    /// `None` for a peer on another host, or when /proc is not readable. A file read, made
-    /// once per connection, when it is accepted.
+    /// Looks up the owner of the local socket whose address is `peer` and which is connected
+    /// to `ours`: `None` for a peer on another host, when /proc is not readable, or when which
+    /// socket it is cannot be told for certain. Reads `/proc/net/tcp` and `tcp6`, once per
+    /// connection, off the accept loop.
     pub fn of(peer: SocketAddr, ours: SocketAddr) -> Option<Owner> {
-        let table = match peer.ip() {
-            IpAddr::V4(v4) if !v4.is_unspecified() => "/proc/net/tcp",
-            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => "/proc/net/tcp",
-            IpAddr::V6(_) => "/proc/net/tcp6",
-            IpAddr::V4(_) => return None,
-        };
-        let text = std::fs::read_to_string(table).ok()?;
-        let (uid, inode) = find(&text, peer, ours)?;
+        // Both tables: an IPv6 socket connected to an IPv4 address (`::ffff:127.0.0.1`) is
+        // listed in tcp6 only, and a peer must never be hidden there while another user's
+        // socket on the same port is found in tcp.
+        let mut sockets = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            if let Ok(text) = std::fs::read_to_string(table) {
+                sockets.extend(sockets_at(&text, peer));
+            }
+        }
+        let (uid, inode) = pick(&sockets, ours)?;
         Some(Owner { uid, inode })
     }
 
@@ -95,43 +99,54 @@ impl Owner {
     }
 }
 
-/// The uid and inode of the live socket whose local address is `peer`, in a `/proc/net/tcp*`
-/// table. Only established sockets with an inode count: a closed connection that used the
-/// same port lingers in TIME_WAIT as root's, with no inode. The one connected to `ours` is
-/// preferred; a connection redirected by the capture rule is connected, as its client sees
-/// it, to the address it dialled, so the only one from `peer` is taken too.
-fn find(table: &str, peer: SocketAddr, ours: SocketAddr) -> Option<(u32, u64)> {
-    let (peer, ours) = (unmapped(peer), unmapped(ours));
-    // A table lists every socket of the host; only lines holding the peer's address in the
-    // kernel's notation are parsed.
-    let needle = kernel_notation(peer);
-    let mut from_peer = table
+/// A socket of this host: where it is connected to, its owner and its inode.
+type Socket = (SocketAddr, u32, u64);
+
+/// The sockets in a `/proc/net/tcp*` table whose local address is `peer`, in any state but
+/// with an owner (a closed connection lingers in TIME_WAIT with none: root's, no inode).
+fn sockets_at(table: &str, peer: SocketAddr) -> Vec<Socket> {
+    let peer = unmapped(peer);
+    // Only lines naming the peer's port are parsed: the table lists every socket of the host.
+    let port = format!(":{:04X} ", peer.port());
+    table
         .lines()
         .skip(1)
-        .filter(|line| line.contains(&needle))
+        .filter(|line| line.contains(&port))
         .filter_map(|line| {
             // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
             let fields: Vec<&str> = line.split_whitespace().take(10).collect();
-            let [_, local, remote, state, _, _, _, uid, _, inode] = fields.as_slice() else {
+            let [_, local, remote, _state, _, _, _, uid, _, inode] = fields.as_slice() else {
                 return None;
             };
-            const ESTABLISHED: &str = "01";
             let inode: u64 = inode.parse().ok()?;
-            let live = *state == ESTABLISHED && inode != 0;
-            (live && parse_address(local)? == peer)
-                .then(|| Some((parse_address(remote)? == ours, uid.parse().ok()?, inode)))
+            let local = unmapped(parse_address(local)?);
+            (inode != 0 && local == peer)
+                .then(|| Some((unmapped(parse_address(remote)?), uid.parse().ok()?, inode)))
                 .flatten()
-        });
-    let first = from_peer.next()?;
-    let all: Vec<_> = std::iter::once(first).chain(from_peer).collect();
-    match all.iter().find(|(to_us, _, _)| *to_us) {
-        Some(&(_, uid, inode)) => Some((uid, inode)),
-        None if all.len() == 1 => Some((first.1, first.2)),
-        // Several live sockets from that address and none to us: whose it is is not known.
-        None => None,
-    }
+        })
+        .collect()
 }
 
+/// Where a client redirected by the capture rule believes it is connected.
+const IMDS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)), 80);
+
+/// The peer's own socket among `sockets`: the one connected to `ours` (a 4-tuple is unique),
+/// or, for a connection the capture rule redirected, the one connected to IMDS, if it is the
+/// only one. Anything else is not known for certain, and an owner not known for certain is
+/// no owner: a rule naming a uid then does not match.
+fn pick(sockets: &[Socket], ours: SocketAddr) -> Option<(u32, u64)> {
+    let ours = unmapped(ours);
+    let one = |to: SocketAddr| {
+        let mut found = sockets.iter().filter(|(remote, _, _)| *remote == to);
+        match (found.next(), found.next()) {
+            (Some(&(_, uid, inode)), None) => Some((uid, inode)),
+            _ => None,
+        }
+    };
+    one(ours).or_else(|| one(IMDS))
+}
+
+#[cfg(test)]
 /// `0100007F:9C40`: an address as `/proc/net/tcp*` writes it (each 32-bit word in the host's
 /// byte order, then the port).
 fn kernel_notation(addr: SocketAddr) -> String {
@@ -184,9 +199,12 @@ fn parse_address(text: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// The effective gid of a process that holds the socket `inode` open.
+/// The effective gid of the processes that hold the socket `inode` open, when they all share
+/// it. (A daemon that is not root cannot see other users' descriptors: their gid is unknown,
+/// and a gid rule does not match them.)
 fn gid_of(inode: u64) -> Option<u32> {
     let link = format!("socket:[{inode}]");
+    let mut gid = None;
     for process in std::fs::read_dir("/proc").ok()?.flatten() {
         let pid = process.file_name();
         if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
@@ -202,10 +220,16 @@ fn gid_of(inode: u64) -> Option<u32> {
             let status = std::fs::read_to_string(process.path().join("status")).ok()?;
             // `Gid:	real	effective	saved	fs`
             let line = status.lines().find(|l| l.starts_with("Gid:"))?;
-            return line.split_whitespace().nth(2)?.parse().ok();
+            let this: u32 = line.split_whitespace().nth(2)?.parse().ok()?;
+            // Every process holding the socket must be of the group: a socket handed to a
+            // setgid program by a process outside the group is not the group's.
+            if gid.is_some_and(|g| g != this) {
+                return None;
+            }
+            gid = Some(this);
         }
     }
-    None
+    gid
 }
 
 #[cfg(test)]
@@ -247,29 +271,48 @@ mod tests {
     }
 
     #[test]
-    fn a_lingering_closed_connection_on_the_same_port_is_not_the_owner() {
+    fn only_the_socket_connected_to_us_is_the_owner() {
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let ours: SocketAddr = "127.0.0.1:8181".parse().unwrap();
-        let hex = |a: SocketAddr| match a.ip() {
-            IpAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_ne_bytes(v4.octets()), a.port()),
-            IpAddr::V6(_) => unreachable!("IPv4 in this test"),
-        };
-        let line = |state: &str, uid: u32, inode: u64| {
+        let elsewhere: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+        let line = |remote: SocketAddr, state: &str, uid: u32, inode: u64| {
             format!(
                 "   1: {} {} {state} 00000000:00000000 00:00000000 00000000 {uid:5} 0 {inode} 1 0 20 4 30 10 -1",
-                hex(peer),
-                hex(ours)
+                kernel_notation(peer),
+                kernel_notation(remote)
             )
         };
-        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
-        // TIME_WAIT (06), root's, no inode; then the live one, uid 65534.
-        let table = format!(
-            "{header}\n{}\n{}\n",
-            line("06", 0, 0),
-            line("01", 65534, 4242)
+        let table = |lines: &[String]| {
+            format!("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n{}\n", lines.join("\n"))
+        };
+        let owner = |lines: &[String]| pick(&sockets_at(&table(lines), peer), ours);
+        // TIME_WAIT on a reused port (root's, no inode), then the live one to us.
+        let lines = [line(ours, "06", 0, 0), line(ours, "01", 65534, 4242)];
+        assert_eq!(owner(&lines), Some((65534, 4242)));
+        // Another user's socket on the same port, connected elsewhere, is not the peer's,
+        // even when it is the only one found.
+        assert_eq!(owner(&[line(elsewhere, "01", 1000, 7)]), None);
+        let lines = [line(elsewhere, "01", 1000, 7), line(ours, "04", 65534, 9)];
+        assert_eq!(
+            owner(&lines),
+            Some((65534, 9)),
+            "a half-closed socket still counts"
         );
-        assert_eq!(find(&table, peer, ours), Some((65534, 4242)));
-        let table = format!("{header}\n{}\n", line("06", 0, 0));
-        assert_eq!(find(&table, peer, ours), None);
+        // Redirected by the capture rule: the client is connected, as it sees it, to IMDS.
+        assert_eq!(owner(&[line(IMDS, "01", 1000, 5)]), Some((1000, 5)));
+    }
+
+    #[test]
+    fn a_mapped_ipv6_socket_is_found_in_the_ipv6_table() {
+        let v4: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        let ours: SocketAddr = "127.0.0.1:8181".parse().unwrap();
+        let ours_mapped: SocketAddr = "[::ffff:127.0.0.1]:8181".parse().unwrap();
+        let table = format!(
+            "  sl  local_address                         remote_address                        st\n   0: {} {} 01 00000000:00000000 00:00000000 00000000 65534 0 77 1\n",
+            kernel_notation(mapped),
+            kernel_notation(ours_mapped)
+        );
+        assert_eq!(pick(&sockets_at(&table, v4), ours), Some((65534, 77)));
     }
 }

@@ -96,6 +96,7 @@ impl Refusal {
             Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "invalid_resource",
             Refusal::Target(
                 TargetError::IdentityNotFound
+                | TargetError::TenantNotAnId { .. }
                 | TargetError::Ambiguous { .. }
                 | TargetError::TenantNotAllowed { .. },
             ) => "invalid_request",

@@ -2,7 +2,7 @@
 //! (`client_id`, `object_id`, a resource id) naming a target; else the default target. A
 //! `tenant_id` parameter picks the tenant among those the target allows.
 
-use crate::config::{Config, Target};
+use crate::config::{is_guid, AllowedTenants, Config, Target};
 
 /// What a request says about the identity it wants.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,6 +43,12 @@ pub enum TargetError {
         /// The tenant asked for.
         tenant: String,
     },
+    /// A tenant named by a domain where only an id will do.
+    #[error("tenant_id '{tenant}' must be the tenant's id (a GUID): with [[callers]] grants, a domain name could name the tenant of a target the caller is not granted")]
+    TenantNotAnId {
+        /// The tenant asked for.
+        tenant: String,
+    },
     /// The resource is not on the target's allow-list.
     #[error("resource '{resource}' is not allowed for target '{target}' (allowed: {allowed})")]
     ResourceNotAllowed {
@@ -75,15 +81,36 @@ pub fn resolve<'c: 'r, 'r>(
     resource: &'r str,
 ) -> Result<Resolved<'c, 'r>, TargetError> {
     let target = pick(config, sel)?;
+    // The tenant as the config spells it, when the config names it: one key, one Entra URL,
+    // whatever spelling the caller used.
     let tenant = match sel.tenant_id {
-        Some(t) if target.allows_tenant(t) => t,
-        Some(t) => {
-            return Err(TargetError::TenantNotAllowed {
-                target: target.name.clone(),
+        None => target.tenant_id.as_str(),
+        Some(t) if t.eq_ignore_ascii_case(&target.tenant_id) => target.tenant_id.as_str(),
+        // With grants, a tenant is told apart from another target's only by its id: a domain
+        // name could be another name of that very tenant.
+        Some(t) if !config.callers.is_empty() && !is_guid(t) => {
+            return Err(TargetError::TenantNotAnId {
                 tenant: t.to_owned(),
             })
         }
-        None => target.tenant_id.as_str(),
+        Some(t) => match &target.allowed_tenants {
+            AllowedTenants::Listed(list) => list
+                .iter()
+                .find(|listed| listed.eq_ignore_ascii_case(t))
+                .map(String::as_str)
+                .ok_or_else(|| TargetError::TenantNotAllowed {
+                    target: target.name.clone(),
+                    tenant: t.to_owned(),
+                })?,
+            // Already lower case (the dialects lower it).
+            AllowedTenants::Any => t,
+            AllowedTenants::None => {
+                return Err(TargetError::TenantNotAllowed {
+                    target: target.name.clone(),
+                    tenant: t.to_owned(),
+                })
+            }
+        },
     };
     let Some(resource) = target.allowed_spelling(resource) else {
         return Err(TargetError::ResourceNotAllowed {

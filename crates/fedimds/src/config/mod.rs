@@ -129,6 +129,16 @@ pub fn same_resource(a: &str, b: &str) -> bool {
         .eq_ignore_ascii_case(b.trim_end_matches('/'))
 }
 
+/// Whether `s` is a GUID (`8-4-4-4-12` hex digits), as tenant ids are.
+pub fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// What can be wrong with a config. Each names the key, the value, and what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -452,17 +462,42 @@ impl Config {
         if self.callers.is_empty() && !old.callers.is_empty() {
             widened.push("every [[callers]] rule was removed: any caller that reaches the listener may now use every target".to_owned());
         }
+        // A list that was None allowed everything; one that grew allows more.
+        let more = |was: &Option<Vec<String>>, now: &Option<Vec<String>>| match (was, now) {
+            (Some(_), None) => true,
+            (Some(was), Some(now)) => now.iter().any(|t| !was.contains(t)),
+            (None, _) => false,
+        };
         for rule in &self.callers {
             let Some(before) = old.callers.iter().find(|o| o.name == rule.name) else {
+                if !old.callers.is_empty() {
+                    widened.push(format!(
+                        "a new [[callers]] rule '{}' grants access",
+                        rule.name
+                    ));
+                }
                 continue;
             };
-            let more = match (&before.targets, &rule.targets) {
-                (Some(_), None) => true,
-                (Some(was), Some(now)) => now.iter().any(|t| !was.contains(t)),
-                (None, _) => false,
-            };
-            if more {
+            if more(&before.targets, &rule.targets) {
                 widened.push(format!("caller '{}' is granted more targets", rule.name));
+            }
+            if more(&before.resources, &rule.resources) {
+                widened.push(format!("caller '{}' is granted more resources", rule.name));
+            }
+            // A rule that stops asking for an identifier matches more callers.
+            let dropped = [
+                (before.secret.is_some() && rule.secret.is_none(), "secret"),
+                (before.uid.is_some() && rule.uid.is_none(), "uid"),
+                (before.gid.is_some() && rule.gid.is_none(), "gid"),
+                (before.source.is_some() && rule.source.is_none(), "source"),
+            ];
+            for (gone, what) in dropped {
+                if gone {
+                    widened.push(format!(
+                        "caller '{}' no longer needs a {what} to match",
+                        rule.name
+                    ));
+                }
             }
         }
         let new_hosts: Vec<&String> = self

@@ -76,7 +76,7 @@ pub struct RawCaller {
     /// For audit lines and errors.
     pub name: Option<String>,
     /// The caller's own secret, sent as `X-IDENTITY-HEADER` or `secret`.
-    pub secret: Option<String>,
+    pub secret: Option<RawSecret>,
     /// Unix-socket peer uid.
     pub uid: Option<u32>,
     /// Unix-socket peer gid.
@@ -100,7 +100,7 @@ pub struct RawServer {
     /// Whether a non-loopback `listen` is meant.
     pub allow_remote: Option<bool>,
     /// The App Service-style caller secret.
-    pub identity_header: Option<String>,
+    pub identity_header: Option<RawSecret>,
     /// Where to write the caller secret (mode 0600).
     pub identity_header_file: Option<PathBuf>,
     /// Longest a caller waits on a cold miss.
@@ -136,7 +136,7 @@ pub struct RawSource {
     /// A user-assigned identity's client id.
     pub client_id: Option<String>,
     /// The identity endpoint's secret.
-    pub header: Option<String>,
+    pub header: Option<RawSecret>,
     /// The token file.
     pub path: Option<PathBuf>,
     /// The audience the managed-identity token is asked for.
@@ -201,6 +201,30 @@ pub struct RawTarget {
     pub resource_id: Option<String>,
     /// Resources fetched at start.
     pub prefetch: Option<Vec<String>>,
+}
+
+/// A secret as the file writes it: serialized as itself (a rendered config must keep it), but
+/// its `Debug` prints `…`, so a raw config in a log or a panic message shows no secret.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct RawSecret(pub String);
+
+impl std::fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("…")
+    }
+}
+
+impl From<&str> for RawSecret {
+    fn from(s: &str) -> Self {
+        RawSecret(s.to_owned())
+    }
+}
+
+impl From<String> for RawSecret {
+    fn from(s: String) -> Self {
+        RawSecret(s)
+    }
 }
 
 /// A duration as `"500ms"`, `"10s"`, `"5m"`, `"1h"`, or a number of seconds.

@@ -321,6 +321,29 @@ targets = ["litware"]
         .widened_from(&before)
         .iter()
         .any(|w| w.contains("x.internal")));
+    let looser = parse(&format!(
+        "{MINIMAL}{}",
+        callers.replace(
+            "secret = \"billing-secret-0123456789\"\n",
+            "source = \"10.0.0.0/8\"\n"
+        )
+    ))
+    .unwrap();
+    let widened = looser.widened_from(&before);
+    assert!(
+        widened
+            .iter()
+            .any(|w| w.contains("no longer needs a secret")),
+        "{widened:?}"
+    );
+    let added = parse(&format!(
+        "{MINIMAL}{callers}\n[[callers]]\nname = \"new\"\nuid = 7\ntargets = [\"*\"]\n"
+    ))
+    .unwrap();
+    assert!(added
+        .widened_from(&before)
+        .iter()
+        .any(|w| w.contains("new [[callers]] rule 'new'")));
     let any = parse(&format!("{}allowed_tenants = [\"*\"]\n{callers}", MINIMAL)).unwrap();
     assert!(any
         .widened_from(&before)
@@ -351,4 +374,40 @@ fn a_value_of_the_wrong_type_is_not_echoed() {
             "says what is wrong: {err}"
         );
     }
+}
+
+#[test]
+fn with_grants_overlapping_tenants_must_be_ids() {
+    let callers = "\n[[callers]]\nname = \"a\"\nsecret = \"a-secret-0123456789abc\"\ntargets = [\"litware\"]\n";
+    let domain_listed =
+        format!("{MINIMAL}allowed_tenants = [\"contoso.onmicrosoft.com\"]\n{callers}");
+    let err = parse(&domain_listed).unwrap_err().to_string();
+    assert!(
+        err.contains("targets[0].allowed_tenants") && err.contains("GUID"),
+        "{err}"
+    );
+    // Without grants there is nothing to tell apart.
+    assert!(parse(&format!(
+        "{MINIMAL}allowed_tenants = [\"contoso.onmicrosoft.com\"]\n"
+    ))
+    .is_ok());
+    let domain_owned = format!(
+        "{MINIMAL}allowed_tenants = [\"*\"]\n\n[[targets]]\nname = \"contoso\"\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"22222222-2222-2222-2222-222222222222\"\n{callers}"
+    );
+    let err = parse(&domain_owned).unwrap_err().to_string();
+    assert!(err.contains("targets[1].tenant_id"), "{err}");
+}
+
+#[test]
+fn a_raw_config_shows_no_secret_in_debug() {
+    let text = format!(
+        "[server]\nidentity_header = \"server-secret-0123456789\"\n[source]\nkind = \"app-service\"\nendpoint = \"http://127.0.0.1:1/msi/token\"\nheader = \"source-secret-0123456789\"\n{MINIMAL}\n[[callers]]\nsecret = \"caller-secret-0123456789\"\ntargets = [\"*\"]\n"
+    );
+    let raw: RawConfig = toml::from_str(&text).unwrap();
+    let shown = format!("{raw:?}");
+    assert!(!shown.contains("secret-0123456789"), "{shown}");
+    // Rendered as TOML, a secret is kept: a config written out must still work.
+    assert!(toml::to_string(&raw)
+        .unwrap()
+        .contains("caller-secret-0123456789"));
 }

@@ -35,6 +35,9 @@ impl RawConfig {
         let cache = self.cache.validate(&mut r)?;
         let targets = validate_targets(&mut r, self.targets)?;
         let callers = validate_callers(&mut r, self.callers, &targets)?;
+        if !callers.is_empty() {
+            tenants_are_ids(&targets)?;
+        }
         let admin = self.admin.validate(&mut r)?;
         let audit = self.audit.validate(&mut r);
         let config = Config {
@@ -91,7 +94,7 @@ impl RawServer {
         let allow_remote = r.or("server.allow_remote", self.allow_remote, false);
         let identity_header = r.secret(
             "server.identity_header",
-            self.identity_header,
+            self.identity_header.map(|s| s.0),
             Some(ENV_SERVER_IDENTITY_HEADER),
             "(random per start)",
         );
@@ -262,7 +265,7 @@ impl RawSource {
                 let header = r
                     .secret(
                         "source.header",
-                        self.header,
+                        self.header.map(|s| s.0),
                         Some(ENV_IDENTITY_HEADER),
                         NONE,
                     )
@@ -424,6 +427,40 @@ fn upstream_url(key: &str, text: &str) -> Result<Url, ConfigError> {
     }
 }
 
+/// With `[[callers]]` grants, a target that lets callers name other tenants must have every
+/// tenant it can reach, and every tenant of a target with the same app, spelled as an id:
+/// the grant check tells tenants apart by spelling, and a domain name could be another name
+/// of a tenant a caller is not granted.
+fn tenants_are_ids(targets: &[Target]) -> Result<(), ConfigError> {
+    let why = "a tenant id (GUID): with [[callers]] grants and allowed_tenants, tenants are told apart by id, and a domain name could name another target's tenant";
+    for (i, t) in targets.iter().enumerate() {
+        if t.allowed_tenants == AllowedTenants::None {
+            continue;
+        }
+        if let AllowedTenants::Listed(list) = &t.allowed_tenants {
+            if let Some(domain) = list.iter().find(|l| !is_guid(l)) {
+                return Err(invalid(
+                    format!("targets[{i}].allowed_tenants"),
+                    domain,
+                    why,
+                ));
+            }
+        }
+        for (j, same_app) in targets.iter().enumerate() {
+            if same_app.client_id.eq_ignore_ascii_case(&t.client_id)
+                && !is_guid(&same_app.tenant_id)
+            {
+                return Err(invalid(
+                    format!("targets[{j}].tenant_id"),
+                    &same_app.tenant_id,
+                    why,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn validate_targets(r: &mut Reader<'_>, raw: Vec<RawTarget>) -> Result<Vec<Target>, ConfigError> {
     if raw.is_empty() {
         return Err(invalid("targets", "[]", "at least one [[targets]] entry"));
@@ -539,7 +576,7 @@ fn validate_callers(
         if !names.insert(name.clone()) {
             return Err(invalid(key("name"), &name, "a name no other caller uses"));
         }
-        let secret = r.secret(&key("secret"), c.secret, None, NONE);
+        let secret = r.secret(&key("secret"), c.secret.map(|s| s.0), None, NONE);
         let uid = r.opt(&key("uid"), c.uid, NONE);
         let gid = r.opt(&key("gid"), c.gid, NONE);
         let source_text = r.opt(&key("source"), c.source, NONE);

@@ -50,10 +50,22 @@ struct Issued {
 pub enum Holder {
     /// The `[[callers]]` rule that matched, by index.
     Rule(usize),
-    /// No rules: a remote peer's address (a local one is told apart by its uid).
+    /// No rules: a remote peer's address.
     Addr(IpAddr),
+    /// No rules: a local peer of unknown uid (every one of them together).
+    Local,
     /// No rules: the local peer's uid (Unix socket, or a TCP socket of this host).
     Uid(u32),
+}
+
+/// A loopback address, IPv4-mapped IPv6 forms included.
+fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
 }
 
 impl Holder {
@@ -63,6 +75,9 @@ impl Holder {
             (Some(index), _, _) => Holder::Rule(index),
             // A local peer, TCP or Unix: its uid, as the kernel says.
             (None, Some(uid), _) => Holder::Uid(uid),
+            // Every loopback address (127.0.0.0/8, and its IPv6-mapped forms) is this host: one
+            // holder, or a caller could be many by changing its source address.
+            (None, None, Peer::Tcp { addr, .. }) if is_local(addr.ip()) => Holder::Local,
             (None, None, Peer::Tcp { addr, .. }) => Holder::Addr(addr.ip()),
             // A Unix peer always has a uid; this arm is for completeness.
             (None, None, Peer::Unix { uid, .. }) => Holder::Uid(*uid),

@@ -130,7 +130,8 @@ impl<'a> Params<'a> {
             client_id: self.get(id_keys::CLIENT_ID).map(Cow::into_owned),
             object_id: self.get(id_keys::OBJECT_ID).map(Cow::into_owned),
             resource_id: self.get(id_keys::RESOURCE_ID).map(Cow::into_owned),
-            tenant_id: self.get(&["tenant_id"]).map(Cow::into_owned),
+            // Tenant ids and domain names are case-insensitive: one spelling, one cache key.
+            tenant_id: self.get(&["tenant_id"]).map(|t| t.to_ascii_lowercase()),
         };
         if req.resource.len() > MAX_RESOURCE_LEN {
             return Err(Refusal::BadRequest(format!(

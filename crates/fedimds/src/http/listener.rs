@@ -61,6 +61,9 @@ pub enum Listener {
 /// write the directory swapped in after `bind` (a root daemon then makes any file 0666), so
 /// the mode is set on the inode itself, checked to be our socket (`chmod_socket`).
 pub fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    // Someone who can change the directory could replace the socket after it is bound and
+    // answer callers (and read their secrets) in fedimds's place.
+    fsutil::check_dir(&fsutil::parent(path))?;
     use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -236,6 +239,16 @@ enum PeerKey {
     Addr(std::net::IpAddr),
 }
 
+/// A loopback address, IPv4-mapped IPv6 forms included: every one of them is this host.
+fn is_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
 /// One peer's place among the open connections, given back when dropped.
 struct Place {
     peers: Arc<PerPeer>,
@@ -258,7 +271,7 @@ impl PerPeer {
             (Some(uid), _) => PeerKey::Uid(uid),
             // Every local process shares a loopback address: counting them together would turn
             // this cap into a lower overall one.
-            (None, Some(addr)) if addr.ip().is_loopback() => return Some(Place::uncounted(self)),
+            (None, Some(addr)) if is_local(addr.ip()) => return Some(Place::uncounted(self)),
             (None, Some(addr)) => PeerKey::Addr(addr.ip()),
             // A Unix peer always has a uid; this arm is for completeness.
             (None, None) => return Some(Place::uncounted(self)),

@@ -108,6 +108,14 @@ fn every_refusal() -> Vec<Row> {
             "slow_down",
         ),
         row(
+            Refusal::Target(TargetError::TenantNotAnId {
+                tenant: "contoso.example".to_owned(),
+            }),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
             Refusal::Target(TargetError::IdentityNotFound),
             StatusCode::BAD_REQUEST,
             None,

@@ -107,6 +107,14 @@ async fn an_audit_log_that_is_a_link_or_someone_elses_file_is_refused() {
     let log = shared.join("audit.jsonl");
     let mut raw = raw_config();
     raw.audit.path = Some(log.display().to_string());
+    // A directory anyone can write to is refused outright: the file could be renamed away.
+    let err = start_error(&raw);
+    assert!(
+        err.contains("audit.path") && err.contains("writable by group or others"),
+        "{err}"
+    );
+    // In a sticky one (as /tmp), only the file itself can be attacked.
+    chmod(&shared, 0o1777);
 
     // A link to a file a shell later runs: lines would be appended to it.
     std::os::unix::fs::symlink(&victim, &log).unwrap();
@@ -136,6 +144,20 @@ async fn an_audit_log_that_is_a_link_or_someone_elses_file_is_refused() {
         err.contains("audit.path") && err.contains("owned by uid 65534"),
         "{err}"
     );
+    // A second name for a file of root's: appending to it would change that file.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::write(&victim, "important root-owned content").unwrap();
+    chmod(&victim, 0o600);
+    std::fs::hard_link(&victim, &log).unwrap();
+    let err = start_error(&raw);
+    assert!(
+        err.contains("audit.path") && err.contains("hard links"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "important root-owned content"
+    );
     let _ = std::fs::remove_dir_all(scratch);
 }
 
@@ -148,8 +170,15 @@ async fn a_link_swapped_in_for_the_unix_socket_while_it_is_bound_is_not_followed
     let victim = victim(&scratch, "victim.txt");
     let shared = scratch.join("shared");
     std::fs::create_dir(&shared).unwrap();
+    // A directory anyone can write to is refused outright:
     chmod(&shared, 0o777);
     let socket = shared.join("fedimds.sock");
+    let err = fedimds::http::listener::bind_unix(&socket, 0o666)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("writable by group or others"), "{err}");
+    // ...so the attacker works in a sticky one (as /tmp), where a socket can still be swapped.
+    chmod(&shared, 0o1777);
     // The attacker: whenever a socket appears at the path, put a link to the victim there,
     // hoping the daemon's chmod lands on it.
     let stop = Arc::new(AtomicBool::new(false));

@@ -475,3 +475,27 @@ async fn a_reload_refuses_each_key_it_cannot_apply_and_names_it() {
         fedimds::config::DEFAULT_MAX_CONNECTIONS
     );
 }
+
+#[tokio::test]
+async fn the_simulator_command_starts() {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fedimds"))
+        .args(["sim", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("it says where it listens")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        first.starts_with("fedimds simulator on http://127.0.0.1:"),
+        "{first}"
+    );
+    child.kill().await.unwrap();
+}

@@ -708,3 +708,56 @@ async fn uid_rules_tell_imds_callers_apart_over_tcp() {
     assert_eq!(status, 403, "another uid: {body}");
     no_token(&body);
 }
+
+#[tokio::test]
+async fn with_grants_a_tenant_is_named_by_its_id_not_by_a_domain() {
+    let h = start_with(SimConfig::demo(), |raw| {
+        with_callers(raw);
+        target(raw, "litware").allowed_tenants = strings(&["*"]);
+    })
+    .await;
+    // contoso's tenant under another name: its domain. The grant check tells tenants apart
+    // by id, so a name is refused before anything is fetched.
+    let (status, body) = msi(
+        &h,
+        "",
+        &format!("{GRAPH}&tenant_id=contoso.onmicrosoft.com"),
+        SECRET_A,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("must be the tenant's id"),
+        "{body}"
+    );
+    no_token(&body);
+    assert_eq!(h.sim.counters().entra, 0);
+}
+
+#[tokio::test]
+async fn spellings_of_a_tenant_share_one_key() {
+    let h = start_with(SimConfig::demo(), |raw| {
+        target(raw, "litware").allowed_tenants = strings(&["*"]);
+    })
+    .await;
+    // A tenant where the app is not consented: each spelling would cost an Entra call if it
+    // were a key of its own.
+    let tenant = "abcdef01-abcd-4abc-8abc-abcdefabcdef";
+    for spelling in [
+        tenant.to_owned(),
+        tenant.to_ascii_uppercase(),
+        "ABCDEF01-abcd-4ABC-8abc-ABCDEFabcdef".to_owned(),
+    ] {
+        let (status, body) = h.imds_token(GRAPH, &format!("&tenant_id={spelling}")).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    assert_eq!(h.sim.counters().entra, 1, "one exchange for every spelling");
+    let exchanges = h.sim.exchanges();
+    assert_eq!(
+        exchanges[0].tenant, tenant,
+        "Entra is asked for the lower-case id"
+    );
+}
