@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 fn no_env(_: &str) -> Option<String> {

@@ -1,0 +1,246 @@
+//! The validated configuration the daemon runs on: typed, defaults filled in.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::same_resource;
+use crate::cloud::CloudName;
+use crate::token::Secret;
+
+/// The validated configuration the daemon runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The token listener.
+    pub server: Server,
+    /// Where the home-tenant assertion comes from.
+    pub source: Source,
+    /// Which Azure cloud.
+    pub cloud: Cloud,
+    /// Timeouts for every upstream call.
+    pub upstream: Upstream,
+    /// Cache bounds.
+    pub cache: CacheSettings,
+    /// The target tenants and apps, in file order.
+    pub targets: Vec<Target>,
+    /// Per-caller policy; empty = every caller may use every target.
+    pub callers: Vec<CallerRule>,
+    /// The admin listener.
+    pub admin: Admin,
+    /// The audit log.
+    pub audit: Audit,
+}
+
+/// The token listener.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Address of the token endpoints.
+    pub listen: SocketAddr,
+    /// The App Service-style caller secret; generated per start when unset.
+    pub identity_header: Option<Secret>,
+    /// Where a generated secret is written (mode 0600).
+    pub identity_header_file: Option<PathBuf>,
+    /// Longest a caller waits on a cold miss.
+    pub miss_timeout: Duration,
+    /// Where the Arc dialect writes its challenge key files.
+    pub arc_key_dir: PathBuf,
+    /// The group that may read them (mode 0640); none = fedimds's user only (0600).
+    pub arc_key_group: Option<u32>,
+    /// A Unix socket to serve on as well, callers identified by their uid/gid.
+    pub unix_socket: Option<PathBuf>,
+    /// Its mode.
+    pub unix_socket_mode: u32,
+    /// Host header values accepted besides loopback names and 169.254.169.254 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Whether this listener can be reached from off the host (then every request needs a secret).
+    pub allow_remote: bool,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Open connections from one peer at most.
+    pub max_connections_per_peer: usize,
+    /// Time to send a request head, and then a request body.
+    pub header_read_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Its address; `None` = no admin listener.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Where its lines go; a restart applies a change.
+    pub sink: AuditSink,
+    /// Whether a token whose line cannot be recorded is refused (503) rather than served.
+    pub fail_closed: bool,
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    /// Nowhere.
+    Off,
+    /// Standard output (diagnostic logs go to standard error).
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+/// Who a caller is and what it may have.
+#[derive(Debug, Clone)]
+pub struct CallerRule {
+    /// For audit lines and errors.
+    pub name: String,
+    /// The caller's own secret (sent as X-IDENTITY-HEADER or secret).
+    pub secret: Option<Secret>,
+    /// Unix socket peer uid.
+    pub uid: Option<u32>,
+    /// Unix socket peer gid.
+    pub gid: Option<u32>,
+    /// Source network: address and prefix length.
+    pub source: Option<(std::net::IpAddr, u8)>,
+    /// Target names it may use; `None` = any.
+    pub targets: Option<Vec<String>>,
+    /// Resources it may ask for; `None` = any.
+    pub resources: Option<Vec<String>>,
+    /// Requests per second (burst of the same size); `None` = unlimited.
+    pub rate: Option<f64>,
+}
+
+/// Where the home-tenant assertion comes from.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// A managed-identity token from IMDS.
+    Imds {
+        /// Base URL, e.g. `http://169.254.169.254`.
+        endpoint: Url,
+        /// A user-assigned identity's client id.
+        client_id: Option<String>,
+    },
+    /// A managed-identity token from an App Service-style `IDENTITY_ENDPOINT`.
+    AppService {
+        /// The full token URL.
+        endpoint: Url,
+        /// The `X-IDENTITY-HEADER` secret.
+        header: Secret,
+        /// A user-assigned identity's client id.
+        client_id: Option<String>,
+    },
+    /// A token file, e.g. a Kubernetes projected service-account token.
+    TokenFile {
+        /// The file, re-read when it changes.
+        path: PathBuf,
+    },
+}
+
+/// The assertion source and the audience it is asked for.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Which source.
+    pub kind: SourceKind,
+    /// The resource the managed-identity token is requested for.
+    pub audience: String,
+}
+
+/// The cloud profile in force.
+#[derive(Debug, Clone)]
+pub struct Cloud {
+    /// Its name.
+    pub name: CloudName,
+    /// Entra's base URL (no trailing slash).
+    pub authority_host: Url,
+}
+
+/// Timeouts and concurrency of upstream calls.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Fetches in flight at most.
+    pub max_concurrent_fetches: usize,
+    /// TCP+TLS connect.
+    pub connect_timeout: Duration,
+    /// One whole attempt.
+    pub request_timeout: Duration,
+}
+
+/// Cache bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Most keys held.
+    pub max_keys: u64,
+    /// Most bytes held (keys, tokens and overhead).
+    pub max_bytes: u64,
+    /// Keys idle this long are dropped.
+    pub idle_ttl: Duration,
+    /// How long a permanent upstream error is remembered.
+    pub error_ttl: Duration,
+}
+
+/// A target: a tenant and the multi-tenant app whose tokens fedimds serves for it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Unique name, used in `/targets/{name}` and as a `client_id` alias.
+    pub name: String,
+    /// The target tenant.
+    pub tenant_id: String,
+    /// The multi-tenant app registration.
+    pub client_id: String,
+    /// Allowed resources; `None` = any.
+    pub resources: Option<Vec<String>>,
+    /// Other tenants a caller may name with `tenant_id=`.
+    pub allowed_tenants: AllowedTenants,
+    /// Chosen when a request names no target.
+    pub default: bool,
+    /// An `object_id` alias callers may select this target by.
+    pub object_id: Option<String>,
+    /// A `msi_res_id` alias callers may select this target by.
+    pub resource_id: Option<String>,
+    /// Resources to fetch at start, before `/readyz` says ready.
+    pub prefetch: Vec<String>,
+}
+
+/// Tenants other than its own that a target may be asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedTenants {
+    /// Only the target's own.
+    None,
+    /// These.
+    Listed(Vec<String>),
+    /// Any (`["*"]`).
+    Any,
+}
+
+impl Target {
+    /// Whether `tenant` may be asked for through this target.
+    pub fn allows_tenant(&self, tenant: &str) -> bool {
+        tenant.eq_ignore_ascii_case(&self.tenant_id)
+            || match &self.allowed_tenants {
+                AllowedTenants::None => false,
+                AllowedTenants::Any => true,
+                AllowedTenants::Listed(list) => list.iter().any(|t| t.eq_ignore_ascii_case(tenant)),
+            }
+    }
+
+    /// Whether `resource` is on the allow-list (case and a trailing `/` do not matter).
+    pub fn allows_resource(&self, resource: &str) -> bool {
+        self.allowed_spelling(resource).is_some()
+    }
+
+    /// The allow-list's spelling of `resource` (case and a trailing `/` aside), `resource`
+    /// itself when the target has no list, `None` when it is not allowed.
+    pub fn allowed_spelling<'a>(&'a self, resource: &'a str) -> Option<&'a str> {
+        match &self.resources {
+            None => Some(resource),
+            Some(list) => list
+                .iter()
+                .find(|r| same_resource(r, resource))
+                .map(String::as_str),
+        }
+    }
+}
