@@ -40,6 +40,7 @@ pub(crate) async fn token(
         tenant: tenant.clone(),
         client_id: field("client_id"),
         scope: field("scope"),
+        claims: form.get("claims").cloned(),
         outcome: Err(String::new()),
     };
     let fault = state.arrive(Route::Entra).await;
@@ -138,7 +139,8 @@ fn exchange(
     let app = find_app(state, client_id, tenant)?;
     let claims = verify(state, assertion)?;
     match_federated_credential(app, &claims)?;
-    issue(state, app, tenant, resource).map_err(|error| {
+    let capabilities = client_capabilities(form.get("claims").map(String::as_str))?;
+    issue(state, app, tenant, resource, &capabilities).map_err(|error| {
         tracing::error!(%error, "signing an Entra token failed");
         reject(
             90033,
@@ -260,12 +262,40 @@ fn match_federated_credential(app: &App, claims: &Value) -> Result<(), Rejection
     Ok(())
 }
 
-/// The app-only access token for `resource` in `tenant`, and Entra's 200 body.
+/// The client capabilities in a `claims` parameter,
+/// `{"access_token":{"xms_cc":{"values":["cp1"]}}}`; a `claims` that is not JSON is refused as
+/// Entra refuses it.
+fn client_capabilities(claims: Option<&str>) -> Result<Vec<String>, Rejection> {
+    let Some(claims) = claims else {
+        return Ok(Vec::new());
+    };
+    let value: Value = serde_json::from_str(claims).map_err(|_| {
+        reject(
+            70011,
+            "invalid_request",
+            "The claims parameter is not valid JSON.".to_owned(),
+        )
+    })?;
+    Ok(value["access_token"]["xms_cc"]["values"]
+        .as_array()
+        .map(|values| {
+            values
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The app-only access token for `resource` in `tenant`, and Entra's 200 body. A token asked
+/// for with client capabilities carries them in an `xms_cc` claim, so a test can tell it apart.
 fn issue(
     state: &State,
     app: &App,
     tenant: &str,
     resource: &str,
+    capabilities: &[String],
 ) -> Result<(String, Value), jsonwebtoken::errors::Error> {
     let now = token::now();
     let lifetime = state.config.entra_token_lifetime.as_secs();
@@ -288,6 +318,10 @@ fn issue(
         "uti": state.keys.unique_id(),
         "ver": "1.0",
     });
+    let mut claims = claims;
+    if !capabilities.is_empty() {
+        claims["xms_cc"] = json!(capabilities);
+    }
     let access_token = state.sign(&claims, Signer::Genuine)?;
     let mut body = json!({
         "token_type": "Bearer",

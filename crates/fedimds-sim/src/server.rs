@@ -144,6 +144,17 @@ impl Sim {
         self.inner.state.exchanges()
     }
 
+    /// Revokes `token`: the simulated resource refuses it from now on (what a resource does
+    /// when Entra tells it a token is no longer good, e.g. after the app was disabled).
+    pub fn revoke(&self, token: &str) {
+        self.inner.state.revoke(token);
+    }
+
+    /// What the simulated resource says to `token`: `false` once it was revoked.
+    pub fn resource_accepts(&self, token: &str) -> bool {
+        !self.inner.state.is_revoked(token)
+    }
+
     /// Every token string the simulator ever issued, for leak scans.
     pub fn issued(&self) -> Vec<String> {
         self.inner.state.issued()

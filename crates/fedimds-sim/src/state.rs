@@ -33,6 +33,8 @@ pub struct ExchangeRecord {
     pub client_id: String,
     /// The `scope` form field (empty when missing).
     pub scope: String,
+    /// The `claims` form field (client capabilities), when sent.
+    pub claims: Option<String>,
     /// The issued access token, or the error: `"AADSTS700016"`-style codes for rejections,
     /// `"fault:503"` for scripted faults.
     pub outcome: Result<String, String>,
@@ -46,6 +48,8 @@ pub(crate) struct State {
     counters: Mutex<Counters>,
     faults: Mutex<FaultQueues>,
     exchanges: Mutex<Vec<ExchangeRecord>>,
+    /// Tokens the simulated resource refuses (revoked by the test).
+    revoked: Mutex<Vec<String>>,
     issued: Mutex<Vec<String>>,
 }
 
@@ -77,6 +81,7 @@ impl State {
             counters: Mutex::default(),
             faults: Mutex::default(),
             exchanges: Mutex::default(),
+            revoked: Mutex::default(),
             issued: Mutex::default(),
         })
     }
@@ -112,6 +117,16 @@ impl State {
 
     pub(crate) fn record(&self, record: ExchangeRecord) {
         lock(&self.exchanges).push(record);
+    }
+
+    /// Marks a token revoked: the simulated resource refuses it from now on.
+    pub(crate) fn revoke(&self, token: &str) {
+        lock(&self.revoked).push(token.to_owned());
+    }
+
+    /// Whether a token was revoked.
+    pub(crate) fn is_revoked(&self, token: &str) -> bool {
+        lock(&self.revoked).iter().any(|t| t == token)
     }
 
     /// A snapshot of the per-route request counters.

@@ -280,6 +280,7 @@ impl App {
             resolved.target,
             resolved.tenant,
             resolved.resource,
+            req,
         )
         .await
     }
@@ -290,6 +291,7 @@ impl App {
         target: &Target,
         tenant: &str,
         resource: &str,
+        req: &TokenRequest,
     ) -> Result<(Arc<AccessToken>, Lookup), Refusal> {
         // The target's own tenant and app id are shared, not copied: this is the hit path.
         let ids = settings.ids.get(&target.name);
@@ -304,9 +306,14 @@ impl App {
                 |ids| ids.client_id.clone(),
             ),
             resource: resource.into(),
+            capabilities: req.capabilities.as_deref().map(Arc::from),
         };
         self.cache
-            .get(&key, settings.config.server.miss_timeout)
+            .get(
+                &key,
+                settings.config.server.miss_timeout,
+                req.refused_token.as_ref(),
+            )
             .await
             .map_err(Refusal::Upstream)
     }

@@ -33,6 +33,9 @@ pub enum Lookup {
     Stale,
     /// Fetched while the caller waited.
     Miss,
+    /// Fetched while the caller waited, because it presented the cached token's hash: a
+    /// resource refused that token (revocation), so it was dropped.
+    Forced,
 }
 
 impl Lookup {
@@ -42,6 +45,7 @@ impl Lookup {
             Lookup::Hit => "hit",
             Lookup::Stale => "stale",
             Lookup::Miss => "miss",
+            Lookup::Forced => "forced",
         }
     }
 }
@@ -82,6 +86,9 @@ struct SlotState {
     failure: Option<(Arc<FetchError>, Instant)>,
     /// Failed fetches in a row, for backing off through a long outage.
     failures_in_a_row: u32,
+    /// When a caller last had the token dropped and fetched anew (revocation), so a caller
+    /// cannot use it to call Entra more than once per `cache.min_forced_refresh`.
+    last_forced: Option<Instant>,
 }
 
 impl Slot {
@@ -119,6 +126,8 @@ struct CacheStats {
     refreshes: std::sync::atomic::AtomicU64,
     /// Background refreshes that failed while a valid token stayed in service.
     refresh_failures: std::sync::atomic::AtomicU64,
+    /// Tokens dropped because a caller presented their hash (revocation).
+    forced: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -128,6 +137,7 @@ struct Inner {
     /// Swapped on reload; each fetch uses the one in force when it starts.
     upstream: arc_swap::ArcSwap<Upstream>,
     error_ttl: Duration,
+    min_forced_refresh: Duration,
     stats: CacheStats,
 }
 
@@ -162,6 +172,7 @@ impl TokenCache {
                 fetches: tokio::sync::Semaphore::new(max_fetches),
                 upstream: arc_swap::ArcSwap::new(upstream),
                 error_ttl: settings.error_ttl,
+                min_forced_refresh: settings.min_forced_refresh,
                 stats: CacheStats::default(),
             }),
         }
@@ -178,10 +189,17 @@ impl TokenCache {
     }
 
     /// A valid token for `key`: from the cache, or fetched while the caller waits at most `wait`.
+    ///
+    /// `refused` is the SHA-256 of a token a resource refused (`token_sha256_to_refresh`):
+    /// when it is the cached token's, that token is dropped, never to be served again, and a
+    /// new one fetched (one fetch for every caller presenting it), at most once per
+    /// `cache.min_forced_refresh`; any other hash is of a token already replaced, and the
+    /// cached one is served.
     pub async fn get(
         &self,
         key: &TokenKey,
         wait: Duration,
+        refused: Option<&[u8; 32]>,
     ) -> Result<(Arc<AccessToken>, Lookup), CacheError> {
         let slot = match self.inner.slots.get(key) {
             Some(slot) => slot,
@@ -189,6 +207,7 @@ impl TokenCache {
         };
         slot.mark_used();
         let now = Instant::now();
+        let forced = refused.is_some_and(|hash| self.drop_refused(&slot, hash, now));
         if let Some(token) = slot.token.load_full() {
             if token.is_valid(now) {
                 if now < token.refresh_at {
@@ -221,7 +240,8 @@ impl TokenCache {
                 // A token that expired while it was being fetched (a zero lifetime, or long
                 // retries) is not served.
                 Some(Ok(token)) if token.is_valid(Instant::now()) => {
-                    Ok((token.clone(), Lookup::Miss))
+                    let lookup = if forced { Lookup::Forced } else { Lookup::Miss };
+                    Ok((token.clone(), lookup))
                 }
                 Some(Ok(_)) => Err(CacheError::Timeout),
                 Some(Err(error)) => {
@@ -238,6 +258,25 @@ impl TokenCache {
             // Timed out, or the fetch task vanished (runtime shutting down).
             Ok(Err(_)) | Err(_) => Err(CacheError::Timeout),
         }
+    }
+
+    /// Drops the slot's token if `hash` is its hash and a forced refresh is allowed now; true
+    /// when it did.
+    fn drop_refused(&self, slot: &Slot, hash: &[u8; 32], now: Instant) -> bool {
+        let mut state = slot.state();
+        let current = slot.token.load();
+        let is_it = current.as_ref().is_some_and(|t| t.sha256 == *hash);
+        let allowed = state
+            .last_forced
+            .is_none_or(|at| now.duration_since(at) >= self.inner.min_forced_refresh);
+        if !(is_it && allowed) {
+            return false;
+        }
+        drop(current);
+        slot.token.store(None);
+        state.last_forced = Some(now);
+        self.inner.stats.forced.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Starts a background refresh unless one is running or a remembered failure says wait.
@@ -276,6 +315,7 @@ impl TokenCache {
         CacheFigures {
             refreshes: stats.refreshes.load(Ordering::Relaxed),
             refresh_failures: stats.refresh_failures.load(Ordering::Relaxed),
+            forced_refreshes: stats.forced.load(Ordering::Relaxed),
             keys: self.key_count(),
             bytes: self.inner.slots.weighted_size(),
             soonest_expiry: expiries.first().map(|(_, seconds)| *seconds),

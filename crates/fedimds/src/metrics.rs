@@ -21,6 +21,8 @@ pub struct CacheFigures {
     pub refreshes: u64,
     /// Background refreshes that failed while a valid token stayed in service.
     pub refresh_failures: u64,
+    /// Tokens dropped and fetched anew because a caller presented their hash (revocation).
+    pub forced_refreshes: u64,
     /// Keys held.
     pub keys: u64,
     /// What they weigh, in bytes.
@@ -33,7 +35,7 @@ pub struct CacheFigures {
 }
 
 /// The `result` label values of `fedimds_cache_lookups`, each resolved once at start.
-pub const LOOKUP_RESULTS: [&str; 3] = ["hit", "stale", "miss"];
+pub const LOOKUP_RESULTS: [&str; 4] = ["hit", "stale", "miss", "forced"];
 
 /// A label value shared, not copied, on every request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -108,7 +110,7 @@ pub struct Metrics {
     build: Family<BuildLabels, Gauge>,
     audit_failures: Counter,
     /// The lookup counters, resolved once: a hit then costs one atomic add.
-    by_lookup: [Counter; 3],
+    by_lookup: [Counter; 4],
 }
 
 impl Default for Metrics {
@@ -194,7 +196,7 @@ impl Metrics {
         );
         registry.register(
             "cache_lookups",
-            "Served tokens by how the cache had them: hit, stale (past its refresh point) or miss",
+            "Served tokens by how the cache had them: hit, stale (past its refresh point), miss, or forced (fetched anew because a resource refused the cached one)",
             self.lookups.clone(),
         );
         registry.register(
@@ -228,6 +230,13 @@ impl Metrics {
             "cache_refresh_failures",
             "Background refreshes that failed while the cached token stayed in service",
             failures,
+        );
+        let forced = Counter::<u64>::default();
+        forced.inc_by(cache.forced_refreshes);
+        registry.register(
+            "cache_forced_refreshes",
+            "Tokens dropped and fetched anew because a caller presented their SHA-256 (a resource refused them)",
+            forced,
         );
         let keys = Gauge::<i64>::default();
         keys.set(i64::try_from(cache.keys).unwrap_or(i64::MAX));

@@ -74,6 +74,9 @@ pub struct AccessToken {
     pub lifetime: Duration,
     /// The token's fingerprint for audit lines, computed once.
     pub fingerprint: String,
+    /// SHA-256 of the token's text: what a client presents in `token_sha256_to_refresh` when
+    /// a resource refused the token (revocation).
+    pub sha256: [u8; 32],
     /// True when the token needs no JSON escaping (every JWT): the body then copies it as is.
     pub json_safe: bool,
 }
@@ -92,8 +95,13 @@ impl AccessToken {
         let expires_at = sent_at + expires_in;
         let elapsed = Instant::now().saturating_duration_since(sent_at);
         let expires_on = unix_now() + expires_in.saturating_sub(elapsed).as_secs();
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(
+            ring::digest::digest(&ring::digest::SHA256, secret.expose().as_bytes()).as_ref(),
+        );
         AccessToken {
             fingerprint: secret.fingerprint(),
+            sha256,
             json_safe: secret
                 .expose()
                 .bytes()

@@ -21,6 +21,7 @@ pub(super) async fn check_target(
     let (resource, why) = resource_for(target, config.cloud.name);
     let scope = exchange::scope_for(resource);
     let req = ExchangeRequest {
+        claims: None,
         tenant: &target.tenant_id,
         client_id: &target.client_id,
         scope: &scope,

@@ -77,6 +77,10 @@ pub const DEFAULT_MISS_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_ERROR_TTL: Duration = Duration::from_secs(30);
 /// Cached (target, resource) keys at most; an entry is a few hundred bytes.
 pub const DEFAULT_MAX_KEYS: u64 = 100_000;
+/// How often one key's token may be dropped and fetched anew because a caller presented its
+/// hash (a resource refused it): a client that retries a refused call at once gets the new
+/// token from the cache, and a caller cannot use revocation to call Entra in a loop.
+pub const DEFAULT_MIN_FORCED_REFRESH: Duration = Duration::from_secs(5);
 /// Keys not asked for in this long are dropped and no longer refreshed.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 

@@ -180,6 +180,8 @@ pub struct CacheSettings {
     pub idle_ttl: Duration,
     /// How long a permanent upstream error is remembered.
     pub error_ttl: Duration,
+    /// How often a caller may have a key's token dropped and fetched anew (revocation).
+    pub min_forced_refresh: Duration,
 }
 
 /// A target: a tenant and the multi-tenant app whose tokens fedimds serves for it.

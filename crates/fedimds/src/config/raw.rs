@@ -177,6 +177,9 @@ pub struct RawCache {
     pub idle_ttl: Option<RawDuration>,
     /// How long a permanent upstream error is remembered.
     pub error_ttl: Option<RawDuration>,
+    /// How often a key's token may be dropped and fetched anew because a caller presented
+    /// its hash (revocation).
+    pub min_forced_refresh: Option<RawDuration>,
 }
 
 /// One `[[targets]]` entry.

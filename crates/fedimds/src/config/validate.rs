@@ -371,6 +371,12 @@ impl RawCache {
             )?,
             idle_ttl: duration(r, "cache.idle_ttl", self.idle_ttl, DEFAULT_IDLE_TTL)?,
             error_ttl: duration(r, "cache.error_ttl", self.error_ttl, DEFAULT_ERROR_TTL)?,
+            min_forced_refresh: duration(
+                r,
+                "cache.min_forced_refresh",
+                self.min_forced_refresh,
+                DEFAULT_MIN_FORCED_REFRESH,
+            )?,
         })
     }
 }

@@ -72,6 +72,10 @@ pub struct TokenRequest {
     pub resource_id: Option<String>,
     /// `tenant_id`.
     pub tenant_id: Option<String>,
+    /// `xms_cc`: the client's capabilities (`cp1`, …), lower case, sorted, comma separated.
+    pub capabilities: Option<String>,
+    /// `token_sha256_to_refresh`: the SHA-256 of a token a resource refused (revocation).
+    pub refused_token: Option<[u8; 32]>,
 }
 
 /// Query or form parameters, decoded once. Values borrow the request's text unless they are
@@ -125,14 +129,25 @@ impl<'a> Params<'a> {
         let resource = self.get(&["resource"]).ok_or_else(|| {
             Refusal::BadRequest("Required audience parameter 'resource' not specified".to_owned())
         })?;
-        let req = TokenRequest {
+        let mut req = TokenRequest {
             resource: resource.into_owned(),
             client_id: self.get(id_keys::CLIENT_ID).map(Cow::into_owned),
             object_id: self.get(id_keys::OBJECT_ID).map(Cow::into_owned),
             resource_id: self.get(id_keys::RESOURCE_ID).map(Cow::into_owned),
             // Tenant ids and domain names are case-insensitive: one spelling, one cache key.
             tenant_id: self.get(&["tenant_id"]).map(|t| t.to_ascii_lowercase()),
+            capabilities: None,
+            refused_token: None,
         };
+        req.capabilities = self
+            .get(&["xms_cc"])
+            .map(|v| capabilities(&v))
+            .transpose()?
+            .flatten();
+        req.refused_token = self
+            .get(&["token_sha256_to_refresh"])
+            .map(|v| sha256_hex(&v))
+            .transpose()?;
         if req.resource.len() > MAX_RESOURCE_LEN {
             return Err(Refusal::BadRequest(format!(
                 "The resource is longer than {MAX_RESOURCE_LEN} bytes; real resource URIs are far shorter"
@@ -158,6 +173,53 @@ impl<'a> Params<'a> {
         }
         Ok(req)
     }
+}
+
+/// At most this many client capabilities in `xms_cc` (MSAL sends one, `cp1`).
+const MAX_CAPABILITIES: usize = 8;
+
+/// `xms_cc` (already percent-decoded): split on commas, trimmed, empties dropped, lower case
+/// (.NET sends `CP1`), sorted and deduplicated, so one set of capabilities is one cache key.
+/// `None` when it names none.
+fn capabilities(value: &str) -> Result<Option<String>, Refusal> {
+    let mut caps: Vec<String> = value
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+        .collect();
+    let well_formed = |c: &String| {
+        c.len() <= 32
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if caps.len() > MAX_CAPABILITIES || !caps.iter().all(well_formed) {
+        return Err(Refusal::BadRequest(format!(
+            "xms_cc must be at most {MAX_CAPABILITIES} client capabilities such as cp1, separated by commas"
+        )));
+    }
+    caps.sort_unstable();
+    caps.dedup();
+    Ok((!caps.is_empty()).then(|| caps.join(",")))
+}
+
+/// `token_sha256_to_refresh`: the 64 hex digits (either case) of a SHA-256.
+fn sha256_hex(value: &str) -> Result<[u8; 32], Refusal> {
+    let bad = || {
+        Refusal::BadRequest(
+            "token_sha256_to_refresh must be the SHA-256 of the refused token, as 64 hex digits"
+                .to_owned(),
+        )
+    };
+    let bytes = value.trim().as_bytes();
+    if bytes.len() != 64 {
+        return Err(bad());
+    }
+    let mut hash = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let text = std::str::from_utf8(pair).map_err(|_| bad())?;
+        hash[i] = u8::from_str_radix(text, 16).map_err(|_| bad())?;
+    }
+    Ok(hash)
 }
 
 /// A GUID, or a DNS name of non-empty labels of letters, digits and inner hyphens.
@@ -388,6 +450,35 @@ mod tests {
         ] {
             let refusal = Params::parse(query, true).unwrap_err();
             assert!(refusal.message().contains("control characters"), "{query}");
+        }
+    }
+
+    #[test]
+    fn capabilities_are_one_canonical_set() {
+        assert_eq!(
+            capabilities(" CP1 , cp2,,cp1").unwrap().as_deref(),
+            Some("cp1,cp2")
+        );
+        assert_eq!(capabilities(",").unwrap(), None);
+        assert!(capabilities("cp1,a b").is_err());
+        let p = Params::parse("resource=r&xms_cc=CP1%2Ccp2", true).unwrap();
+        assert_eq!(
+            p.token_request().unwrap().capabilities.as_deref(),
+            Some("cp1,cp2")
+        );
+    }
+
+    #[test]
+    fn a_refused_token_is_named_by_its_sha256() {
+        let hex = "00ff".repeat(16);
+        let query = format!("resource=r&token_sha256_to_refresh={}", hex.to_uppercase());
+        let p = Params::parse(&query, true).unwrap();
+        let hash = p.token_request().unwrap().refused_token.unwrap();
+        assert_eq!(hash[0..2], [0x00, 0xff]);
+        for bad in ["abc", "zz".repeat(32).as_str()] {
+            let query = format!("resource=r&token_sha256_to_refresh={bad}");
+            let p = Params::parse(&query, true).unwrap();
+            assert!(p.token_request().is_err(), "{bad}");
         }
     }
 

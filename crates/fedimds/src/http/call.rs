@@ -282,7 +282,7 @@ impl<'a> Call<'a> {
         }
         let (token, lookup) = self
             .app
-            .cache_get(settings, target, tenant, resource)
+            .cache_get(settings, target, tenant, resource, req)
             .await
             .map_err(refused)?;
         Ok(Served {

@@ -128,6 +128,8 @@ pub struct ExchangeRequest<'a> {
     pub client_id: &'a str,
     /// `{resource}/.default`.
     pub scope: &'a str,
+    /// The `claims` parameter (client capabilities), if any.
+    pub claims: Option<&'a str>,
 }
 
 impl Exchange {
@@ -186,13 +188,16 @@ impl Exchange {
             })?
             .pop_if_empty()
             .extend([req.tenant, "oauth2", "v2.0", "token"]);
-        let form = [
+        let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", req.client_id),
             ("scope", req.scope),
             ("client_assertion_type", ASSERTION_TYPE),
             ("client_assertion", assertion.expose()),
         ];
+        if let Some(claims) = req.claims {
+            form.push(("claims", claims));
+        }
         let sent_at = Instant::now();
         let response = self
             .http

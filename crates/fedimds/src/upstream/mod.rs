@@ -43,12 +43,24 @@ pub struct TokenKey {
     pub client_id: Arc<str>,
     /// The resource, exactly as asked (the scope is derived from it).
     pub resource: Box<str>,
+    /// The client capabilities the token is asked for (`cp1`, …; lower case, sorted, comma
+    /// separated), sent to Entra as the `claims` parameter; `None` for none. Tokens with and
+    /// without capabilities are different tokens.
+    pub capabilities: Option<Arc<str>>,
 }
 
 impl TokenKey {
     /// The v2 scope for this key.
     pub fn scope(&self) -> String {
         exchange::scope_for(&self.resource)
+    }
+
+    /// The exchange's `claims` parameter for the key's capabilities:
+    /// `{"access_token":{"xms_cc":{"values":["cp1"]}}}`, as MSAL builds it.
+    pub fn claims(&self) -> Option<String> {
+        let caps = self.capabilities.as_deref()?;
+        let values: Vec<&str> = caps.split(',').collect();
+        Some(serde_json::json!({"access_token": {"xms_cc": {"values": values}}}).to_string())
     }
 }
 
@@ -157,11 +169,12 @@ impl Upstream {
     /// Gets a token for `key`: assertion, then exchange; one retry with a fresh assertion when
     /// Entra says the assertion was expired or badly signed.
     pub async fn fetch(&self, key: &TokenKey) -> Result<AccessToken, FetchError> {
-        let scope = key.scope();
+        let (scope, claims) = (key.scope(), key.claims());
         let req = ExchangeRequest {
             tenant: &key.tenant,
             client_id: &key.client_id,
             scope: &scope,
+            claims: claims.as_deref(),
         };
         let (mut fresh_retry_left, mut fic_retry_left) = (true, true);
         loop {

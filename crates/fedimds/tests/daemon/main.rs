@@ -15,5 +15,6 @@ mod hardening;
 mod leaks;
 mod operations;
 mod resilience;
+mod revocation;
 mod security;
 mod sources;
