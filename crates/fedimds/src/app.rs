@@ -100,6 +100,7 @@ impl App {
             &config.cache,
             config.upstream.max_concurrent_fetches,
         );
+        tokio::spawn(cache.housekeeping());
         let (identity_header, generated) = match &config.server.identity_header {
             Some(s) => (s.clone(), false),
             None => (generate_secret()?, true),

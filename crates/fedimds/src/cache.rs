@@ -18,7 +18,9 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{CacheSettings, CACHE_ENTRY_OVERHEAD, MAX_EXPIRY_SERIES};
+use crate::config::{
+    CacheSettings, CACHE_ENTRY_OVERHEAD, HOUSEKEEPING_INTERVAL, MAX_EXPIRY_SERIES,
+};
 use crate::metrics::CacheFigures;
 use crate::token::AccessToken;
 use crate::upstream::{failure_ttl, FetchError, TokenKey, Upstream};
@@ -73,6 +75,10 @@ struct Slot {
     token: ArcSwapOption<AccessToken>,
     /// Set by callers, cleared by the refresh timer: "someone still wants this key".
     used: AtomicBool,
+    /// Set by callers, cleared by housekeeping, which notes when it last saw it set: the
+    /// cache's own idle clock (on tokio's time, which tests can pause; moka's runs on the
+    /// wall clock).
+    seen: AtomicBool,
     /// Fetch bookkeeping, touched only on misses and refreshes. A std mutex: it is never
     /// held across an await.
     state: Mutex<SlotState>,
@@ -89,6 +95,11 @@ struct SlotState {
     /// When a caller last had the token dropped and fetched anew (revocation), so a caller
     /// cannot use it to call Entra more than once per `cache.min_forced_refresh`.
     last_forced: Option<Instant>,
+    /// The key's refresh timer, aborted when the key leaves the cache (so neither the task nor
+    /// what it holds outlives the key) or when a newer fetch sets the next one.
+    timer: Option<tokio::task::AbortHandle>,
+    /// When housekeeping last found the key used.
+    last_seen: Option<Instant>,
 }
 
 impl Slot {
@@ -110,11 +121,35 @@ impl Slot {
             .saturating_add(CACHE_ENTRY_OVERHEAD)
     }
 
+    /// Whether the key has not been asked for in `ttl`, as housekeeping sees it.
+    fn idle_past(&self, ttl: Duration, now: Instant) -> bool {
+        let mut state = self.state();
+        if self.seen.swap(false, Ordering::Relaxed) || state.last_seen.is_none() {
+            state.last_seen = Some(now);
+            return false;
+        }
+        state
+            .last_seen
+            .is_some_and(|seen| now.duration_since(seen) >= ttl)
+    }
+
+    /// The key left the cache: its timer stops and its token goes now, not at its refresh
+    /// point (a fetch still running may hold the slot a little longer; it holds no token).
+    fn evicted(&self) {
+        if let Some(timer) = self.state().timer.take() {
+            timer.abort();
+        }
+        self.token.store(None);
+    }
+
     fn mark_used(&self) {
         // Read first: on the hot path the flag is almost always set already, and a plain load
         // keeps the cache line shared between cores.
         if !self.used.load(Ordering::Relaxed) {
             self.used.store(true, Ordering::Relaxed);
+        }
+        if !self.seen.load(Ordering::Relaxed) {
+            self.seen.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -128,6 +163,8 @@ struct CacheStats {
     refresh_failures: std::sync::atomic::AtomicU64,
     /// Tokens dropped because a caller presented their hash (revocation).
     forced: std::sync::atomic::AtomicU64,
+    /// Refresh timers alive: one per key holding a token, never more.
+    timers: Arc<std::sync::atomic::AtomicI64>,
 }
 
 struct Inner {
@@ -138,6 +175,7 @@ struct Inner {
     upstream: arc_swap::ArcSwap<Upstream>,
     error_ttl: Duration,
     min_forced_refresh: Duration,
+    idle_ttl: Duration,
     stats: CacheStats,
 }
 
@@ -168,14 +206,52 @@ impl TokenCache {
                     .max_capacity(settings.max_bytes)
                     .weigher(move |key: &TokenKey, slot: &Arc<Slot>| slot.weight(key).max(floor))
                     .time_to_idle(settings.idle_ttl)
+                    .eviction_listener(|_key, slot: Arc<Slot>, cause| {
+                        // Re-weighing re-inserts the same slot: that is no leaving.
+                        if cause != moka::notification::RemovalCause::Replaced {
+                            slot.evicted();
+                        }
+                    })
                     .build(),
                 fetches: tokio::sync::Semaphore::new(max_fetches),
                 upstream: arc_swap::ArcSwap::new(upstream),
                 error_ttl: settings.error_ttl,
                 min_forced_refresh: settings.min_forced_refresh,
+                idle_ttl: settings.idle_ttl,
                 stats: CacheStats::default(),
             }),
         }
+    }
+
+    /// Runs the cache's own bookkeeping every [`HOUSEKEEPING_INTERVAL`]: keys idle past
+    /// `cache.idle_ttl` leave (and their timers and tokens with them) even when no request
+    /// comes to make moka do it. Holds the cache weakly: it ends when the cache is dropped.
+    pub fn housekeeping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        async move {
+            let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                let now = Instant::now();
+                let idle: Vec<_> = inner
+                    .slots
+                    .iter()
+                    .filter(|(_, slot)| slot.idle_past(inner.idle_ttl, now))
+                    .map(|(key, _)| key)
+                    .collect();
+                for key in idle {
+                    inner.slots.invalidate(&*key);
+                }
+                inner.slots.run_pending_tasks();
+            }
+        }
+    }
+
+    /// Refresh timers alive (for metrics and tests): never more than the keys holding a token.
+    pub fn timers(&self) -> u64 {
+        u64::try_from(self.inner.stats.timers.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// The upstream behind the cache.
@@ -317,6 +393,7 @@ impl TokenCache {
             refresh_failures: stats.refresh_failures.load(Ordering::Relaxed),
             forced_refreshes: stats.forced.load(Ordering::Relaxed),
             keys: self.key_count(),
+            timers: self.timers(),
             bytes: self.inner.slots.weighted_size(),
             soonest_expiry: expiries.first().map(|(_, seconds)| *seconds),
             expiries: expiries
@@ -435,18 +512,54 @@ fn spawn_fetch(
         // Nobody waiting is fine: the token is stored in the slot either way.
         let _ = tx.send(Some(outcome));
         if let Some(at) = next_attempt {
-            tokio::spawn(refresh_timer(Arc::downgrade(&inner), key, slot, at));
+            let alive = TimerAlive::new(&inner.stats.timers);
+            let timer = tokio::spawn(refresh_timer(
+                Arc::downgrade(&inner),
+                key,
+                Arc::downgrade(&slot),
+                at,
+                alive,
+            ));
+            // One chain of refreshes per key: a newer timer replaces the one before.
+            if let Some(before) = slot.state().timer.replace(timer.abort_handle()) {
+                before.abort();
+            }
         }
     };
     tokio::spawn(tracing::Instrument::instrument(task, span));
     rx
 }
 
+/// Counts a timer as alive from its spawn until its task ends or is aborted.
+struct TimerAlive(Arc<std::sync::atomic::AtomicI64>);
+
+impl TimerAlive {
+    fn new(count: &Arc<std::sync::atomic::AtomicI64>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        TimerAlive(count.clone())
+    }
+}
+
+impl Drop for TimerAlive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Sleeps until `at`, then refreshes the key if it is still cached and was used since the
-/// last fetch. Holds the cache only weakly, so a dropped cache stops its timers.
-async fn refresh_timer(inner: std::sync::Weak<Inner>, key: TokenKey, slot: Arc<Slot>, at: Instant) {
+/// last fetch. Holds the cache and the slot only weakly: a key that left the cache, or a
+/// dropped cache, keeps nothing alive through its timer.
+async fn refresh_timer(
+    inner: std::sync::Weak<Inner>,
+    key: TokenKey,
+    slot: std::sync::Weak<Slot>,
+    at: Instant,
+    _alive: TimerAlive,
+) {
     tokio::time::sleep_until(at).await;
-    let Some(inner) = inner.upgrade() else { return };
+    let (Some(inner), Some(slot)) = (inner.upgrade(), slot.upgrade()) else {
+        return;
+    };
     // contains_key does not count as a use for the idle timeout; get would.
     let still_cached = inner.slots.contains_key(&key);
     // A fetch that finished since this timer was set has set its own timer: only one chain

@@ -25,6 +25,8 @@ pub struct CacheFigures {
     pub forced_refreshes: u64,
     /// Keys held.
     pub keys: u64,
+    /// Refresh timers alive.
+    pub timers: u64,
     /// What they weigh, in bytes.
     pub bytes: u64,
     /// Seconds until the soonest cached token expires.
@@ -241,6 +243,13 @@ impl Metrics {
         let keys = Gauge::<i64>::default();
         keys.set(i64::try_from(cache.keys).unwrap_or(i64::MAX));
         registry.register("cache_keys", "Cached (tenant, app, resource) keys", keys);
+        let timers = Gauge::<i64>::default();
+        timers.set(i64::try_from(cache.timers).unwrap_or(i64::MAX));
+        registry.register(
+            "cache_timers",
+            "Refresh timers alive: at most one per cached key holding a token",
+            timers,
+        );
         let bytes = Gauge::<i64>::default();
         bytes.set(i64::try_from(cache.bytes).unwrap_or(i64::MAX));
         registry.register(

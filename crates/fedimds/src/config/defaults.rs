@@ -81,6 +81,9 @@ pub const DEFAULT_MAX_KEYS: u64 = 100_000;
 /// hash (a resource refused it): a client that retries a refused call at once gets the new
 /// token from the cache, and a caller cannot use revocation to call Entra in a loop.
 pub const DEFAULT_MIN_FORCED_REFRESH: Duration = Duration::from_secs(5);
+/// How often the cache's bookkeeping runs on its own: keys idle past `cache.idle_ttl` leave
+/// within this even when no request comes.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 /// Keys not asked for in this long are dropped and no longer refreshed.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 

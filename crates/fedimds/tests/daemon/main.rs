@@ -17,4 +17,5 @@ mod operations;
 mod resilience;
 mod revocation;
 mod security;
+mod soak;
 mod sources;
