@@ -200,6 +200,12 @@ impl<'a> Call<'a> {
     /// listener reachable from off the host, a known secret on every request.
     fn guard(&self) -> Result<(), Refusal> {
         let config = &self.settings.config;
+        // A target name in the path is decoded text too: no control characters, as in a query.
+        if self.prefix.is_some_and(|p| p.chars().any(char::is_control)) {
+            return Err(Refusal::BadRequest(
+                "The target name must not contain control characters".to_owned(),
+            ));
+        }
         if matches!(self.peer, Peer::Tcp { .. })
             && !caller::host_allowed(self.headers, self.version, config, HostRule::Token)
         {
@@ -245,7 +251,7 @@ impl<'a> Call<'a> {
         let span = tracing::debug_span!(
             "request",
             dialect = self.dialect.as_str(),
-            target = ?self.prefix.unwrap_or("-"),
+            target = self.prefix.unwrap_or("-"),
             resource = %req.resource,
         );
         // A disabled span (the default level) is not worth instrumenting the future with.
@@ -358,11 +364,11 @@ impl<'a> Call<'a> {
             ),
             _ => tracing::info!(
                 dialect = self.dialect.as_str(),
-                target = ?target.unwrap_or("-"),
+                target = target.unwrap_or("-"),
                 resource = %resource.unwrap_or("-"),
                 status = status.as_u16(),
-                // Resources and query values cannot hold control characters (the parser refuses
-                // them); a path's target name and a message can, so they are escaped.
+                // Query values and path names cannot hold control characters (both are refused
+                // first), so they are logged as they are; a message is escaped all the same.
                 reason = ?refusal.message(),
                 "token refused"
             ),
