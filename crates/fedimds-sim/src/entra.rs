@@ -47,7 +47,7 @@ pub(crate) async fn token(
     if let Some(fault) = fault.as_ref().filter(|f| f.replaces_answer()) {
         record.outcome = Err(format!("fault:{}", fault.status));
         state.record(record);
-        return fault_reply(&state, fault);
+        return fault_reply(&state, fault, &tenant, &form);
     }
     let response = match exchange(&state, &tenant, &form) {
         Ok((access_token, mut body)) => {
@@ -194,11 +194,23 @@ fn find_app<'s>(state: &'s State, client_id: &str, tenant: &str) -> Result<&'s A
         .iter()
         .find(|app| {
             app.client_id.eq_ignore_ascii_case(client_id)
-                && app.consented_tenants.iter().any(|t| t.eq_ignore_ascii_case(tenant))
+                && app
+                    .consented_tenants
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(tenant))
         })
         .ok_or_else(|| {
-            reject(700016, "unauthorized_client", format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."))
+            reject(
+                700016,
+                "unauthorized_client",
+                not_found_text(client_id, tenant),
+            )
         })
+}
+
+/// AADSTS700016's description.
+fn not_found_text(client_id: &str, tenant: &str) -> String {
+    format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.")
 }
 
 /// Signature, then the time window.
@@ -251,8 +263,15 @@ fn match_federated_credential(app: &App, claims: &Value) -> Result<(), Rejection
     if by_issuer.is_empty() {
         return Err(no_match(700211, "issuer", iss));
     }
-    let by_subject: Vec<_> = by_issuer.into_iter().filter(|f| f.subject == sub).collect();
+    let by_subject: Vec<_> = by_issuer.iter().filter(|f| f.subject == sub).collect();
     if by_subject.is_empty() {
+        // Entra tells a subject that differs only in letter case apart from one that differs.
+        if by_issuer
+            .iter()
+            .any(|f| f.subject.eq_ignore_ascii_case(sub))
+        {
+            return Err(reject(7002138, "invalid_client", case_only_text(sub)));
+        }
         return Err(no_match(700213, "subject", sub));
     }
     if !by_subject.iter().any(|f| Some(f.audience.as_str()) == aud) {
@@ -358,10 +377,20 @@ fn error_body(state: &State, rejection: &Rejection) -> Value {
     })
 }
 
+/// AADSTS7002138's description, as Entra words it (`docs/entra-exchange.md#aadsts-codes`).
+fn case_only_text(sub: &str) -> String {
+    format!("No matching federated identity record found for presented assertion subject '{sub}'. The subject matches with case-insensitive comparison, but not with case-sensitive comparison. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. See documentation at: https://learn.microsoft.com/entra/workload-id/workload-identity-federation.")
+}
+
 /// A scripted fault: the AADSTS error it names, or Entra's answer to an outage or throttle.
-fn fault_reply(state: &State, fault: &Fault) -> Response {
+fn fault_reply(
+    state: &State,
+    fault: &Fault,
+    tenant: &str,
+    form: &HashMap<String, String>,
+) -> Response {
     let rejection = match (fault.aadsts, fault.status) {
-        (Some(code), _) => reject(code, class_of(code), "Simulated error.".to_owned()),
+        (Some(code), _) => reject(code, class_of(code), scripted_text(code, tenant, form)),
         (None, 429) => reject(
             90055,
             "temporarily_unavailable",
@@ -384,14 +413,57 @@ fn fault_reply(state: &State, fault: &Fault) -> Response {
 /// The `error` class Entra sends with an AADSTS code.
 fn class_of(code: u32) -> &'static str {
     match code {
-        700016 => "unauthorized_client",
-        70021 | 700024 | 700027 | 7000274 | 700211 | 700212 | 700213 | 700236 | 7000215
-        | 7000222 => "invalid_client",
+        700016 | 7000112 => "unauthorized_client",
+        70021 | 700024 | 700027 | 7000274 | 700211 | 700212 | 700213 | 7002137 | 7002138
+        | 700222 | 700236 | 7000215 | 7000222 => "invalid_client",
         1002012 | 700022 => "invalid_scope",
         500011 => "invalid_resource",
         50196 | 65001 | 700229 => "invalid_grant",
         70003 => "unsupported_grant_type",
         90055 | 90024 | 50033 | 90033 | 90006 | 90090 => "temporarily_unavailable",
         _ => "invalid_request",
+    }
+}
+
+/// Entra's description of a scripted AADSTS code, worded as Entra words it where the public
+/// reports quote it (`docs/entra-exchange.md#aadsts-codes`), with the request's own values.
+fn scripted_text(code: u32, tenant: &str, form: &HashMap<String, String>) -> String {
+    let claims = form
+        .get("client_assertion")
+        .and_then(|a| token::decode_payload(a))
+        .unwrap_or(Value::Null);
+    let claim = |name: &str| match claims.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) => a.first().and_then(Value::as_str).unwrap_or("").to_owned(),
+        _ => String::new(),
+    };
+    let (iss, sub, aud) = (claim("iss"), claim("sub"), claim("aud"));
+    let client_id = form.get("client_id").map_or("", String::as_str);
+    let scope = form.get("scope").map_or("", String::as_str);
+    let resource = scope.strip_suffix("/.default").unwrap_or(scope);
+    let no_match = |what: &str, value: &str| {
+        format!("No matching federated identity record found for presented assertion {what} '{value}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation")
+    };
+    match code {
+        700211 => no_match("issuer", &iss),
+        700212 => no_match("audience", &aud),
+        700213 => no_match("subject", &sub),
+        7002138 => case_only_text(&sub),
+        7002137 => {
+            let home = iss.split('/').nth(3).unwrap_or_default();
+            let form = format!("/eid1/c/pub/t/{home}/a/{client_id}/{sub}");
+            format!("No matching federated identity record found for presented assertion subject '{form}'. Please make sure the federated identity credential Subject is '{form}'.")
+        }
+        700236 => format!("Entra ID tokens issued by issuer '{iss}' may not be used for federated identity credential flows for applications or managed identities registered in this tenant."),
+        700222 => "AAD-issued tokens may not be used for federated identity flows.".to_owned(),
+        700229 => "Forbidden token type. Only app-only tokens may be used as Federated Identity Credentials for AAD issuer.".to_owned(),
+        501661 | 90061 => "Request to External OIDC endpoint failed.".to_owned(),
+        50196 => "The server terminated an operation because it encountered a client request loop. Please contact your app vendor.".to_owned(),
+        90055 => "There are too many incoming requests. This exception is thrown for blocked tenants.".to_owned(),
+        7000112 => format!("Application '{client_id}'(multi-tenant app) is disabled."),
+        500011 => format!("The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."),
+        65001 => format!("The user or administrator has not consented to use the application with ID '{client_id}'. Send an interactive authorization request for this user and resource."),
+        700016 => not_found_text(client_id, tenant),
+        _ => "Simulated error.".to_owned(),
     }
 }

@@ -563,11 +563,25 @@ async fn entra_rejects_like_entra() {
     }
     for (assertion, code) in [
         (&issuer_without_slash, 700211),
-        (&subject_wrong_case, 700213),
+        (&subject_wrong_case, 7002138),
     ] {
         let (status, body) = exchange(&sim, TARGET_TENANT, APP_CLIENT_ID, vault, assertion).await;
         assert_rejected(status, &body, 401, "invalid_client", code);
     }
+    // A subject that differs only in letter case is told apart, as Entra does.
+    let (_, body) = exchange(
+        &sim,
+        TARGET_TENANT,
+        APP_CLIENT_ID,
+        vault,
+        &subject_wrong_case,
+    )
+    .await;
+    let said = body["error_description"].as_str().unwrap();
+    assert!(
+        said.contains("The subject matches with case-insensitive comparison, but not with case-sensitive comparison."),
+        "{said}"
+    );
     // Forged claims are otherwise perfect: only the signature is wrong.
     let (status, _) = exchange(
         &sim,
@@ -643,6 +657,36 @@ async fn entra_checks_the_protocol_fields() {
     }
     let response = post(full("", None)).await.expect("request");
     assert_eq!(response.status().as_u16(), 200);
+    sim.shutdown().await;
+}
+
+/// Each scripted AADSTS code answers Entra's class and words for it, with the request's values.
+#[tokio::test]
+async fn scripted_codes_answer_entra_words() {
+    let sim = start(SimConfig::demo()).await;
+    let assertion = mi_token(&sim, EXCHANGE_AUDIENCE).await;
+    let issuer = fedimds_sim::config::mi_issuer(HOME_TENANT);
+    let cases: [(u32, &str, String); 10] = [
+        (7002138, "invalid_client", format!("assertion subject '{MI_OBJECT_ID}'. The subject matches with case-insensitive comparison")),
+        (7002137, "invalid_client", format!("Please make sure the federated identity credential Subject is '/eid1/c/pub/t/{HOME_TENANT}/a/{APP_CLIENT_ID}/{MI_OBJECT_ID}'.")),
+        (700236, "invalid_client", format!("Entra ID tokens issued by issuer '{issuer}' may not be used for federated identity credential flows")),
+        (700222, "invalid_client", "AAD-issued tokens may not be used for federated identity flows.".to_owned()),
+        (700229, "invalid_grant", "Only app-only tokens may be used as Federated Identity Credentials for AAD issuer.".to_owned()),
+        (501661, "invalid_request", "Request to External OIDC endpoint failed.".to_owned()),
+        (50196, "invalid_grant", "encountered a client request loop".to_owned()),
+        (90055, "temporarily_unavailable", "This exception is thrown for blocked tenants.".to_owned()),
+        (7000112, "unauthorized_client", format!("Application '{APP_CLIENT_ID}'")),
+        (500011, "invalid_resource", format!("The resource principal named https://management.core.windows.net/ was not found in the tenant named {TARGET_TENANT}.")),
+    ];
+    for (code, error, words) in cases {
+        sim.push_fault(Route::Entra, Fault::aadsts(code));
+        let (status, body) =
+            exchange(&sim, TARGET_TENANT, APP_CLIENT_ID, ARM_SCOPE, &assertion).await;
+        assert_rejected(status, &body, 400, error, code);
+        let said = body["error_description"].as_str().unwrap();
+        assert!(said.starts_with(&format!("AADSTS{code}: ")), "{said}");
+        assert!(said.contains(&words), "AADSTS{code}: {said}");
+    }
     sim.shutdown().await;
 }
 

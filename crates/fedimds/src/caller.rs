@@ -107,7 +107,8 @@ pub fn identify<'c>(config: &'c Config, peer: &Peer, secret: Option<&[u8]>) -> O
     })
 }
 
-fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+/// Whether `ip` is in the network `net`/`len` (an IPv4-mapped IPv6 address as IPv4).
+pub(crate) fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     // Compare IPv4-mapped IPv6 peers as IPv4.
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -9,6 +9,7 @@ use crate::cloud::CloudName;
 use crate::config::{Config, SourceKind, Target};
 use crate::token::{unix_now, Claims};
 use crate::upstream::assertion::{self, Assertion, AssertionError};
+use crate::upstream::diagnosis::home_tenant;
 use crate::upstream::Upstream;
 
 /// An assertion this close to expiry is worth a warning: fedimds refuses to present one with
@@ -274,29 +275,5 @@ fn apps_and_targets(targets: &[Target]) -> String {
         Some((last, [])) => last.clone(),
         Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
         None => String::new(),
-    }
-}
-
-/// The tenant in an Entra issuer, `https://{host}/{tenant}/v2.0` or `https://sts.windows.net/{tenant}/`.
-fn home_tenant(iss: &str) -> Option<String> {
-    let url = url::Url::parse(iss).ok()?;
-    let tenant = url.path_segments()?.next()?;
-    (!tenant.is_empty()).then(|| tenant.to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn home_tenant_from_issuers() {
-        assert_eq!(
-            home_tenant("https://login.microsoftonline.com/t1/v2.0").as_deref(),
-            Some("t1")
-        );
-        assert_eq!(
-            home_tenant("https://sts.windows.net/t2/").as_deref(),
-            Some("t2")
-        );
     }
 }

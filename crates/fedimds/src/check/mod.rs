@@ -1,6 +1,7 @@
 //! `fedimds check`: walks the chain for real, once, and says what is wrong and how to fix it.
 //!
-//! The config was already validated (main exits 64 otherwise). Then: the assertion source and
+//! The config was already validated (main exits 64 otherwise). Then: each `[[callers]]` rule,
+//! what it may have and where a grant gives less than it names; the assertion source and
 //! the assertion's claims, shown beside the federated identity credential (FIC) the app must
 //! carry to accept them, with the known traps flagged; then one exchange per target, with no
 //! retries, each reported as OK (lifetime, fingerprint) or as the diagnosis of Entra's AADSTS
@@ -19,10 +20,12 @@ macro_rules! say {
 }
 
 mod assertion;
+mod callers;
 mod report;
 mod target;
 
 use assertion::check_assertion;
+use callers::check_callers;
 use report::Report;
 use target::check_target;
 
@@ -50,6 +53,10 @@ pub async fn run(config: &Config, out: &mut impl Write) -> bool {
     for warning in config.warnings() {
         report.warn(out, warning);
     }
+
+    say!(out);
+    say!(out, "Callers");
+    check_callers(config, &mut report, out);
     let upstream = match Upstream::new(config) {
         Ok(u) => u,
         Err(e) => {

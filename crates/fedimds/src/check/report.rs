@@ -34,9 +34,15 @@ impl Report {
     }
 
     pub(super) fn warn(&mut self, out: &mut impl Write, what: impl Display) {
+        self.warn_at(out, 2, what);
+    }
+
+    /// A warning under an item, at `indent`.
+    pub(super) fn warn_at(&mut self, out: &mut impl Write, indent: usize, what: impl Display) {
         self.warnings += 1;
-        let text = wrap(&format!("⚠ {what}"), WRAP - 4, "    ");
-        say!(out, "  {text}");
+        let pad = " ".repeat(indent + 2);
+        let text = wrap(&format!("⚠ {what}"), WRAP - indent - 2, &pad);
+        say!(out, "{}{text}", " ".repeat(indent));
     }
 
     pub(super) fn target(&mut self, out: &mut impl Write, name: &str, passed: bool) {

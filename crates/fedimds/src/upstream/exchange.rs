@@ -71,13 +71,28 @@ pub enum ExchangeError {
     },
 }
 
-/// AADSTS codes that clear up after a short while (throttling, service trouble).
-const TRANSIENT_CODES: [u32; 7] = [90055, 90024, 50033, 90033, 90006, 90090, 90061];
+/// AADSTS codes that clear up after a short while (service trouble, an issuer's endpoint that
+/// Entra could not reach: 90061 and 501661).
+const TRANSIENT_CODES: [u32; 7] = [90024, 50033, 90033, 90006, 90090, 90061, 501661];
+
+/// AADSTS codes by which Entra blocks requests for a while: 50196, a request loop (the same
+/// request too often within minutes), and 90055, a throttled or blocked tenant. Asking again
+/// soon prolongs the block (`docs/entra-exchange.md#entra-retries`), so these are transient
+/// with a wait of [`BLOCK_WAIT`], longer than any retry schedule's deadline: the exchange is
+/// not retried, and the failure is remembered ([`crate::upstream::failure_ttl`]).
+pub const BLOCK_CODES: [u32; 2] = [50196, 90055];
+
+/// How long a block is waited out before its key asks Entra again (doubled while it lasts):
+/// Entra counts a loop over about 5 minutes.
+pub const BLOCK_WAIT: Duration = Duration::from_secs(300);
 
 impl ExchangeError {
     /// Whether trying again may succeed.
     pub fn transience(&self) -> Transience {
         match self {
+            ExchangeError::Rejected(_) if self.is_block() => Transience::Transient {
+                retry_after: Some(BLOCK_WAIT),
+            },
             ExchangeError::Rejected(r)
                 if r.error == "temporarily_unavailable"
                     || r.code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) =>
@@ -90,6 +105,11 @@ impl ExchangeError {
             },
             ExchangeError::Unreachable { .. } => Transience::Transient { retry_after: None },
         }
+    }
+
+    /// Whether Entra blocks this request for a while ([`BLOCK_CODES`]).
+    pub fn is_block(&self) -> bool {
+        self.code().is_some_and(|c| BLOCK_CODES.contains(&c))
     }
 
     /// The AADSTS code, when Entra gave one.
@@ -306,6 +326,43 @@ mod tests {
             scope_for("https://vault.azure.net"),
             "https://vault.azure.net/.default"
         );
+    }
+
+    fn rejected(code: u32) -> ExchangeError {
+        ExchangeError::Rejected(Rejection {
+            status: 400,
+            error: "invalid_grant".to_owned(),
+            code: Some(code),
+            description: String::new(),
+            trace_id: String::new(),
+            correlation_id: String::new(),
+        })
+    }
+
+    #[test]
+    fn blocks_wait_longer_than_any_retry_and_transient_codes_retry() {
+        for code in BLOCK_CODES {
+            assert!(rejected(code).is_block(), "{code}");
+            assert_eq!(
+                rejected(code).transience(),
+                Transience::Transient {
+                    retry_after: Some(BLOCK_WAIT)
+                },
+                "{code}"
+            );
+        }
+        // retry::run gives up at once on a wait past its deadline: a block is never retried
+        // within an exchange.
+        assert!(BLOCK_WAIT > retry::ENTRA_SCHEDULE.deadline);
+        for code in [501661, 90061, 90033] {
+            assert!(!rejected(code).is_block(), "{code}");
+            assert_eq!(
+                rejected(code).transience(),
+                Transience::Transient { retry_after: None },
+                "{code}"
+            );
+        }
+        assert_eq!(rejected(700016).transience(), Transience::Permanent);
     }
 
     #[test]

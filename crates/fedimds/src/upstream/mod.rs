@@ -126,6 +126,11 @@ impl FetchError {
             FetchError::Assertion(_) | FetchError::Internal(_) => None,
         }
     }
+
+    /// Whether Entra blocks this request for a while ([`exchange::BLOCK_CODES`]).
+    pub fn is_block(&self) -> bool {
+        matches!(self, FetchError::Exchange { error, .. } if error.is_block())
+    }
 }
 
 /// The upstream: one assertion provider shared by every exchange.
@@ -136,6 +141,7 @@ pub struct Upstream {
     /// Entra.
     pub exchange: Exchange,
     audience: String,
+    cloud: CloudName,
 }
 
 impl Upstream {
@@ -163,6 +169,7 @@ impl Upstream {
             assertion: AssertionProvider::new(config.source.clone(), http.clone(), metrics.clone()),
             exchange: Exchange::new(http, config.cloud.authority_host.clone(), metrics),
             audience: config.source.audience.clone(),
+            cloud: config.cloud.name,
         })
     }
 
@@ -218,6 +225,7 @@ impl Upstream {
             code,
             &diagnosis::Context {
                 authority_host: self.exchange.authority_host(),
+                cloud: self.cloud,
                 tenant: req.tenant,
                 client_id: req.client_id,
                 scope: req.scope,
@@ -229,12 +237,16 @@ impl Upstream {
 }
 
 /// How long to remember a failure before asking upstream again for that key: a permanent
-/// error for `permanent_ttl`; a transient one for the upstream's Retry-After, else a backoff
-/// that doubles with each failure in a row (5 s up to 5 min), so a long outage costs Entra a
-/// trickle of requests, not a stream.
+/// error for `permanent_ttl`; an Entra block (a request loop, a throttled tenant) for
+/// [`exchange::BLOCK_WAIT`], doubled with each block in a row up to 8 times that; another
+/// transient one for the upstream's Retry-After, else a backoff that doubles with each failure
+/// in a row (5 s up to 5 min), so a long outage costs Entra a trickle of requests, not a stream.
 pub fn failure_ttl(error: &FetchError, permanent_ttl: Duration, failures_before: u32) -> Duration {
     const FIRST: Duration = Duration::from_secs(5);
     const MAX: Duration = Duration::from_secs(300);
+    if error.is_block() {
+        return exchange::BLOCK_WAIT.saturating_mul(1 << failures_before.min(3));
+    }
     match error.transience() {
         Transience::Permanent => permanent_ttl,
         Transience::Transient { retry_after } => retry_after

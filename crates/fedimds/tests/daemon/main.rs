@@ -10,6 +10,7 @@ mod bounds;
 mod check;
 mod dialects;
 mod end_to_end;
+mod errors;
 mod files;
 mod hardening;
 mod leaks;
