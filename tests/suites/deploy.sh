@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks everything under deploy/, the Dockerfile and README's "## Deploy" section, offline:
+# Checks everything under deploy/ (but deploy/monitoring/: tests/suites/monitoring.sh), the
+# Dockerfile and README's "## Deploy" section, offline:
 #
 # - Kubernetes: every kustomization lists files that exist and every manifest is listed; each
 #   manifest validates (strict) against the Kubernetes 1.33 schemas (kubernetes-validate, which
