@@ -85,7 +85,7 @@ pub struct App {
     pub(crate) audit: Audit,
     ready: AtomicBool,
     /// Whether a rule names a uid or gid, so the listeners find each TCP peer's owner.
-    owners_wanted: Arc<AtomicBool>,
+    owners_wanted: Arc<crate::peer::Wanted>,
 }
 
 impl App {
@@ -120,7 +120,8 @@ impl App {
                 }
             })?;
         let ready = config.targets.iter().all(|t| t.prefetch.is_empty());
-        let owners_wanted = wants_owners(&config);
+        let owners_wanted = Arc::new(crate::peer::Wanted::default());
+        wants_owners(&config, &owners_wanted);
         let arc_keys = ArcKeys::new(
             config.server.arc_key_dir.clone(),
             config.server.arc_key_group,
@@ -137,7 +138,7 @@ impl App {
             metrics,
             audit,
             ready: AtomicBool::new(ready),
-            owners_wanted: Arc::new(AtomicBool::new(owners_wanted)),
+            owners_wanted,
         }))
     }
 
@@ -158,7 +159,7 @@ impl App {
 
     /// Whether the listeners should find each TCP peer's owner: a `[[callers]]` rule names a
     /// uid or a gid. Follows reloads.
-    pub fn owners_wanted(&self) -> Arc<AtomicBool> {
+    pub fn owners_wanted(&self) -> Arc<crate::peer::Wanted> {
         self.owners_wanted.clone()
     }
 
@@ -243,8 +244,7 @@ impl App {
             tracing::warn!(%widened, "the reload widens access");
         }
         self.cache.set_upstream(Arc::new(upstream));
-        self.owners_wanted
-            .store(wants_owners(&config), Ordering::Relaxed);
+        wants_owners(&config, &self.owners_wanted);
         self.settings.store(Arc::new(Settings::new(
             config,
             identity_header,
@@ -398,12 +398,15 @@ impl Settings {
     }
 }
 
-/// Whether a `[[callers]]` rule needs to know a TCP peer's uid or gid.
-fn wants_owners(config: &Config) -> bool {
-    config
+/// Tells the listeners what the `[[callers]]` rules need to know of a TCP peer.
+fn wants_owners(config: &Config, wanted: &crate::peer::Wanted) {
+    let uid = config
         .callers
         .iter()
-        .any(|c| c.uid.is_some() || c.gid.is_some())
+        .any(|c| c.uid.is_some() || c.gid.is_some());
+    let gid = config.callers.iter().any(|c| c.gid.is_some());
+    wanted.uid.store(uid, Ordering::Relaxed);
+    wanted.gid.store(gid, Ordering::Relaxed);
 }
 
 /// Says, once per start or reload, what in the config is valid but probably not meant.

@@ -342,9 +342,16 @@ impl TokenCache {
         let mut state = slot.state();
         let current = slot.token.load();
         let is_it = current.as_ref().is_some_and(|t| t.sha256 == *hash);
-        let allowed = state
-            .last_forced
-            .is_none_or(|at| now.duration_since(at) >= self.inner.min_forced_refresh);
+        // While a failure is remembered no new token could come: the old one stays in service
+        // rather than every caller of the key getting the failure.
+        let failing = state
+            .failure
+            .as_ref()
+            .is_some_and(|(_, until)| now < *until);
+        let allowed = !failing
+            && state
+                .last_forced
+                .is_none_or(|at| now.duration_since(at) >= self.inner.min_forced_refresh);
         if !(is_it && allowed) {
             return false;
         }

@@ -89,22 +89,45 @@ pub fn identify<'c>(config: &'c Config, peer: &Peer, secret: Option<&[u8]>) -> O
             index: None,
         });
     }
-    config.callers.iter().enumerate().find_map(|(index, rule)| {
+    // A local TCP peer whose socket's owner is not known (a connection from before a reload
+    // added a uid rule, or a socket that could not be told for certain) cannot be judged by a
+    // rule that names a uid or gid: it is refused, not judged by the next rule instead, which
+    // could be a broader one.
+    let owner_unknown = match peer {
+        Peer::Tcp { addr, owner: None } => is_local(addr.ip()),
+        _ => false,
+    };
+    for (index, rule) in config.callers.iter().enumerate() {
+        if owner_unknown && (rule.uid.is_some() || rule.gid.is_some()) {
+            return None;
+        }
         let secret_ok = rule
             .secret
             .as_ref()
             .is_none_or(|s| secret.is_some_and(|p| s.matches(p)));
         let uid_ok = rule.uid.is_none_or(|want| peer.uid() == Some(want));
-        // Asked last, and only of a rule that names a gid: for a TCP peer it is a /proc scan.
-        let gid_ok = || rule.gid.is_none_or(|want| peer.gid() == Some(want));
+        let gid_ok = rule.gid.is_none_or(|want| peer.gid() == Some(want));
         let source_ok = rule
             .source
             .is_none_or(|(net, len)| peer.addr().is_some_and(|a| in_network(a.ip(), net, len)));
-        (secret_ok && uid_ok && source_ok && gid_ok()).then_some(Caller {
-            rule: Some(rule),
-            index: Some(index),
-        })
-    })
+        if secret_ok && uid_ok && gid_ok && source_ok {
+            return Some(Caller {
+                rule: Some(rule),
+                index: Some(index),
+            });
+        }
+    }
+    None
+}
+
+/// A loopback address, IPv4-mapped IPv6 forms included: a socket of this host.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
 }
 
 /// Whether `ip` is in the network `net`/`len` (an IPv4-mapped IPv6 address as IPv4).
@@ -433,5 +456,31 @@ rate = 2
         assert!(with("10.244.1.7:8182", HostRule::Admin));
         assert!(!with("10.244.1.7:8182", HostRule::Token));
         assert!(!with("rebind.evil.example:8182", HostRule::Admin));
+    }
+
+    #[test]
+    fn a_local_peer_of_unknown_owner_is_not_judged_by_a_later_rule() {
+        let c = config(
+            "[[callers]]\nname = \"dev\"\nuid = 1001\ntargets = [\"a\"]\n\n[[callers]]\nname = \"local\"\nsource = \"127.0.0.0/8\"\ntargets = [\"*\"]\n",
+        );
+        let local = |owner| Peer::Tcp {
+            addr: "127.0.0.1:40000".parse().unwrap(),
+            owner,
+        };
+        // Its owner unknown, it could be uid 1001: refused, not given the broader rule.
+        assert!(identify(&c, &local(None), None).is_none());
+        let known = |uid| {
+            Some(crate::peer::Owner {
+                uid,
+                inode: 1,
+                gid: None,
+            })
+        };
+        let dev = identify(&c, &local(known(1001)), None).unwrap();
+        assert_eq!(dev.name(), "dev");
+        assert_eq!(
+            identify(&c, &local(known(1002)), None).unwrap().name(),
+            "local"
+        );
     }
 }

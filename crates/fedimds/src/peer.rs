@@ -59,7 +59,7 @@ impl Peer {
     pub fn gid(&self) -> Option<u32> {
         match self {
             Peer::Unix { gid, .. } => Some(*gid),
-            Peer::Tcp { owner, .. } => owner.and_then(|o| o.gid()),
+            Peer::Tcp { owner, .. } => owner.and_then(|o| o.gid),
         }
     }
 }
@@ -69,8 +69,21 @@ impl Peer {
 pub struct Owner {
     /// The socket's owner.
     pub uid: u32,
-    /// The socket's inode, to find the process (and its gid) when a rule asks.
+    /// The socket's inode.
     pub inode: u64,
+    /// The effective gid of the processes holding the socket, when a rule asked for it at the
+    /// time the connection was accepted and they all share one.
+    pub gid: Option<u32>,
+}
+
+/// What the listeners should find out about each TCP peer of this host, as the `[[callers]]`
+/// rules in force need it; follows reloads.
+#[derive(Debug, Default)]
+pub struct Wanted {
+    /// A rule names a uid (or a gid, which needs the socket too).
+    pub uid: std::sync::atomic::AtomicBool,
+    /// A rule names a gid: a scan of /proc, so made only then, once per connection.
+    pub gid: std::sync::atomic::AtomicBool,
 }
 
 impl Owner {
@@ -78,7 +91,7 @@ impl Owner {
     /// to `ours`: `None` for a peer on another host, when /proc is not readable, or when which
     /// socket it is cannot be told for certain. Reads `/proc/net/tcp` and `tcp6`, once per
     /// connection, off the accept loop.
-    pub fn of(peer: SocketAddr, ours: SocketAddr) -> Option<Owner> {
+    pub fn of(peer: SocketAddr, ours: SocketAddr, with_gid: bool) -> Option<Owner> {
         // Both tables: an IPv6 socket connected to an IPv4 address (`::ffff:127.0.0.1`) is
         // listed in tcp6 only, and a peer must never be hidden there while another user's
         // socket on the same port is found in tcp.
@@ -89,13 +102,8 @@ impl Owner {
             }
         }
         let (uid, inode) = pick(&sockets, ours)?;
-        Some(Owner { uid, inode })
-    }
-
-    /// The effective gid of a process holding the socket: a scan of /proc, made only when a
-    /// `[[callers]]` rule names a gid.
-    pub fn gid(&self) -> Option<u32> {
-        gid_of(self.inode)
+        let gid = if with_gid { gid_of(inode) } else { None };
+        Some(Owner { uid, inode, gid })
     }
 }
 
@@ -263,11 +271,16 @@ mod tests {
             line.split_whitespace().nth(index).unwrap().parse().unwrap()
         };
         let ours = listener.local_addr().unwrap();
-        let owner = Owner::of(peer, ours).expect("a socket of this host");
+        let owner = Owner::of(peer, ours, true).expect("a socket of this host");
         assert_eq!(owner.uid, field("Uid:", 1));
-        assert_eq!(owner.gid(), Some(field("Gid:", 2)));
+        assert_eq!(owner.gid, Some(field("Gid:", 2)));
+        assert_eq!(
+            Owner::of(peer, ours, false).unwrap().gid,
+            None,
+            "only when asked"
+        );
         // A peer that is no socket of this host has no owner.
-        assert_eq!(Owner::of("127.0.0.1:1".parse().unwrap(), ours), None);
+        assert_eq!(Owner::of("127.0.0.1:1".parse().unwrap(), ours, false), None);
     }
 
     #[test]

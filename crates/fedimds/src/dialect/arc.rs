@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::{imds, Refusal, TokenRequest};
+use crate::caller::is_local;
 use crate::caller::Peer;
 use crate::config::{
     ARC_KEY_TTL as KEY_TTL, ARC_MAX_KEYS as MAX_KEYS, ARC_MAX_KEYS_PER_CALLER as MAX_PER_CALLER,
@@ -56,16 +57,6 @@ pub enum Holder {
     Local,
     /// No rules: the local peer's uid (Unix socket, or a TCP socket of this host).
     Uid(u32),
-}
-
-/// A loopback address, IPv4-mapped IPv6 forms included.
-fn is_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
 }
 
 impl Holder {

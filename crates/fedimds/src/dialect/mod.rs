@@ -176,6 +176,10 @@ impl<'a> Params<'a> {
     }
 }
 
+/// The client capabilities Entra acts on (`cp1`: the client handles claims challenges, so
+/// Entra may issue tokens that CAE can revoke); others are dropped.
+const KNOWN_CAPABILITIES: [&str; 1] = ["cp1"];
+
 /// At most this many client capabilities in `xms_cc` (MSAL sends one, `cp1`).
 const MAX_CAPABILITIES: usize = 8;
 
@@ -198,6 +202,9 @@ fn capabilities(value: &str) -> Result<Option<String>, Refusal> {
             "xms_cc must be at most {MAX_CAPABILITIES} client capabilities such as cp1, separated by commas"
         )));
     }
+    // Only the capabilities Entra knows are kept: any other would be a cache key (and an
+    // Entra call) of its own for nothing, and a caller could mint them without end.
+    caps.retain(|c| KNOWN_CAPABILITIES.contains(&c.as_str()));
     caps.sort_unstable();
     caps.dedup();
     Ok((!caps.is_empty()).then(|| caps.join(",")))
@@ -458,14 +465,16 @@ mod tests {
     fn capabilities_are_one_canonical_set() {
         assert_eq!(
             capabilities(" CP1 , cp2,,cp1").unwrap().as_deref(),
-            Some("cp1,cp2")
+            Some("cp1")
         );
+        // Unknown ones would be keys (and Entra calls) of their own: dropped.
+        assert_eq!(capabilities("a1").unwrap(), None);
         assert_eq!(capabilities(",").unwrap(), None);
         assert!(capabilities("cp1,a b").is_err());
         let p = Params::parse("resource=r&xms_cc=CP1%2Ccp2", true).unwrap();
         assert_eq!(
             p.token_request().unwrap().capabilities.as_deref(),
-            Some("cp1,cp2")
+            Some("cp1")
         );
     }
 

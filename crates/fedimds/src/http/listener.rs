@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt as _;
 
+use crate::caller::is_local;
 use crate::fsutil;
 use crate::peer::{Owner, Peer};
 
@@ -130,7 +131,7 @@ pub async fn serve(
     listener: Listener,
     router: Router,
     limits: Limits,
-    owners: Arc<std::sync::atomic::AtomicBool>,
+    owners: Arc<crate::peer::Wanted>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -168,13 +169,25 @@ pub async fn serve(
             graceful.watcher(),
             http.clone(),
         );
-        let wanted = owners.load(std::sync::atomic::Ordering::Relaxed);
+        let (uid_wanted, gid_wanted) = (
+            owners.uid.load(std::sync::atomic::Ordering::Relaxed),
+            owners.gid.load(std::sync::atomic::Ordering::Relaxed),
+        );
         tokio::spawn(async move {
             // Who owns the other end, when it is a socket of this host (see `peer.rs`): looked
             // up here, in the connection's own task, so the accept loop never waits on it.
             let peer = match peer {
-                Peer::Tcp { addr, .. } if wanted => {
-                    let owner = ours.and_then(|ours| Owner::of(addr, ours));
+                Peer::Tcp { addr, .. } if uid_wanted => {
+                    // /proc reads, off the runtime's workers.
+                    let owner = match ours {
+                        Some(ours) => {
+                            tokio::task::spawn_blocking(move || Owner::of(addr, ours, gid_wanted))
+                                .await
+                                .ok()
+                                .flatten()
+                        }
+                        None => None,
+                    };
                     Peer::Tcp { addr, owner }
                 }
                 unix => unix,
@@ -237,16 +250,6 @@ struct PerPeer(std::sync::Mutex<HashMap<PeerKey, usize>>);
 enum PeerKey {
     Uid(u32),
     Addr(std::net::IpAddr),
-}
-
-/// A loopback address, IPv4-mapped IPv6 forms included: every one of them is this host.
-fn is_local(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_loopback(),
-        std::net::IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
 }
 
 /// One peer's place among the open connections, given back when dropped.

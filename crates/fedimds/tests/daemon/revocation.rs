@@ -186,3 +186,46 @@ async fn a_hash_that_is_no_hash_names_no_token_and_a_bad_capability_is_refused()
     assert_eq!(status, 400, "{body}");
     assert_eq!(h.sim.exchanges().len(), 1);
 }
+
+#[tokio::test]
+async fn unknown_capabilities_make_no_keys_of_their_own() {
+    let h = start().await;
+    let mut tokens = std::collections::HashSet::new();
+    for caps in ["", "&xms_cc=a1", "&xms_cc=a2", "&xms_cc=zz9,x"] {
+        let (status, body) = h.imds_token(GRAPH, caps).await;
+        assert_eq!(status, 200, "{body}");
+        tokens.insert(token_of(&body));
+    }
+    assert_eq!(
+        tokens.len(),
+        1,
+        "one key: capabilities Entra does not know are dropped"
+    );
+    assert_eq!(h.sim.exchanges().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_token_stays_in_service_while_no_new_one_can_come() {
+    use fedimds_sim::fault::{Fault, Route};
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.cache.error_ttl = Some(std::time::Duration::from_secs(3600).into());
+    })
+    .await;
+    let (_, body) = h.imds_token(GRAPH, "").await;
+    let first = token_of(&body);
+    // Used after its fetch, so it is refreshed ahead of expiry.
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    assert_eq!(token_of(&h.imds_token(GRAPH, "").await.1), first);
+    // Entra starts refusing; the background refresh before expiry fails, and the failure is
+    // remembered (for an hour here) while the token is still good.
+    h.sim
+        .push_fault(Route::Entra, Fault::aadsts(700016).forever());
+    tokio::time::sleep(std::time::Duration::from_secs(58 * 60)).await;
+    let refused = format!("&token_sha256_to_refresh={}", sha256_hex(&first));
+    let (status, body) = h.imds_token(GRAPH, &refused).await;
+    assert_eq!(
+        status, 200,
+        "the token still served rather than the failure: {body}"
+    );
+    assert_eq!(token_of(&body), first);
+}
