@@ -14,6 +14,9 @@ use super::{error_response, header_is_true, Dialect, Params, Refusal, TokenReque
 
 /// The current App Service api-version.
 pub const API_VERSION: &str = "2019-08-01";
+/// Every App Service api-version a client sends: 2019-08-01, and 2025-03-30, the revocation-
+/// capable one (`docs/client-protocols.md#token-revocation`), which answers the same.
+pub const API_VERSIONS: [&str; 2] = [API_VERSION, "2025-03-30"];
 /// The legacy api-version.
 pub const LEGACY_API_VERSION: &str = "2017-09-01";
 
@@ -66,7 +69,7 @@ pub fn parse(
     let versions: &[&str] = match dialect {
         Dialect::AppService2017 => &[LEGACY_API_VERSION],
         Dialect::CloudShell => &[],
-        _ => &[API_VERSION],
+        _ => &API_VERSIONS,
     };
     let joined;
     let text = match *method {

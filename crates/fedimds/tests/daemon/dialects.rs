@@ -295,3 +295,70 @@ async fn a_tenant_id_that_is_not_a_tenant_is_refused() {
         .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn today_s_clients_requests_are_answered() {
+    let h = start().await;
+    // App Service's revocation-capable api-version, with the revocation parameters.
+    let secret = h.app.identity_header().expose().to_owned();
+    let r = h
+        .http
+        .get(format!(
+            "{}/msi/token?api-version=2025-03-30&resource={GRAPH}&xms_cc=cp1",
+            h.url
+        ))
+        .header("X-IDENTITY-HEADER", &secret)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_eq!(status, 200, "{body}");
+    // A bare-GUID resource, as kubelogin sends for AKS's server app.
+    let aks = "6dae42f8-4368-4678-94ff-3960e28e3630";
+    let (status, body) = h.imds_token(aks, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["resource"], aks);
+    assert_eq!(claims(body["access_token"].as_str().unwrap())["aud"], aks);
+    assert_eq!(
+        h.sim.exchanges().last().unwrap().scope,
+        format!("{aks}/.default")
+    );
+}
+
+#[tokio::test]
+async fn imds_v2_paths_get_imds_s_own_not_found_never_a_400() {
+    let h = start().await;
+    for path in [
+        "/metadata/identity/getplatformmetadata?cred-api-version=2.0",
+        "/metadata/identity/issuecredential?cred-api-version=2.0",
+    ] {
+        for metadata in [true, false] {
+            for post in [false, true] {
+                let url = format!("{}{path}", h.url);
+                let request = if post {
+                    h.http.post(&url)
+                } else {
+                    h.http.get(&url)
+                };
+                let request = if metadata {
+                    request.header("Metadata", "true")
+                } else {
+                    request
+                };
+                let r = request.send().await.unwrap();
+                // MSAL.NET reads a 400 (and a Server header naming IMDS) as "IMDS v2 is here".
+                assert_eq!(
+                    r.status().as_u16(),
+                    404,
+                    "{path} metadata={metadata} post={post}"
+                );
+                let server = r
+                    .headers()
+                    .get("server")
+                    .map(|v| v.to_str().unwrap_or_default().to_owned());
+                assert!(!server.unwrap_or_default().contains("IMDS"));
+            }
+        }
+    }
+    assert_eq!(h.sim.counters().entra, 0);
+}
