@@ -18,11 +18,14 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::cloud::CloudName;
 use crate::config::{
     CacheSettings, CACHE_ENTRY_OVERHEAD, HOUSEKEEPING_INTERVAL, MAX_EXPIRY_SERIES,
 };
 use crate::metrics::CacheFigures;
 use crate::token::AccessToken;
+use crate::upstream::assertion::AssertionError;
+use crate::upstream::exchange::ExchangeError;
 use crate::upstream::{failure_ttl, FetchError, TokenKey, Upstream};
 
 /// How a token was found.
@@ -165,6 +168,8 @@ struct CacheStats {
     forced: std::sync::atomic::AtomicU64,
     /// Refresh timers alive: one per key holding a token, never more.
     timers: Arc<std::sync::atomic::AtomicI64>,
+    /// Throttles opened (an app's, or the assertion source's).
+    throttles: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -176,8 +181,21 @@ struct Inner {
     error_ttl: Duration,
     min_forced_refresh: Duration,
     idle_ttl: Duration,
+    /// Apps (and the assertion source) the upstream throttles, until when.
+    parked: Mutex<Parked>,
     stats: CacheStats,
 }
+
+/// What the upstream throttles: one throttle for every key of an app (Entra counts per app),
+/// and one for the assertion source (IMDS counts per host).
+#[derive(Debug, Default)]
+struct Parked {
+    apps: std::collections::HashMap<(CloudName, Arc<str>, Arc<str>), Instant>,
+    source: Option<Instant>,
+}
+
+/// How long an app is left alone after a 429 that names no `Retry-After`.
+const PARK_WITHOUT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The cache of target-tenant tokens. Cheap to clone.
 #[derive(Clone)]
@@ -218,6 +236,7 @@ impl TokenCache {
                 error_ttl: settings.error_ttl,
                 min_forced_refresh: settings.min_forced_refresh,
                 idle_ttl: settings.idle_ttl,
+                parked: Mutex::default(),
                 stats: CacheStats::default(),
             }),
         }
@@ -244,6 +263,7 @@ impl TokenCache {
                 for key in idle {
                     inner.slots.invalidate(&*key);
                 }
+                inner.lift_throttles(now);
                 inner.slots.run_pending_tasks();
             }
         }
@@ -401,6 +421,8 @@ impl TokenCache {
             forced_refreshes: stats.forced.load(Ordering::Relaxed),
             keys: self.key_count(),
             timers: self.timers(),
+            throttled: self.inner.throttled(),
+            throttles: self.inner.stats.throttles.load(Ordering::Relaxed),
             bytes: self.inner.slots.weighted_size(),
             soonest_expiry: expiries.first().map(|(_, seconds)| *seconds),
             expiries: expiries
@@ -416,6 +438,89 @@ impl TokenCache {
                 })
                 .collect(),
         }
+    }
+}
+
+impl Inner {
+    fn parked(&self) -> std::sync::MutexGuard<'_, Parked> {
+        // Each write is one entry: a panic elsewhere cannot leave the map inconsistent.
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The refusal a fetch for `key` gets while its app or the assertion source is throttled.
+    fn parked_for(&self, key: &TokenKey, now: Instant) -> Option<FetchError> {
+        let parked = self.parked();
+        let app = (key.cloud, key.tenant.clone(), key.client_id.clone());
+        if let Some(until) = parked.apps.get(&app).filter(|until| now < **until) {
+            return Some(FetchError::Parked {
+                what: format!("Entra, for app {} in tenant {},", key.client_id, key.tenant),
+                retry_after: *until - now,
+            });
+        }
+        parked
+            .source
+            .filter(|until| now < *until)
+            .map(|until| FetchError::Parked {
+                what: "the assertion source".to_owned(),
+                retry_after: until - now,
+            })
+    }
+
+    /// After a failed fetch: an Entra 429 parks every key of the app, an IMDS 429 the source.
+    fn park_on(&self, key: &TokenKey, error: &FetchError, now: Instant) {
+        let (app_wait, source_wait) = match error {
+            FetchError::Exchange {
+                error:
+                    ExchangeError::Unavailable {
+                        status: 429,
+                        retry_after,
+                        ..
+                    },
+                ..
+            } => (Some(retry_after.unwrap_or(PARK_WITHOUT_RETRY_AFTER)), None),
+            FetchError::Assertion(AssertionError::Status {
+                status: 429,
+                retry_after,
+                ..
+            }) => (None, Some(retry_after.unwrap_or(PARK_WITHOUT_RETRY_AFTER))),
+            _ => (None, None),
+        };
+        let mut parked = self.parked();
+        if let Some(wait) = app_wait {
+            let app = (key.cloud, key.tenant.clone(), key.client_id.clone());
+            if parked.apps.insert(app, now + wait).is_none() {
+                self.stats.throttles.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tenant = %key.tenant, client_id = %key.client_id, wait_s = wait.as_secs(), "Entra throttles this app: none of its keys is fetched until the wait is over; cached tokens are still served");
+            }
+        }
+        if let Some(wait) = source_wait {
+            if parked.source.replace(now + wait).is_none() {
+                self.stats.throttles.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(wait_s = wait.as_secs(), "the assertion source throttles: no assertion is fetched until the wait is over");
+            }
+        }
+    }
+
+    /// Lifts the throttles that lapsed, saying so once each (housekeeping).
+    fn lift_throttles(&self, now: Instant) {
+        let mut parked = self.parked();
+        parked.apps.retain(|(_, tenant, client_id), until| {
+            let lapsed = now >= *until;
+            if lapsed {
+                tracing::info!(%tenant, %client_id, "Entra's throttle of this app lapsed; its keys are fetched again");
+            }
+            !lapsed
+        });
+        if parked.source.is_some_and(|until| now >= until) {
+            parked.source = None;
+            tracing::info!("the assertion source's throttle lapsed");
+        }
+    }
+
+    /// Apps (and the source) throttled now.
+    fn throttled(&self) -> u64 {
+        let parked = self.parked();
+        u64::try_from(parked.apps.len()).unwrap_or(u64::MAX) + u64::from(parked.source.is_some())
     }
 }
 
@@ -448,11 +553,17 @@ fn spawn_fetch(
         // meanwhile. (The semaphore is never closed.)
         let _place = inner.fetches.acquire().await.ok();
         let upstream = inner.upstream.load_full();
+        let parked = inner.parked_for(&key, Instant::now());
         // The fetch runs in a task of its own, so that even a panic in it ends here as a
         // failure; otherwise this key's in-flight marker would never clear.
         let fetched = {
             let key = key.clone();
-            tokio::spawn(async move { upstream.fetch(&key).await })
+            tokio::spawn(async move {
+                match parked {
+                    Some(parked) => Err(parked),
+                    None => upstream.fetch(&key).await,
+                }
+            })
         };
         let fetched = match fetched.await {
             Ok(result) => result,
@@ -474,7 +585,10 @@ fn spawn_fetch(
                 tracing::debug!(tenant = %key.tenant, resource = %key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");
                 Ok(token)
             }
-            Err(error) => Err(Arc::new(error)),
+            Err(error) => {
+                inner.park_on(&key, &error, Instant::now());
+                Err(Arc::new(error))
+            }
         };
         let next_attempt = {
             let mut state = slot.state();

@@ -27,6 +27,10 @@ pub struct CacheFigures {
     pub keys: u64,
     /// Refresh timers alive.
     pub timers: u64,
+    /// Apps (and the assertion source) the upstream throttles now.
+    pub throttled: u64,
+    /// Throttles opened since start.
+    pub throttles: u64,
     /// What they weigh, in bytes.
     pub bytes: u64,
     /// Seconds until the soonest cached token expires.
@@ -243,6 +247,20 @@ impl Metrics {
         let keys = Gauge::<i64>::default();
         keys.set(i64::try_from(cache.keys).unwrap_or(i64::MAX));
         registry.register("cache_keys", "Cached (tenant, app, resource) keys", keys);
+        let throttled = Gauge::<i64>::default();
+        throttled.set(i64::try_from(cache.throttled).unwrap_or(i64::MAX));
+        registry.register(
+            "upstream_throttled",
+            "Apps (and the assertion source) the upstream throttles now: none of their keys is fetched",
+            throttled,
+        );
+        let throttles = Counter::<u64>::default();
+        throttles.inc_by(cache.throttles);
+        registry.register(
+            "upstream_throttles",
+            "Throttles opened: an Entra 429 for an app, or an IMDS 429 for the assertion source",
+            throttles,
+        );
         let timers = Gauge::<i64>::default();
         timers.set(i64::try_from(cache.timers).unwrap_or(i64::MAX));
         registry.register(

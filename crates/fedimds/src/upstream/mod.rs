@@ -78,6 +78,14 @@ pub enum FetchError {
     },
     /// fedimds itself failed (a bug): treated as transient, and logged.
     Internal(String),
+    /// Not asked: the upstream throttles this app (or the assertion source) for a while, and
+    /// no call is made for any of its keys until it lapses.
+    Parked {
+        /// What is throttled, for the message: "Entra, for app … in tenant …" or the source.
+        what: String,
+        /// Until the throttle lapses.
+        retry_after: Duration,
+    },
 }
 
 impl fmt::Display for FetchError {
@@ -92,6 +100,11 @@ impl fmt::Display for FetchError {
                 diagnosis: None,
             } => write!(f, "{error}"),
             FetchError::Internal(what) => write!(f, "internal error: {what}"),
+            FetchError::Parked { what, retry_after } => write!(
+                f,
+                "{what} answered 429 (too many requests) and is not asked again for {} s; cached tokens are still served",
+                retry_after.as_secs().max(1)
+            ),
         }
     }
 }
@@ -105,6 +118,9 @@ impl FetchError {
             FetchError::Assertion(e) => e.transience(),
             FetchError::Exchange { error, .. } => error.transience(),
             FetchError::Internal(_) => Transience::Transient { retry_after: None },
+            FetchError::Parked { retry_after, .. } => Transience::Transient {
+                retry_after: Some(*retry_after),
+            },
         }
     }
 
@@ -123,7 +139,7 @@ impl FetchError {
     pub fn code(&self) -> Option<u32> {
         match self {
             FetchError::Exchange { error, .. } => error.code(),
-            FetchError::Assertion(_) | FetchError::Internal(_) => None,
+            FetchError::Assertion(_) | FetchError::Internal(_) | FetchError::Parked { .. } => None,
         }
     }
 

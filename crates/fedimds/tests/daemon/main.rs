@@ -20,3 +20,4 @@ mod revocation;
 mod security;
 mod soak;
 mod sources;
+mod throttle;
