@@ -57,6 +57,8 @@ pub struct Settings {
     /// Whether fedimds generated it (none configured).
     generated: bool,
     pub(crate) rate_limits: RateLimits,
+    /// Each caller's budget of new keys.
+    pub(crate) new_keys: crate::caller::NewKeys,
     /// Per target name: its name, tenant and app id, shared (metrics labels, cache keys).
     pub(crate) ids: HashMap<String, TargetIds>,
 }
@@ -282,6 +284,8 @@ impl App {
             resolved.tenant,
             resolved.resource,
             req,
+            // Prefetch is the config's own: no caller's budget.
+            None,
         )
         .await
     }
@@ -293,6 +297,7 @@ impl App {
         tenant: &str,
         resource: &str,
         req: &TokenRequest,
+        who: Option<crate::caller::Counted>,
     ) -> Result<(Arc<AccessToken>, Lookup), Refusal> {
         // The target's own tenant and app id are shared, not copied: this is the hit path.
         let ids = settings.ids.get(&target.name);
@@ -314,6 +319,7 @@ impl App {
                 &key,
                 settings.config.server.miss_timeout,
                 req.refused_token.as_ref(),
+                &|| who.map_or(Ok(()), |who| settings.new_keys.take(who)),
             )
             .await
             .map_err(Refusal::Upstream)
@@ -390,6 +396,7 @@ impl Settings {
             .collect();
         Settings {
             rate_limits: RateLimits::new(&config),
+            new_keys: crate::caller::NewKeys::new(config.server.new_keys_per_second),
             ids,
             config,
             identity_header,

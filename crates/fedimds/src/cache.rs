@@ -67,6 +67,9 @@ pub enum CacheError {
     },
     /// Upstream did not answer within the caller's wait bound; the fetch goes on.
     Timeout,
+    /// The caller asked for too many keys the cache did not hold, too fast; try again after
+    /// this. No key was made.
+    NewKeysLimited(Duration),
 }
 
 type Outcome = Result<Arc<AccessToken>, Arc<FetchError>>;
@@ -291,15 +294,22 @@ impl TokenCache {
     /// new one fetched (one fetch for every caller presenting it), at most once per
     /// `cache.min_forced_refresh`; any other hash is of a token already replaced, and the
     /// cached one is served.
+    ///
+    /// `admit_new` is asked, only when the cache does not hold `key`, whether the caller may
+    /// make one more key now (its budget of new keys): `Err(wait)` refuses, and no key is made.
     pub async fn get(
         &self,
         key: &TokenKey,
         wait: Duration,
         refused: Option<&[u8; 32]>,
+        admit_new: &(dyn Fn() -> Result<(), Duration> + Sync),
     ) -> Result<(Arc<AccessToken>, Lookup), CacheError> {
         let slot = match self.inner.slots.get(key) {
             Some(slot) => slot,
-            None => self.inner.slots.get_with_by_ref(key, Default::default),
+            None => {
+                admit_new().map_err(CacheError::NewKeysLimited)?;
+                self.inner.slots.get_with_by_ref(key, Default::default)
+            }
         };
         slot.mark_used();
         let now = Instant::now();

@@ -223,6 +223,84 @@ fn host_name(host: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
+/// Who a budget of new keys is counted against: the `[[callers]]` rule that matched, else a
+/// local uid, else a remote address; local callers of unknown uid share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counted {
+    /// A rule, by index.
+    Rule(usize),
+    /// A local uid.
+    Uid(u32),
+    /// A remote address.
+    Addr(IpAddr),
+    /// Local callers of unknown uid, together.
+    Local,
+}
+
+impl Counted {
+    /// Whom `caller`, connected as `peer`, is counted as.
+    pub fn of(caller: &Caller<'_>, peer: &Peer) -> Counted {
+        match (caller.index, peer.uid(), peer.addr()) {
+            (Some(index), _, _) => Counted::Rule(index),
+            (None, Some(uid), _) => Counted::Uid(uid),
+            (None, None, Some(addr)) if !is_local(addr.ip()) => Counted::Addr(addr.ip()),
+            (None, None, _) => Counted::Local,
+        }
+    }
+}
+
+/// A budget of new keys per caller: a token bucket each (`server.new_keys_per_second`, a burst
+/// of ten seconds' worth), so no caller can turn the cache into a flood of new keys and of
+/// Entra calls. Buckets are kept for at most [`MAX_COUNTED`] callers; past that the oldest
+/// full ones go.
+#[derive(Debug)]
+pub struct NewKeys {
+    rate: f64,
+    buckets: Mutex<std::collections::HashMap<Counted, Bucket>>,
+}
+
+/// Callers whose budgets of new keys are kept at once.
+const MAX_COUNTED: usize = 4096;
+
+impl NewKeys {
+    /// Budgets of `rate` new keys per second.
+    pub fn new(rate: f64) -> Self {
+        NewKeys {
+            rate,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes one new key from `who`'s budget; `Err(wait)` when it is spent.
+    pub fn take(&self, who: Counted) -> Result<(), Duration> {
+        let now = Instant::now();
+        let burst = self.rate * 10.0;
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= MAX_COUNTED && !buckets.contains_key(&who) {
+            // Full buckets hold nothing worth keeping: a caller who comes back starts full.
+            let rate = self.rate;
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        }
+        let bucket = buckets.entry(who).or_insert(Bucket {
+            rate: self.rate,
+            tokens: burst,
+            at: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * bucket.rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / bucket.rate))
+        }
+    }
+}
+
 /// Token buckets, one per `[[callers]]` rule that sets `rate`.
 #[derive(Debug)]
 pub struct RateLimits {

@@ -71,6 +71,9 @@ impl Refusal {
             Refusal::Upstream(CacheError::Timeout) => {
                 (StatusCode::SERVICE_UNAVAILABLE, Some(BUSY_RETRY))
             }
+            Refusal::Upstream(CacheError::NewKeysLimited(wait)) => {
+                (StatusCode::TOO_MANY_REQUESTS, Some(*wait))
+            }
             Refusal::Upstream(CacheError::Upstream { error, retry_in }) => match error.transience()
             {
                 Transience::Transient { .. } => (
@@ -110,7 +113,9 @@ impl Refusal {
             Refusal::Unauthorized(_) | Refusal::Forbidden(_) | Refusal::ForeignHost => {
                 "unauthorized_client"
             }
-            Refusal::RateLimited(_) => "slow_down",
+            Refusal::RateLimited(_) | Refusal::Upstream(CacheError::NewKeysLimited(_)) => {
+                "slow_down"
+            }
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::Internal(_) => "server_error",
         }
@@ -133,6 +138,10 @@ impl Refusal {
                 "The upstream has not answered yet; the token is still being fetched. Retry shortly.".to_owned()
             }
             Refusal::Upstream(CacheError::Upstream { error, .. }) => error.to_string(),
+            Refusal::Upstream(CacheError::NewKeysLimited(wait)) => format!(
+                "This caller asked for too many tokens fedimds did not hold (new resources or tenants) too fast; retry in {} ms (server.new_keys_per_second)",
+                wait.as_millis()
+            ),
             Refusal::AuditUnavailable => "The audit log cannot record this token, and audit.fail_closed is set: no token is served until it can. Retry shortly; the operator should check audit.path".to_owned(),
         }
     }

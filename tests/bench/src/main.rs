@@ -453,6 +453,8 @@ fn daemon_config(listen: SocketAddr, sim_url: &str) -> String {
     format!(
         r#"[server]
 listen = "{listen}"
+# The many-keys run fills 10,000 keys from one caller as fast as it can.
+new_keys_per_second = 100000.0
 
 [source]
 kind = "imds"

@@ -32,6 +32,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Open connections from one peer at most (a local uid, or a remote address): half the
 /// overall cap, so one caller can never take every place.
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = DEFAULT_MAX_CONNECTIONS / 2;
+/// New keys (tokens the cache does not hold) one caller may ask for per second, with a burst of
+/// ten seconds' worth: an app starting with a few hundred resources gets them at once, and a
+/// caller minting resources or tenants cannot make fedimds a flood of Entra calls.
+pub const DEFAULT_NEW_KEYS_PER_SECOND: f64 = 50.0;
 /// File descriptors kept free beside the connections: sockets to upstreams, files, the
 /// listeners, the runtime's own.
 pub const RESERVED_FDS: u64 = 64;

@@ -60,6 +60,8 @@ pub struct Server {
     pub max_connections: usize,
     /// Open connections from one peer at most.
     pub max_connections_per_peer: usize,
+    /// New keys (tokens the cache does not hold) a caller may ask for per second.
+    pub new_keys_per_second: f64,
     /// Time to send a request head, and then a request body.
     pub header_read_timeout: Duration,
     /// Largest request head.

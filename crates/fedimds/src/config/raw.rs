@@ -119,6 +119,8 @@ pub struct RawServer {
     pub max_connections: Option<usize>,
     /// Open connections from one peer (a local uid, or a remote address) at most.
     pub max_connections_per_peer: Option<usize>,
+    /// New keys a caller may ask for per second (a burst of ten seconds' worth).
+    pub new_keys_per_second: Option<f64>,
     /// Time to send a request head, and then a request body.
     pub header_read_timeout: Option<RawDuration>,
     /// Largest request head.

@@ -169,6 +169,21 @@ impl RawServer {
                 1,
                 "a peer that may open no connection is refused everything",
             )?,
+            new_keys_per_second: {
+                let rate = r.or(
+                    "server.new_keys_per_second",
+                    self.new_keys_per_second,
+                    DEFAULT_NEW_KEYS_PER_SECOND,
+                );
+                if !(rate >= 0.1 && rate.is_finite()) {
+                    return Err(invalid(
+                        "server.new_keys_per_second",
+                        format!("{rate:?}"),
+                        "a positive number of new keys per second (0.1 or more)",
+                    ));
+                }
+                rate
+            },
             header_read_timeout: duration(
                 r,
                 "server.header_read_timeout",

@@ -288,7 +288,14 @@ impl<'a> Call<'a> {
         }
         let (token, lookup) = self
             .app
-            .cache_get(settings, target, tenant, resource, req)
+            .cache_get(
+                settings,
+                target,
+                tenant,
+                resource,
+                req,
+                Some(caller::Counted::of(caller, &self.peer)),
+            )
             .await
             .map_err(refused)?;
         Ok(Served {

@@ -187,6 +187,12 @@ fn every_refusal() -> Vec<Row> {
             "invalid_request",
         ),
         row(
+            Refusal::Upstream(CacheError::NewKeysLimited(Duration::from_millis(200))),
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("1"),
+            "slow_down",
+        ),
+        row(
             Refusal::Internal("cannot write a key file".to_owned()),
             StatusCode::INTERNAL_SERVER_ERROR,
             None,

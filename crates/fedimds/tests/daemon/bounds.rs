@@ -137,3 +137,57 @@ async fn an_overlong_resource_is_refused_before_any_fetch() {
     );
     assert!(h.sim.exchanges().is_empty());
 }
+
+#[tokio::test]
+async fn a_caller_has_a_budget_of_new_keys_and_others_keep_theirs() {
+    const A: &str = "secret-of-app-a-0123456789";
+    const B: &str = "secret-of-app-b-0123456789";
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.server.new_keys_per_second = Some(1.0);
+        for (name, secret) in [("a", A), ("b", B)] {
+            raw.callers.push(RawCaller {
+                name: Some(name.into()),
+                secret: Some(secret.into()),
+                targets: strings(&["*"]),
+                ..RawCaller::default()
+            });
+        }
+    })
+    .await;
+    let msi = |secret: &'static str, resource: String| {
+        let (http, url) = (h.http.clone(), h.url.clone());
+        async move {
+            let r = http
+                .get(format!(
+                    "{url}/msi/token?api-version=2019-08-01&resource={resource}"
+                ))
+                .header("X-IDENTITY-HEADER", secret)
+                .send()
+                .await
+                .unwrap();
+            let retry_after = r.headers().get("retry-after").is_some();
+            let (status, body) = status_json(r).await;
+            (status, retry_after, body)
+        }
+    };
+    // A burst of ten seconds' worth, then refused with the reason and a Retry-After.
+    for i in 0..10 {
+        let (status, _, body) = msi(A, format!("https://a{i}.example")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, retry_after, body) = msi(A, "https://a10.example".to_owned()).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(retry_after);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("new_keys_per_second"),
+        "{body}"
+    );
+    let exchanges = h.sim.exchanges().len();
+    assert_eq!(exchanges, 10, "no key, no Entra call for the refused one");
+    // Its cached tokens are still served; another caller keeps its own budget.
+    assert_eq!(msi(A, "https://a0.example".to_owned()).await.0, 200);
+    assert_eq!(msi(B, "https://b0.example".to_owned()).await.0, 200);
+}
