@@ -285,7 +285,26 @@ impl Exchange {
             .map_err(|e| self.unreachable(&e))?;
         let status = response.status().as_u16();
         let retry_after = retry::retry_after(response.headers());
+        // A proxy's 407 (only ever a proxy's) may come with a body it does not finish
+        // (tinyproxy closes the connection), and a 403 from it too: the status says enough.
+        let refusal = |detail: String| {
+            self.proxy.as_ref().map(|proxy| ExchangeError::Proxy {
+                proxy: proxy.clone(),
+                detail: format!("the proxy answered HTTP {status}{detail}"),
+                refused: true,
+            })
+        };
+        if status == 407 {
+            if let Some(e) = refusal(" (it asks for credentials)".to_owned()) {
+                return Err(e);
+            }
+        }
         let body = retry::body(response).await.map_err(|e| match e {
+            retry::BodyError::Transport(_) if status == 403 && self.proxy.is_some() => {
+                refusal(String::new()).unwrap_or(ExchangeError::Unreachable {
+                    detail: "unreachable".to_owned(),
+                })
+            }
             retry::BodyError::Transport(detail) => ExchangeError::Unreachable { detail },
             retry::BodyError::TooLarge(detail) => ExchangeError::Malformed { status, detail },
         })?;
