@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::config::Config;
+use crate::config::{Config, EntraRoute, SourceKind};
 use crate::upstream::Upstream;
 
 /// Writes a line; a closed stdout must not turn a check into a panic.
@@ -26,13 +26,38 @@ mod target;
 
 use assertion::check_assertion;
 use callers::check_callers;
-use report::Report;
+use report::{field, Report};
 use target::check_target;
 
 /// Checks `config` read from `path`: a heading naming the file, then [`run`].
 pub async fn run_file(path: &Path, config: &Config, out: &mut impl Write) -> bool {
     say!(out, "fedimds check · {}", path.display());
     run(config, out).await
+}
+
+/// The path each upstream leg takes: the assertion leg always direct, Entra direct or through
+/// the proxy (its `host:port` only, never its credentials).
+fn paths(config: &Config, out: &mut impl Write) {
+    let host_port = |url: &url::Url| {
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        )
+    };
+    let assertion = match &config.source.kind {
+        SourceKind::Imds { endpoint, .. } | SourceKind::AppService { endpoint, .. } => {
+            format!("direct to {} (never through a proxy)", host_port(endpoint))
+        }
+        SourceKind::TokenFile { .. } => "a local file (no network)".to_owned(),
+    };
+    field(out, 2, "assertion", assertion);
+    let entra = host_port(&config.cloud.authority_host);
+    let entra = match &config.upstream.entra_route {
+        EntraRoute::Direct { why } => format!("direct to {entra} ({why})"),
+        EntraRoute::Proxy(p) => format!("to {entra} through the proxy {} ({})", p.shown, p.from),
+    };
+    field(out, 2, "entra", entra);
 }
 
 /// Walks the chain for `config`, writing the report to `out`. True when every step passed.
@@ -53,6 +78,10 @@ pub async fn run(config: &Config, out: &mut impl Write) -> bool {
     for warning in config.warnings() {
         report.warn(out, warning);
     }
+
+    say!(out);
+    say!(out, "Network paths");
+    paths(config, out);
 
     say!(out);
     say!(out, "Callers");

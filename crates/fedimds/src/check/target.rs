@@ -112,6 +112,19 @@ pub(super) async fn check_target(
                 ),
             );
         }
+        ExchangeError::Proxy { proxy, .. } => {
+            field(out, 6, "error", &error);
+            field(
+                out,
+                6,
+                "fix",
+                format!(
+                    "check the proxy at {proxy} (upstream.entra_proxy): that it runs, lets this \
+                     host through, and allows CONNECT to {}",
+                    config.cloud.authority_host.host_str().unwrap_or_default()
+                ),
+            );
+        }
         ExchangeError::Malformed { .. } => field(out, 6, "error", &error),
     }
 }

@@ -13,6 +13,14 @@ pub const ENV_IDENTITY_HEADER: &str = "IDENTITY_HEADER";
 pub const ENV_FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
 /// `server.identity_header` when the file has none, so a Kubernetes Secret can supply it.
 pub const ENV_SERVER_IDENTITY_HEADER: &str = "FEDIMDS_IDENTITY_HEADER";
+/// `upstream.entra_proxy = "env"`: the proxy, by the convention curl and reqwest share
+/// (upper case first, as reqwest reads them).
+pub const ENV_HTTPS_PROXY: [&str; 2] = ["HTTPS_PROXY", "https_proxy"];
+/// `upstream.entra_proxy = "env"`: hosts reached directly, by the same convention.
+pub const ENV_NO_PROXY: [&str; 2] = ["NO_PROXY", "no_proxy"];
+/// The value of `upstream.entra_proxy` that reads [`ENV_HTTPS_PROXY`] and [`ENV_NO_PROXY`]:
+/// one key for the proxy, so no config can both name a proxy and ask for the environment's.
+pub const ENTRA_PROXY_FROM_ENV: &str = "env";
 /// The log filter (tracing's env-filter syntax), before `RUST_LOG`.
 pub const ENV_LOG: &str = "FEDIMDS_LOG";
 /// `--log-format` when the flag is not given: `text` or `json`.

@@ -169,6 +169,47 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// One whole attempt.
     pub request_timeout: Duration,
+    /// How Entra calls leave the host (the assertion leg always goes direct).
+    pub entra_route: EntraRoute,
+}
+
+/// How Entra calls leave the host.
+#[derive(Debug, Clone)]
+pub enum EntraRoute {
+    /// Straight to Entra; `why` says so in `fedimds check`.
+    Direct {
+        /// Why no proxy: none configured, or the environment's.
+        why: String,
+    },
+    /// Through an HTTP(S) proxy, with CONNECT for an `https://` Entra.
+    Proxy(EntraProxy),
+}
+
+/// The proxy of Entra calls.
+#[derive(Clone)]
+pub struct EntraProxy {
+    /// Its URL, credentials and all: only for the HTTP client.
+    pub url: Secret,
+    /// `host:port`, what errors and `fedimds check` name: never the credentials.
+    pub shown: String,
+    /// Where it was configured: `upstream.entra_proxy` or `$HTTPS_PROXY`.
+    pub from: String,
+}
+
+impl std::fmt::Debug for EntraProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EntraProxy({} from {})", self.shown, self.from)
+    }
+}
+
+impl EntraRoute {
+    /// The proxy, if Entra calls go through one.
+    pub fn proxy(&self) -> Option<&EntraProxy> {
+        match self {
+            EntraRoute::Proxy(p) => Some(p),
+            EntraRoute::Direct { .. } => None,
+        }
+    }
 }
 
 /// Cache bounds.

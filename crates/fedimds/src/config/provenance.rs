@@ -61,6 +61,16 @@ pub fn load(path: &Path, env: Env<'_>) -> Result<(Config, Vec<Entry>), ConfigErr
 }
 
 /// A value as `fedimds config` shows it: TOML, as the file would write it.
+/// What [`Reader::secret_or_env`] read.
+pub(super) enum SecretOrEnv {
+    /// Not set.
+    Unset,
+    /// The literal, with the variable that was set and its value.
+    Literal(Option<(&'static str, String)>),
+    /// Another value, a secret.
+    Value(String),
+}
+
 pub(super) trait Show {
     /// The TOML text.
     fn show(&self) -> String;
@@ -224,6 +234,44 @@ impl<'e> Reader<'e> {
         };
         self.note(key, shown, origin);
         value
+    }
+
+    /// A key whose value is a secret unless it is `literal`: `literal` is shown as itself
+    /// (and returned as `Literal`, with the first of `vars` that is set, redacted, noted as
+    /// its origin); any other value is shown as [`REDACTED`].
+    pub(super) fn secret_or_env(
+        &mut self,
+        key: &str,
+        raw: Option<String>,
+        literal: &str,
+        vars: &[&'static str],
+        absent: &str,
+    ) -> SecretOrEnv {
+        match raw {
+            None => {
+                self.note(key, absent.to_owned(), Origin::Default);
+                SecretOrEnv::Unset
+            }
+            Some(v) if v == literal => {
+                let found = self.var(vars);
+                match &found {
+                    Some((var, _)) => self.note(key, REDACTED.to_owned(), Origin::Env(var)),
+                    None => self.note(key, literal.to_owned().show(), Origin::File),
+                }
+                SecretOrEnv::Literal(found)
+            }
+            Some(v) => {
+                self.note(key, REDACTED.to_owned(), Origin::File);
+                SecretOrEnv::Value(v)
+            }
+        }
+    }
+
+    /// The first of `vars` the environment sets, not recorded (for what qualifies a value
+    /// already recorded).
+    pub(super) fn var(&self, vars: &[&'static str]) -> Option<(&'static str, String)> {
+        vars.iter()
+            .find_map(|var| (self.env)(var).map(|value| (*var, value)))
     }
 
     /// Every value read, in the order it was read.

@@ -165,6 +165,9 @@ pub struct RawUpstream {
     pub connect_timeout: Option<RawDuration>,
     /// One whole attempt.
     pub request_timeout: Option<RawDuration>,
+    /// The HTTP(S) proxy Entra calls go through (a URL, which may carry credentials), or
+    /// `"env"` for `$HTTPS_PROXY`/`$NO_PROXY`. The assertion leg never uses one.
+    pub entra_proxy: Option<RawSecret>,
 }
 
 /// `[cache]`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::provenance::{Entry, Mode, Reader, NONE, REDACTED};
+use super::provenance::{Entry, Mode, Reader, SecretOrEnv, NONE, REDACTED};
 use super::raw::{
     RawAdmin, RawAudit, RawCache, RawCloud, RawDuration, RawServer, RawSource, RawUpstream,
 };
@@ -27,7 +27,7 @@ impl RawConfig {
         let server = self.server.validate(&mut r)?;
         let cloud = self.cloud.validate(&mut r)?;
         let source = self.source.validate(&mut r, &cloud)?;
-        let upstream = self.upstream.validate(&mut r)?;
+        let upstream = self.upstream.validate(&mut r, &cloud)?;
         let cache = self.cache.validate(&mut r)?;
         let targets = validate_targets(&mut r, self.targets)?;
         let callers = validate_callers(&mut r, self.callers, &targets)?;
@@ -341,8 +341,10 @@ impl RawSource {
 }
 
 impl RawUpstream {
-    fn validate(self, r: &mut Reader<'_>) -> Result<Upstream, ConfigError> {
+    fn validate(self, r: &mut Reader<'_>, cloud: &Cloud) -> Result<Upstream, ConfigError> {
+        let entra_route = entra_route(r, self.entra_proxy.map(|s| s.0), cloud)?;
         Ok(Upstream {
+            entra_route,
             max_concurrent_fetches: at_least(
                 "upstream.max_concurrent_fetches",
                 r.or(
@@ -419,6 +421,95 @@ impl RawAudit {
         let fail_closed = r.or("audit.fail_closed", self.fail_closed, false);
         Audit { sink, fail_closed }
     }
+}
+
+/// How Entra calls leave: `upstream.entra_proxy` as a URL, or `"env"` for `$HTTPS_PROXY`
+/// unless `$NO_PROXY` names Entra's host; direct when unset.
+fn entra_route(
+    r: &mut Reader<'_>,
+    raw: Option<String>,
+    cloud: &Cloud,
+) -> Result<EntraRoute, ConfigError> {
+    const KEY: &str = "upstream.entra_proxy";
+    let direct = |why: String| Ok(EntraRoute::Direct { why });
+    let (text, from) = match r.secret_or_env(
+        KEY,
+        raw,
+        ENTRA_PROXY_FROM_ENV,
+        &ENV_HTTPS_PROXY,
+        "(none: Entra direct)",
+    ) {
+        SecretOrEnv::Unset => return direct("upstream.entra_proxy is not set".to_owned()),
+        SecretOrEnv::Literal(None) => {
+            return direct(format!(
+                "upstream.entra_proxy = \"env\" and ${} is not set",
+                ENV_HTTPS_PROXY[0]
+            ))
+        }
+        SecretOrEnv::Literal(Some((var, text))) => {
+            let host = cloud.authority_host.host_str().unwrap_or_default();
+            if let Some((no_proxy_var, list)) = r.var(&ENV_NO_PROXY) {
+                if no_proxy_names(&list, host) {
+                    return direct(format!("${no_proxy_var} names {host}"));
+                }
+            }
+            (text, format!("${var}"))
+        }
+        SecretOrEnv::Value(text) => (text, KEY.to_owned()),
+    };
+    proxy_url(&text, from).map(EntraRoute::Proxy)
+}
+
+/// A proxy URL: `http://` or `https://` (a bare `host:port` is taken as `http://`, as curl
+/// does), with a host. Errors never quote it: it may carry credentials.
+fn proxy_url(text: &str, from: String) -> Result<EntraProxy, ConfigError> {
+    let expected = |why: &str| {
+        invalid(
+            &from,
+            REDACTED,
+            format!(
+                "an http:// or https:// proxy URL such as \"http://proxy.example:3128\" ({why})"
+            ),
+        )
+    };
+    let text = text.trim();
+    let with_scheme = if text.contains("://") {
+        text.to_owned()
+    } else {
+        format!("http://{text}")
+    };
+    let url = Url::parse(&with_scheme).map_err(|e| expected(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(expected("another scheme"));
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| expected("no host"))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| expected("no port"))?;
+    Ok(EntraProxy {
+        shown: format!("{host}:{port}"),
+        url: Secret::new(url.as_str()),
+        from,
+    })
+}
+
+/// Whether a `NO_PROXY` list names `host`: `*`, the host itself, or a domain it is in
+/// (`example.com` and `.example.com` both cover `login.example.com`); ports are ignored.
+/// Address ranges are not read (Entra is reached by name).
+pub(super) fn no_proxy_names(list: &str, host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    list.split(',').map(str::trim).any(|entry| {
+        let entry = entry.split(':').next().unwrap_or_default();
+        let domain = entry
+            .trim_start_matches('.')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        entry == "*"
+            || (!domain.is_empty() && (host == domain || host.ends_with(&format!(".{domain}"))))
+    })
 }
 
 /// An upstream URL: https, or http only to a loopback host (the simulator and tests), so a

@@ -61,6 +61,21 @@ pub enum ExchangeError {
         /// What failed.
         detail: String,
     },
+    /// The proxy of Entra calls (`upstream.entra_proxy`) refused or could not be reached.
+    #[error(
+        "Entra could not be reached through the proxy {proxy}: {detail}; check that the proxy \
+         is running, that it allows this host and CONNECT to Entra's host on port 443, and, if it \
+         asks for credentials, that upstream.entra_proxy carries the right ones"
+    )]
+    Proxy {
+        /// The proxy's `host:port` (never its credentials).
+        proxy: String,
+        /// What failed.
+        detail: String,
+        /// Whether it said no (a 403 or 407: asking again gets the same answer) rather than
+        /// failed (no connection: it may be back soon).
+        refused: bool,
+    },
     /// A 200 without a usable token, or another status without Entra's error JSON.
     #[error("Entra sent an unusable answer (HTTP {status}): {detail}")]
     Malformed {
@@ -104,6 +119,10 @@ impl ExchangeError {
                 retry_after: *retry_after,
             },
             ExchangeError::Unreachable { .. } => Transience::Transient { retry_after: None },
+            ExchangeError::Proxy { refused: true, .. } => Transience::Permanent,
+            ExchangeError::Proxy { refused: false, .. } => {
+                Transience::Transient { retry_after: None }
+            }
         }
     }
 
@@ -136,6 +155,8 @@ impl Rejection {
 pub struct Exchange {
     http: reqwest::Client,
     authority_host: Url,
+    /// The proxy's `host:port`, when Entra calls go through one.
+    proxy: Option<String>,
     metrics: Arc<Metrics>,
 }
 
@@ -154,11 +175,43 @@ pub struct ExchangeRequest<'a> {
 
 impl Exchange {
     /// A client for Entra at `authority_host`.
-    pub fn new(http: reqwest::Client, authority_host: Url, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        authority_host: Url,
+        proxy: Option<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Exchange {
             http,
             authority_host,
+            proxy,
             metrics,
+        }
+    }
+
+    /// The proxy's `host:port`, when Entra calls go through one.
+    pub fn proxy(&self) -> Option<&str> {
+        self.proxy.as_deref()
+    }
+
+    /// A transport error in words: through a proxy, a failed connection is the proxy's (every
+    /// connection goes to it), and a refused CONNECT shows as a tunnel error.
+    fn unreachable(&self, e: &reqwest::Error) -> ExchangeError {
+        let detail = retry::describe(e);
+        match &self.proxy {
+            Some(proxy) if e.is_connect() => {
+                let refused = detail.contains("tunnel");
+                ExchangeError::Proxy {
+                    proxy: proxy.clone(),
+                    detail: if refused {
+                        format!("the proxy refused the CONNECT ({detail})")
+                    } else {
+                        format!("no connection to the proxy ({detail})")
+                    },
+                    refused,
+                }
+            }
+            _ => ExchangeError::Unreachable { detail },
         }
     }
 
@@ -229,12 +282,29 @@ impl Exchange {
             .header("return-client-request-id", "true")
             .send()
             .await
-            .map_err(|e| ExchangeError::Unreachable {
-                detail: retry::describe(&e),
-            })?;
+            .map_err(|e| self.unreachable(&e))?;
         let status = response.status().as_u16();
         let retry_after = retry::retry_after(response.headers());
+        // A proxy's 407 (only ever a proxy's) may come with a body it does not finish
+        // (tinyproxy closes the connection), and a 403 from it too: the status says enough.
+        let refusal = |detail: String| {
+            self.proxy.as_ref().map(|proxy| ExchangeError::Proxy {
+                proxy: proxy.clone(),
+                detail: format!("the proxy answered HTTP {status}{detail}"),
+                refused: true,
+            })
+        };
+        if status == 407 {
+            if let Some(e) = refusal(" (it asks for credentials)".to_owned()) {
+                return Err(e);
+            }
+        }
         let body = retry::body(response).await.map_err(|e| match e {
+            retry::BodyError::Transport(_) if status == 403 && self.proxy.is_some() => {
+                refusal(String::new()).unwrap_or(ExchangeError::Unreachable {
+                    detail: "unreachable".to_owned(),
+                })
+            }
             retry::BodyError::Transport(detail) => ExchangeError::Unreachable { detail },
             retry::BodyError::TooLarge(detail) => ExchangeError::Malformed { status, detail },
         })?;
@@ -246,6 +316,22 @@ impl Exchange {
                     MIN_TOKEN_LIFETIME.as_secs()
                 ),
             });
+        }
+        // A proxy that forwards plain requests (an http:// Entra) refuses with its own page:
+        // 407 is only ever a proxy's, and a 403 without Entra's error JSON is the proxy's too.
+        if let Some(proxy) = &self.proxy {
+            let entra_json =
+                serde_json::from_slice::<ErrorResponse>(&body).is_ok_and(|e| !e.error.is_empty());
+            if status == 407 || (status == 403 && !entra_json) {
+                return Err(ExchangeError::Proxy {
+                    proxy: proxy.clone(),
+                    detail: format!(
+                        "the proxy answered HTTP {status}: {}",
+                        retry::error_text(&body)
+                    ),
+                    refused: true,
+                });
+            }
         }
         if status == 408 || status == 429 || status >= 500 {
             return Err(ExchangeError::Unavailable {

@@ -171,19 +171,41 @@ impl Upstream {
         config: &Config,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(config.upstream.connect_timeout)
-            .timeout(config.upstream.request_timeout)
-            // A redirect from IMDS or Entra is never legitimate; following one could send the
-            // assertion to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            // IMDS must never be reached through a proxy, and Entra calls carry assertions.
-            .no_proxy()
-            .build()?;
+        let client = || {
+            reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .connect_timeout(config.upstream.connect_timeout)
+                .timeout(config.upstream.request_timeout)
+                // A redirect from IMDS or Entra is never legitimate; following one could send
+                // the assertion to another host.
+                .redirect(reqwest::redirect::Policy::none())
+                // No proxy from the environment, ever: reqwest would otherwise read
+                // HTTPS_PROXY and friends itself. Only the Entra leg gets one, below.
+                .no_proxy()
+        };
+        // IMDS, the App Service endpoint and the token file's host never go through a proxy:
+        // IMDS refuses proxied requests, and the assertion is the identity itself.
+        let assertion_http = client().build()?;
+        let entra_http = match config.upstream.entra_route.proxy() {
+            None => client().build()?,
+            // `Proxy::all` sends an https:// Entra through CONNECT (the assertion stays inside
+            // TLS to Entra), and an http:// one (the simulator) as absolute-form requests.
+            Some(proxy) => client()
+                .proxy(reqwest::Proxy::all(proxy.url.expose())?)
+                .build()?,
+        };
         Ok(Upstream {
-            assertion: AssertionProvider::new(config.source.clone(), http.clone(), metrics.clone()),
-            exchange: Exchange::new(http, config.cloud.authority_host.clone(), metrics),
+            assertion: AssertionProvider::new(
+                config.source.clone(),
+                assertion_http,
+                metrics.clone(),
+            ),
+            exchange: Exchange::new(
+                entra_http,
+                config.cloud.authority_host.clone(),
+                config.upstream.entra_route.proxy().map(|p| p.shown.clone()),
+                metrics,
+            ),
             audience: config.source.audience.clone(),
             cloud: config.cloud.name,
         })

@@ -15,6 +15,7 @@ mod files;
 mod hardening;
 mod leaks;
 mod operations;
+mod proxy;
 mod resilience;
 mod revocation;
 mod security;

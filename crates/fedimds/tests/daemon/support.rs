@@ -37,6 +37,15 @@ pub async fn start() -> Harness {
 
 /// A simulator world and the demo daemon config as changed by `edit`.
 pub async fn start_with(sim_config: SimConfig, edit: impl FnOnce(&mut RawConfig)) -> Harness {
+    start_with_env(sim_config, &|_| None, edit).await
+}
+
+/// [`start_with`], the config read with `env` as the environment.
+pub async fn start_with_env(
+    sim_config: SimConfig,
+    env: fedimds::config::Env<'_>,
+    edit: impl FnOnce(&mut RawConfig),
+) -> Harness {
     let sim = Sim::start(sim_config, loopback())
         .await
         .expect("simulator starts");
@@ -44,7 +53,7 @@ pub async fn start_with(sim_config: SimConfig, edit: impl FnOnce(&mut RawConfig)
     let addr = listener.local_addr().unwrap();
     let mut raw = fedimds::demo::raw_config(&sim.url(), addr);
     edit(&mut raw);
-    let config = load(&raw);
+    let config = load_with_env(&raw, env);
     let unix = config.server.unix_socket.as_ref().map(|path| {
         fedimds::http::listener::bind_unix(path, config.server.unix_socket_mode)
             .expect("unix socket binds")
@@ -202,14 +211,18 @@ pub fn render(raw: &RawConfig) -> String {
 
 /// `raw` the way the daemon reads a config file: rendered, parsed and validated.
 pub fn load(raw: &RawConfig) -> Config {
+    load_with_env(raw, &|_| None)
+}
+
+/// [`load`], with `env` as the environment.
+pub fn load_with_env(raw: &RawConfig, env: fedimds::config::Env<'_>) -> Config {
     let toml = render(raw);
     let reread: RawConfig = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     assert_eq!(
         &reread, raw,
         "the rendered TOML reads back as the typed config:\n{toml}"
     );
-    let no_env = |_: &str| None;
-    Config::from_toml(&toml, "test", &no_env).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    Config::from_toml(&toml, "test", env).unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
 /// The target named `name`. A name the config does not have fails the test: an edit meant
