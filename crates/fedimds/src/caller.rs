@@ -251,7 +251,7 @@ impl Counted {
 
 /// A budget of new keys per caller: a token bucket each (`server.new_keys_per_second`, a burst
 /// of ten seconds' worth), so no caller can turn the cache into a flood of new keys and of
-/// Entra calls. Buckets are kept for at most [`MAX_COUNTED`] callers; past that the oldest
+/// Entra calls. Buckets are kept for at most `MAX_COUNTED` callers; past that the oldest
 /// full ones go.
 #[derive(Debug)]
 pub struct NewKeys {

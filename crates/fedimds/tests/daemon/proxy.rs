@@ -2,7 +2,8 @@
 //! simulator's IMDS) never does, whatever the environment says; the proxy's credentials are
 //! never shown; a proxy that refuses gives an error that names it. The proxy here is a small
 //! one in the test that records each request line and forwards absolute-form requests to the
-//! simulator (whose Entra is `http://127.0.0.1`, so no CONNECT), or refuses with 403.
+//! simulator (whose Entra is `http://127.0.0.1`), tunnels a CONNECT (an `https://` Entra), or
+//! refuses with 403.
 //! `tests/suites/proxy.sh` runs the same against Debian's tinyproxy.
 
 use std::sync::{Arc, Mutex};
@@ -99,6 +100,23 @@ async fn serve(mut conn: TcpStream, seen: Seen, refuse: bool) {
         let _ = conn.write_all(answer.as_bytes()).await;
         return;
     }
+    // `CONNECT host:port HTTP/1.1` (an https Entra): a tunnel to there.
+    if let Some(authority) = request_line
+        .strip_prefix("CONNECT ")
+        .and_then(|rest| rest.split(' ').next())
+    {
+        let Ok(mut upstream) = TcpStream::connect(authority).await else {
+            return;
+        };
+        if conn
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_ok()
+        {
+            let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+        }
+        return;
+    }
     // `POST http://127.0.0.1:port/path HTTP/1.1` → connect there, send `POST /path HTTP/1.1`.
     let mut parts = request_line.splitn(3, ' ');
     let (method, target, version) = (
@@ -182,6 +200,43 @@ async fn entra_goes_through_the_configured_proxy_and_imds_never_does() {
         "the simulator's Entra saw the exchange"
     );
     assert_only_entra_went_through(&proxy.seen);
+}
+
+#[tokio::test]
+async fn an_https_entra_is_reached_through_the_proxy_with_connect() {
+    let proxy = TestProxy::start(false).await;
+    let url = proxy.url();
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.upstream.entra_proxy = Some(url.as_str().into());
+    })
+    .await;
+    // Entra at an https address (the simulator speaks plain http, so the TLS handshake
+    // through the tunnel fails: what matters here is how the tunnel was asked for).
+    let sim = h.sim.url();
+    let entra = sim
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut raw = fedimds::demo::raw_config(&sim, h.app.settings().config.server.listen);
+    raw.cloud.authority_host = Some(format!("https://{entra}"));
+    raw.upstream.entra_proxy = Some(url.as_str().into());
+    // The handshake fails and is retried: no need to wait the default 20 s for the answer.
+    raw.server.miss_timeout = Some(std::time::Duration::from_secs(2).into());
+    h.app.reload(load(&raw)).expect("the reload applies");
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_ne!(status, 200, "no TLS server behind the tunnel: {body}");
+    let lines = proxy.seen.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("CONNECT {entra} HTTP/1.1")),
+        "the proxy was asked for a tunnel to Entra: {lines:?}"
+    );
+    assert!(proxy.seen.all_authorized(), "with the proxy's credentials");
+    assert!(
+        !lines.iter().any(|l| l.contains("/metadata/")),
+        "IMDS never through the proxy: {lines:?}"
+    );
 }
 
 #[tokio::test]
