@@ -1,5 +1,6 @@
 """README.md's "## Deploy": each fenced snippet is marked <!-- from: FILE --> and is verbatim in
-FILE (or in FILE's comments, with the marker taken off). Run from the repository root."""
+FILE (or in FILE's comments, with the marker taken off); so is every snippet of the monitoring
+and proxy subsections. Run from the repository root."""
 import re, sys
 readme = open("README.md").read()
 m = re.search(r"^## Deploy\n(.*?)(?=^## )", readme, re.S | re.M)
@@ -25,6 +26,29 @@ for block in re.finditer(r"(?:<!-- from: (\S+) -->\n)?```[^\n]*\n(.*?)^```", sec
     n += 1
 if n < 6:
     problems.append(f"only {n} checked snippets in '## Deploy'")
+# The monitoring and proxy subsections: every snippet marked and verbatim too.
+for title in ("### Alerts and dashboard", "### Behind a proxy"):
+    sub = re.search(rf"^{re.escape(title)}\n(.*?)(?=^##)", readme, re.S | re.M)
+    if not sub:
+        problems.append(f"README.md has no '{title}' section")
+        continue
+    blocks = list(re.finditer(r"(?:<!-- from: (\S+) -->\n)?```[^\n]*\n(.*?)^```", sub.group(1), re.S | re.M))
+    if not blocks:
+        problems.append(f"'{title}' has no snippet")
+    for block in blocks:
+        path, body = block.group(1), block.group(2)
+        first = body.splitlines()[0] if body else ""
+        if not path:
+            problems.append(f"'{title}': a snippet has no <!-- from: FILE --> marker: {first!r}")
+            continue
+        try:
+            text = open(path).read()
+        except OSError:
+            problems.append(f"{path} (marked on {first!r}) does not exist")
+            continue
+        if body not in text:
+            problems.append(f"'{title}': the snippet starting {first!r} is not verbatim in {path}")
+        n += 1
 for needle in ("docker buildx build --platform linux/amd64,linux/arm64", "deploy/capture/capture-imds.sh"):
     if needle not in section:
         problems.append(f"'## Deploy' does not mention {needle}")
