@@ -94,15 +94,7 @@ async fn the_cache_is_bounded_in_bytes_and_metrics_stay_small() {
     }
     let keys = h.app.cache.key_count();
     assert!(keys < 400, "{keys} keys: the byte bound evicted none");
-    let text = h
-        .http
-        .get(format!("{}/metrics", h.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics().await;
     let bytes: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("fedimds_cache_bytes "))

@@ -404,15 +404,7 @@ async fn arc_key_files_do_not_outlive_the_daemon_and_only_ours_are_removed() {
 
 /// The value of `fedimds_audit_failures_total`.
 async fn audit_failures(h: &Harness) -> f64 {
-    let text = h
-        .http
-        .get(format!("{}/metrics", h.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix("fedimds_audit_failures_total "))
         .unwrap_or_else(|| panic!("no audit failure counter in:\n{text}"))

@@ -3,44 +3,15 @@
 //! refusals and upstream failures, are scanned for every token and assertion the simulator
 //! issued and for the caller secrets.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use fedimds_sim::fault::{Fault, Route};
 use fedimds_sim::SimConfig;
 
 use crate::support::*;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 // One thread, so the thread-local subscriber sees every task, the simulator's included.
 #[tokio::test(flavor = "current_thread")]
 async fn no_secret_reaches_logs_or_audit() {
-    let logs = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(logs.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = LogCapture::install();
 
     let dir = temp_dir("leaks");
     let audit = dir.join("audit.jsonl");
@@ -166,7 +137,7 @@ async fn no_secret_reaches_logs_or_audit() {
 
     // Let the audit writer drain.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let audit = std::fs::read_to_string(&audit).unwrap();
     assert!(
         audit.lines().filter(|l| l.contains("\"served\"")).count() >= 6,

@@ -17,15 +17,7 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
 }
 
 async fn scrape(h: &Harness) -> prometheus_parse::Scrape {
-    let text = h
-        .http
-        .get(format!("{}/metrics", h.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics().await;
     assert!(!text.contains("eyJ"), "no token data in metrics");
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     prometheus_parse::Scrape::parse(lines).expect("a Prometheus text-format parser reads it")

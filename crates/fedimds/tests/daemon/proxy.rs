@@ -280,36 +280,10 @@ async fn env_reads_https_proxy_and_no_proxy_only_when_asked() {
     );
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 // One thread, so the thread-local subscriber sees every task (reqwest's and hyper's too).
 #[tokio::test(flavor = "current_thread")]
 async fn a_refusing_proxy_is_named_without_its_credentials() {
-    let logs = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(logs.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = LogCapture::install();
     let proxy = TestProxy::start(true).await;
     let url = proxy.url();
     let h = start_with(SimConfig::demo(), |raw| {
@@ -330,7 +304,7 @@ async fn a_refusing_proxy_is_named_without_its_credentials() {
     assert!(text.contains("check that the proxy is running"), "{text}");
     assert!(!text.contains(PASSWORD) && !text.contains(USER), "{text}");
     assert!(h.sim.exchanges().is_empty(), "nothing reached Entra");
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logged = logs.text();
     assert!(
         logged.contains("through the proxy"),
         "the failure was logged: {logged}"

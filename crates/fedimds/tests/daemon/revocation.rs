@@ -133,15 +133,7 @@ async fn a_crowd_presenting_one_refused_token_costs_one_exchange_and_a_loop_cost
     );
 
     // Counted, and audited as such.
-    let text = h
-        .http
-        .get(format!("{}/metrics", h.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics().await;
     assert!(
         text.contains("fedimds_cache_forced_refreshes_total 1"),
         "{text}"

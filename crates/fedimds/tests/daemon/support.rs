@@ -87,6 +87,18 @@ pub async fn start_with_env(
 }
 
 impl Harness {
+    /// The admin listener's `/metrics` exposition, as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// GET an IMDS token: `path_and_query` after the base URL.
     pub async fn imds(&self, path_and_query: &str) -> (u16, Value) {
         let r = self
@@ -264,4 +276,45 @@ pub fn strings(items: &[&str]) -> Option<Vec<String>> {
 fn an_edit_of_a_target_the_config_lacks_fails_the_test() {
     let mut raw = fedimds::demo::raw_config("http://127.0.0.1:8282", loopback());
     target(&mut raw, "fabrikam").object_id = Some("obj".into());
+}
+
+/// Every diagnostic log line, at TRACE, from the moment [`LogCapture::install`] is called
+/// until its guard drops. The subscriber is thread-local, so tests that use it run on one
+/// thread (`flavor = "current_thread"`) to see every task's lines.
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Installs the capture as this thread's subscriber; it listens while the guard lives.
+    pub fn install() -> (LogCapture, tracing::subscriber::DefaultGuard) {
+        let logs = LogCapture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// What has been logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> LogCapture {
+        self.clone()
+    }
 }

@@ -64,15 +64,7 @@ async fn a_429_for_one_key_parks_every_key_of_the_app() {
         let (status, _, body) = get(&h, resource).await;
         assert_eq!(status, 200, "{resource}: {body}");
     }
-    let text = h
-        .http
-        .get(format!("{}/metrics", h.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics().await;
     assert!(
         text.contains("fedimds_upstream_throttles_total 1"),
         "{text}"
