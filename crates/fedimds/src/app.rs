@@ -220,6 +220,10 @@ impl App {
                 "admin.listen",
             ),
             (config.audit.sink != old.config.audit.sink, "audit.path"),
+            (
+                config.service_fabric != old.config.service_fabric,
+                "service_fabric",
+            ),
         ] {
             if changed {
                 return Err(StartError::NeedsRestart(key));

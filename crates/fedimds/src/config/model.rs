@@ -31,6 +31,8 @@ pub struct Config {
     pub admin: Admin,
     /// The audit log.
     pub audit: Audit,
+    /// The Service Fabric dialect's HTTPS listener.
+    pub service_fabric: ServiceFabric,
 }
 
 /// The token listener.
@@ -66,6 +68,33 @@ pub struct Server {
     pub header_read_timeout: Duration,
     /// Largest request head.
     pub max_header_bytes: usize,
+}
+
+/// The Service Fabric dialect's HTTPS listener (`docs/client-protocols.md#service-fabric`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFabric {
+    /// Its address; `None` = no Service Fabric listener.
+    pub listen: Option<SocketAddr>,
+    /// Its certificate.
+    pub certificate: Certificate,
+    /// Where the certificate served is written (PEM) at start, for clients to trust it.
+    pub served_cert_file: Option<PathBuf>,
+    /// Where the certificate's SHA-1 thumbprint is written at start.
+    pub thumbprint_file: Option<PathBuf>,
+}
+
+/// The Service Fabric listener's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Certificate {
+    /// Read from PEM files.
+    Files {
+        /// The certificate chain, leaf first.
+        cert: PathBuf,
+        /// The private key.
+        key: PathBuf,
+    },
+    /// Generated at each start: self-signed, for `localhost` and `127.0.0.1`.
+    Generated,
 }
 
 /// The admin listener.

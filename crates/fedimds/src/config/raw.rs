@@ -44,6 +44,9 @@ pub struct RawConfig {
     /// `[audit]`: the audit log.
     #[serde(default, skip_serializing_if = "is_default")]
     pub audit: RawAudit,
+    /// `[service_fabric]`: the Service Fabric dialect's HTTPS listener.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub service_fabric: RawServiceFabric,
 }
 
 /// Whether a section is all unset, so it renders as nothing rather than an empty table.
@@ -67,6 +70,22 @@ pub struct RawAudit {
     pub path: Option<String>,
     /// Serve no token whose line cannot be recorded (503) rather than serve it unrecorded.
     pub fail_closed: Option<bool>,
+}
+
+/// `[service_fabric]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServiceFabric {
+    /// Address of the HTTPS listener; unset = none.
+    pub listen: Option<String>,
+    /// Its certificate chain (PEM); unset = one generated at start.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Where the certificate served is written (PEM), for `NODE_EXTRA_CA_CERTS`.
+    pub served_cert_file: Option<PathBuf>,
+    /// Where the certificate's SHA-1 thumbprint is written (`IDENTITY_SERVER_THUMBPRINT`).
+    pub thumbprint_file: Option<PathBuf>,
 }
 
 /// One `[[callers]]` entry.

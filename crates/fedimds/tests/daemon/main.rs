@@ -19,6 +19,7 @@ mod proxy;
 mod resilience;
 mod revocation;
 mod security;
+mod service_fabric;
 mod soak;
 mod sources;
 mod throttle;

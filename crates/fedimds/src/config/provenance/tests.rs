@@ -216,6 +216,13 @@ fn newer_keys_show_their_defaults() {
             ("server.max_header_bytes", "16384", Origin::Default),
             ("admin.listen", "\"127.0.0.1:8182\"", Origin::Default),
             ("audit.path", "\"off\"", Origin::Default),
+            ("service_fabric.listen", "off", Origin::Default),
+            (
+                "service_fabric.cert_file",
+                "(generated at start)",
+                Origin::Default,
+            ),
+            ("service_fabric.thumbprint_file", "(none)", Origin::Default),
         ],
     );
     assert!(!e.iter().any(|e| e.key.starts_with("callers")), "{e:#?}");
@@ -279,7 +286,8 @@ fn newer_keys_from_the_file() {
     assert!(at("cloud.authority_host") < at("source.kind"));
     assert!(at("targets[0].prefetch") < at("callers[0].name"));
     assert_eq!(at("admin.listen"), at("callers[1].rate") + 1);
-    assert_eq!(at("audit.fail_closed"), keys.len() - 1);
+    assert_eq!(at("audit.fail_closed"), at("service_fabric.listen") - 1);
+    assert_eq!(at("service_fabric.thumbprint_file"), keys.len() - 1);
 }
 
 #[test]
