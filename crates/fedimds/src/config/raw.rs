@@ -96,6 +96,8 @@ pub struct RawCaller {
     pub name: Option<String>,
     /// The caller's own secret, sent as `X-IDENTITY-HEADER` or `secret`.
     pub secret: Option<RawSecret>,
+    /// A file holding it (one secret per line), read again when it changes.
+    pub secret_file: Option<PathBuf>,
     /// Unix-socket peer uid.
     pub uid: Option<u32>,
     /// Unix-socket peer gid.
