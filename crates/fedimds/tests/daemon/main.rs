@@ -14,6 +14,7 @@ mod errors;
 mod files;
 mod hardening;
 mod leaks;
+mod legacy_dates;
 mod node_mode;
 mod operations;
 mod proxy;
