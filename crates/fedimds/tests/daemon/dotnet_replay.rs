@@ -393,3 +393,175 @@ async fn the_probe_source_reads_a_token_answer_as_azure_identity_does() {
     assert_eq!(status, 200, "{text}");
     azure_identity_reads(&serde_json::from_str(&text).unwrap());
 }
+
+/// A daemon with the Service Fabric listener on, its thumbprint written to a fresh directory.
+async fn start_service_fabric() -> (Harness, std::path::PathBuf) {
+    let dir = temp_dir("dotnet-sf");
+    let files = dir.clone();
+    let h = start_with(fedimds_sim::SimConfig::demo(), move |raw| {
+        raw.service_fabric = fedimds::config::raw::RawServiceFabric {
+            listen: Some("127.0.0.1:0".to_owned()),
+            thumbprint_file: Some(files.join("sf.thumbprint")),
+            ..Default::default()
+        };
+        let contoso = target(raw, "contoso");
+        contoso.object_id = Some(CONTOSO_OBJECT_ID.to_owned());
+    })
+    .await;
+    (h, dir)
+}
+
+/// MSAL.NET's Service Fabric request (`ServiceFabricManagedIdentitySource.CreateRequestAsync`):
+/// `GET {IDENTITY_ENDPOINT}?api-version=2020-05-01&resource=<raw>[&principalId=…]`, then
+/// `xms_cc` and `token_sha256_to_refresh` (`AddClaimsAndCapabilities`), with `secret`; over
+/// Azure.Core's pipeline. Its certificate check (`ValidateServerCertificateCallback`): a chain
+/// that does not validate (the generated, self-signed one) is accepted when
+/// `GetCertHashString()`, the SHA-1 in upper-case hex, equals `IDENTITY_SERVER_THUMBPRINT`
+/// ignoring case. Returns the status and the body as text.
+async fn msal_net_service_fabric(
+    h: &Harness,
+    thumbprint: &str,
+    query: &str,
+    secret: &str,
+) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!(
+        "{}/metadata/identity/oauth2/token?{query}",
+        h.service_fabric_url
+            .as_ref()
+            .expect("the Service Fabric listener")
+    );
+    let mut request = client.get(url).header("secret", secret);
+    for (name, value) in PIPELINE {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("an HTTPS answer");
+    let der = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .expect("the server's certificate")
+        .to_vec();
+    let hash: String = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    assert!(
+        hash.eq_ignore_ascii_case(thumbprint.trim()),
+        "MSAL.NET would refuse this certificate: {hash} is not {thumbprint}"
+    );
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// `CommonCryptographyManager.CreateSha256HashHex`: lowercase hex, no separators.
+fn sha256_hex(token: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn msal_net_service_fabric_pins_the_thumbprint_and_selects_by_principal_id() {
+    let (h, dir) = start_service_fabric().await;
+    let thumbprint = std::fs::read_to_string(dir.join("sf.thumbprint")).unwrap();
+    let secret = h.app.identity_header().expose().to_owned();
+    for (id, expected_tenant) in [
+        ("", demo::TARGET_TENANT),
+        // User-assigned: an object id alone, as principalId (MSAL.NET throws for the others).
+        (
+            &*format!("&principalId={CONTOSO_OBJECT_ID}"),
+            demo::OTHER_TARGET_TENANT,
+        ),
+    ] {
+        let (status, text) = msal_net_service_fabric(
+            &h,
+            // Any case: MSAL.NET compares ignoring it.
+            &thumbprint.to_ascii_lowercase(),
+            &format!("api-version=2020-05-01&resource=https://vault.azure.net{id}"),
+            &secret,
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        let (_, body) = msal_net_reads(&text);
+        assert_eq!(tenant_of(&body), expected_tenant, "{id}");
+    }
+    // A wrong secret: MSAL.NET reads the nested `error.code` and `error.message`
+    // (`AbstractManagedIdentity.GetMessageFromErrorResponse`).
+    let (status, text) = msal_net_service_fabric(
+        &h,
+        &thumbprint,
+        "api-version=2020-05-01&resource=https://vault.azure.net",
+        "not-the-secret-at-all-0123",
+    )
+    .await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(status, 404, "{text}");
+    assert_eq!(body["error"]["code"], "ManagedIdentityNotFound");
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn azure_identity_cae_sends_cp1_and_revokes_over_service_fabric() {
+    let (h, dir) = start_service_fabric().await;
+    let thumbprint = std::fs::read_to_string(dir.join("sf.thumbprint")).unwrap();
+    let secret = h.app.identity_header().expose().to_owned();
+    let base = "api-version=2020-05-01&resource=https://vault.azure.net";
+    // Azure.Identity keeps a CAE and a non-CAE MSAL client (`MsalManagedIdentityClient`): the
+    // first sends no capabilities, the second `xms_cc=CP1` (upper case) on every request, e.g.
+    // for Key Vault, whose challenge policy turns CAE on. Their tokens are kept apart.
+    let (status, text) = msal_net_service_fabric(&h, &thumbprint, base, &secret).await;
+    assert_eq!(status, 200, "{text}");
+    let (_, plain) = msal_net_reads(&text);
+    let cae = format!("{base}&xms_cc=CP1");
+    let (status, text) = msal_net_service_fabric(&h, &thumbprint, &cae, &secret).await;
+    assert_eq!(status, 200, "{text}");
+    let (_, first) = msal_net_reads(&text);
+    let first = first["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(
+        plain["access_token"],
+        first.as_str(),
+        "CAE tokens are their own"
+    );
+    let exchanges = h.sim.exchanges();
+    assert_eq!(exchanges.len(), 2);
+    assert_eq!(exchanges[0].claims, None);
+    assert_eq!(
+        exchanges[1].claims.as_deref(),
+        Some(r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#)
+    );
+
+    // Key Vault refuses the token with a claims challenge: MSAL.NET asks again with the claims
+    // and its cached token, so `token_sha256_to_refresh` follows `xms_cc`.
+    h.sim.revoke(&first);
+    let refused = format!("{cae}&token_sha256_to_refresh={}", sha256_hex(&first));
+    let (status, text) = msal_net_service_fabric(&h, &thumbprint, &refused, &secret).await;
+    assert_eq!(status, 200, "{text}");
+    let (_, body) = msal_net_reads(&text);
+    let second = body["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert!(h.sim.resource_accepts(&second));
+    assert_eq!(h.sim.exchanges().len(), 3);
+    // Another instance presenting the same hash gets the new token with no Entra call, and
+    // the non-CAE token was never touched.
+    let (_, text) = msal_net_service_fabric(&h, &thumbprint, &refused, &secret).await;
+    assert_eq!(msal_net_reads(&text).1["access_token"], second.as_str());
+    let (_, text) = msal_net_service_fabric(&h, &thumbprint, base, &secret).await;
+    assert_eq!(
+        msal_net_reads(&text).1["access_token"],
+        plain["access_token"]
+    );
+    assert_eq!(h.sim.exchanges().len(), 3);
+    let _ = std::fs::remove_dir_all(dir);
+}
