@@ -122,3 +122,7 @@ pub const ARC_MAX_KEYS: usize = 256;
 pub const ARC_MAX_KEYS_PER_CALLER: usize = ARC_MAX_KEYS / 4;
 /// The smallest request-head bound that still fits every SDK's request with room to spare.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// `app_service.legacy_expires_on`: chosen per caller, because the clients of the 2017-09-01
+/// dialect disagree: pre-2022 azure-identity (Python 1.5, JS 1.x–2.x) parse only the date App
+/// Service wrote, MSAL-era ones only epoch seconds (`docs/client-protocols.md#app-service-2017`).
+pub const DEFAULT_LEGACY_EXPIRES_ON: super::LegacyExpiresOn = super::LegacyExpiresOn::Auto;

@@ -33,6 +33,8 @@ pub struct Config {
     pub audit: Audit,
     /// The Service Fabric dialect's HTTPS listener.
     pub service_fabric: ServiceFabric,
+    /// The App Service family's dialects.
+    pub app_service: AppService,
 }
 
 /// The token listener.
@@ -95,6 +97,37 @@ pub enum Certificate {
     },
     /// Generated at each start: self-signed, for `localhost` and `127.0.0.1`.
     Generated,
+}
+
+/// `[app_service]`: how the App Service family of dialects answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppService {
+    /// How the legacy 2017-09-01 dialect writes `expires_on`.
+    pub legacy_expires_on: LegacyExpiresOn,
+}
+
+/// `app_service.legacy_expires_on`: the App Service 2017-09-01 answer's `expires_on`, which
+/// no one form serves every client (`docs/client-protocols.md#app-service-2017`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegacyExpiresOn {
+    /// Chosen per request by the caller's `User-Agent`: the date for the clients that parse
+    /// only it, epoch seconds for every other.
+    Auto,
+    /// Always the date App Service wrote (`MM/DD/YYYY HH:MM:SS +00:00`).
+    Date,
+    /// Always epoch seconds, as every other dialect.
+    Epoch,
+}
+
+impl LegacyExpiresOn {
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegacyExpiresOn::Auto => "auto",
+            LegacyExpiresOn::Date => "date",
+            LegacyExpiresOn::Epoch => "epoch",
+        }
+    }
 }
 
 /// The admin listener.

@@ -47,6 +47,9 @@ pub struct RawConfig {
     /// `[service_fabric]`: the Service Fabric dialect's HTTPS listener.
     #[serde(default, skip_serializing_if = "is_default")]
     pub service_fabric: RawServiceFabric,
+    /// `[app_service]`: the App Service family of dialects.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub app_service: RawAppService,
 }
 
 /// Whether a section is all unset, so it renders as nothing rather than an empty table.
@@ -86,6 +89,14 @@ pub struct RawServiceFabric {
     pub served_cert_file: Option<PathBuf>,
     /// Where the certificate's SHA-1 thumbprint is written (`IDENTITY_SERVER_THUMBPRINT`).
     pub thumbprint_file: Option<PathBuf>,
+}
+
+/// `[app_service]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppService {
+    /// `expires_on` in the legacy 2017-09-01 dialect: `"auto"`, `"date"` or `"epoch"`.
+    pub legacy_expires_on: Option<String>,
 }
 
 /// One `[[callers]]` entry.

@@ -10,8 +10,8 @@ use url::Url;
 
 use super::provenance::{Entry, Mode, Reader, SecretOrEnv, NONE, REDACTED};
 use super::raw::{
-    RawAdmin, RawAudit, RawCache, RawCloud, RawDuration, RawServer, RawServiceFabric, RawSource,
-    RawUpstream,
+    RawAdmin, RawAppService, RawAudit, RawCache, RawCloud, RawDuration, RawServer,
+    RawServiceFabric, RawSource, RawUpstream,
 };
 use super::rules::{tenants_are_ids, validate_callers, validate_targets};
 use super::*;
@@ -30,6 +30,7 @@ impl RawConfig {
         let source = self.source.validate(&mut r, &cloud)?;
         let upstream = self.upstream.validate(&mut r, &cloud)?;
         let cache = self.cache.validate(&mut r)?;
+        let app_service = self.app_service.validate(&mut r)?;
         let targets = validate_targets(&mut r, self.targets)?;
         let callers = validate_callers(&mut r, self.callers, &targets)?;
         if !callers.is_empty() {
@@ -49,6 +50,7 @@ impl RawConfig {
             admin,
             audit,
             service_fabric,
+            app_service,
         };
         Ok((config, r.finish()))
     }
@@ -488,6 +490,24 @@ impl RawAudit {
         };
         let fail_closed = r.or("audit.fail_closed", self.fail_closed, false);
         Audit { sink, fail_closed }
+    }
+}
+
+impl RawAppService {
+    fn validate(self, r: &mut Reader<'_>) -> Result<AppService, ConfigError> {
+        const KEY: &str = "app_service.legacy_expires_on";
+        let text = r.or(
+            KEY,
+            self.legacy_expires_on,
+            DEFAULT_LEGACY_EXPIRES_ON.as_str().to_owned(),
+        );
+        let legacy_expires_on = match text.as_str() {
+            "auto" => LegacyExpiresOn::Auto,
+            "date" => LegacyExpiresOn::Date,
+            "epoch" => LegacyExpiresOn::Epoch,
+            other => return Err(invalid(KEY, other, "one of \"auto\", \"date\", \"epoch\"")),
+        };
+        Ok(AppService { legacy_expires_on })
     }
 }
 

@@ -368,7 +368,14 @@ impl<'a> Call<'a> {
         tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = %req.resource, cache = served.lookup.as_str(), "token served");
         // Echo the id the caller named (Arc clients insist); else the app's client id.
         let client_id = req.client_id.as_deref().unwrap_or(&served.target.client_id);
-        dialect::token_response(&served.token, req, client_id)
+        let expires_on = match self.dialect {
+            Dialect::AppService2017 => app_service::legacy_expires_on(
+                self.settings.config.app_service.legacy_expires_on,
+                self.headers,
+            ),
+            _ => dialect::ExpiresOn::Epoch,
+        };
+        dialect::token_response_with(&served.token, req, client_id, expires_on)
     }
 
     /// The caller's name for audit lines: the one identified when the call was made.
