@@ -29,6 +29,9 @@ SECRET = os.environ["FEDIMDS_SECRET"]
 SIM_URL = os.environ["SIM_URL"]
 ARC = os.environ.get("FEDIMDS_ARC") == "yes"
 AZURE_IDENTITY_RS = os.environ["AZURE_IDENTITY_RS"]
+# The Go and Java drivers (tests/conformance/go, tests/conformance/java), built by the suite.
+AZURE_IDENTITY_GO = os.environ["AZURE_IDENTITY_GO"]
+AZURE_IDENTITY_JAVA = os.environ["AZURE_IDENTITY_JAVA"]
 
 # The demo world (crates/fedimds-sim/src/demo.rs) and the suite's config
 # (tests/conformance/daemon_config.py).
@@ -196,13 +199,24 @@ def require_imds_address():
         pytest.skip("SKIPPED: no network namespace, so no daemon on 169.254.169.254")
 
 
-def rust(scope_, env_, *args):
-    """Runs the Rust client CLI with exactly `env_` (plus PATH); returns the completed process."""
+def run_client(program, scope_, env_, *args):
+    """Runs a client CLI (the Rust, Go or Java one: `program SCOPE [options]`, a JSON line per
+    token on stdout) with exactly `env_` (plus PATH); returns the completed process."""
     environment = {"PATH": os.environ["PATH"], **env_}
     return subprocess.run(
-        [AZURE_IDENTITY_RS, scope_, *args],
+        [program, scope_, *args],
         env=environment,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def rust(scope_, env_, *args):
+    return run_client(AZURE_IDENTITY_RS, scope_, env_, *args)
+
+
+def client_tokens(done):
+    """The {"token", "expires_on"} lines a client CLI printed; it must have succeeded."""
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
