@@ -21,6 +21,7 @@ from conftest import (
     dialect_env,
     fp,
     probes,
+    require_arc,
     require_imds_address,
     resource,
     run_client,
@@ -41,7 +42,26 @@ def app_service_env(**kwargs):
     return dialect_env("app_service", **kwargs)
 
 
-DIALECTS = {"imds": imds_env, "app_service": app_service_env}
+def legacy_env(**kwargs):
+    return dialect_env("legacy", **kwargs)  # msal-go's "Azure ML": 2017-09-01, secret, clientid
+
+
+def cloud_shell_env(**kwargs):
+    return dialect_env("cloud_shell", **kwargs)
+
+
+def arc_env(**kwargs):
+    require_arc()
+    return dialect_env("arc", **kwargs)
+
+
+DIALECTS = {
+    "imds": imds_env,
+    "app_service": app_service_env,
+    "legacy": legacy_env,
+    "cloud_shell": cloud_shell_env,
+    "arc": arc_env,
+}
 
 
 def log_for(dialect):
@@ -78,7 +98,7 @@ def test_user_assigned_aliases_select_the_target(dialect, flag, value):
     assert_issued(got["token"], res, tenant=OTHER_TENANT)
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("dialect", ["imds", "app_service"])
 def test_unknown_identity_is_a_clear_error(dialect):
     env = DIALECTS[dialect]()
     done = go(scope(resource("go-unknown")), env, "--client-id", UNKNOWN_CLIENT_ID)

@@ -20,6 +20,7 @@ from conftest import (
     dialect_env,
     fp,
     probes,
+    require_arc,
     require_imds_address,
     resource,
     run_client,
@@ -44,7 +45,17 @@ def app_service_env(**kwargs):
     return dialect_env("app_service", **kwargs)
 
 
-DIALECTS = {"imds": imds_env, "imds_fixed": imds_fixed_env, "app_service": app_service_env}
+def arc_env(**kwargs):
+    require_arc()
+    return dialect_env("arc", **kwargs)
+
+
+DIALECTS = {
+    "imds": imds_env,
+    "imds_fixed": imds_fixed_env,
+    "app_service": app_service_env,
+    "arc": arc_env,
+}
 
 
 def log_for(dialect):
@@ -117,3 +128,13 @@ def test_default_chain_gets_the_token_and_its_probe_sends_no_request():
     assert served(res, FEDIMDS_IMDS_LOG_FILE) == served_before + 1
     assert probes(FEDIMDS_IMDS_LOG_FILE) == probes_before
     assert_issued(got["token"], res)
+
+
+def test_cloud_shell_get_is_refused_with_a_message():
+    # msal4j reads MSI_ENDPOINT alone as Cloud Shell (it has no 2017 protocol), and sends it as
+    # a GET with `resource` in the query (CloudShellManagedIdentitySource.java), where real
+    # Cloud Shell and every other client POST a form; fedimds's /msi/token takes a GET without
+    # a secret for App Service, and says which header is missing.
+    done = java(scope(resource("java-cloud-shell")), dialect_env("cloud_shell"))
+    assert done.returncode == 1, "the client got a token"  # never print it
+    assert "The X-IDENTITY-HEADER header is missing" in done.stderr, done.stderr
