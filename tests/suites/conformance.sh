@@ -166,6 +166,7 @@ run_inner() {
 
   export FEDIMDS_URL="http://127.0.0.1:$daemon_port" FEDIMDS_LOG_FILE="$WORK/daemon.log"
   export FEDIMDS_IMDS_URL="$imds_url" FEDIMDS_IMDS_LOG_FILE="$WORK/daemon.log"
+  export FEDIMDS_IMDS_FORWARD_LOG_FILE="$WORK/forward.log"
   export FEDIMDS_SECRET="$secret" SIM_URL FEDIMDS_ARC="$arc"
   export AZURE_IDENTITY_RS="$RUST_CLIENT" AZURE_IDENTITY_GO="$GO_CLIENT" AZURE_IDENTITY_JAVA="$JAVA_CLIENT"
   # No ambient Azure settings may leak into the clients' credential choice.

@@ -25,6 +25,8 @@ FEDIMDS_LOG_FILE = os.environ["FEDIMDS_LOG_FILE"]
 # there is none.
 FEDIMDS_IMDS_URL = os.environ.get("FEDIMDS_IMDS_URL", "")
 FEDIMDS_IMDS_LOG_FILE = os.environ.get("FEDIMDS_IMDS_LOG_FILE", "")
+# A line per connection to 169.254.169.254:80 (tests/conformance/imds_forward.py).
+FEDIMDS_IMDS_FORWARD_LOG_FILE = os.environ.get("FEDIMDS_IMDS_FORWARD_LOG_FILE", "")
 SECRET = os.environ["FEDIMDS_SECRET"]
 SIM_URL = os.environ["SIM_URL"]
 ARC = os.environ.get("FEDIMDS_ARC") == "yes"
@@ -179,6 +181,12 @@ def probes(log=None):
         if line.get("message", "").startswith("request without Metadata header")
         and line.get("dialect") == "imds"
     )
+
+
+def imds_connections():
+    """Connections made to 169.254.169.254:80 so far, whether or not they sent a request."""
+    with open(FEDIMDS_IMDS_FORWARD_LOG_FILE, encoding="utf-8") as log:
+        return sum(1 for line in log if line.startswith("connection from "))
 
 
 def daemon_has(path):

@@ -19,6 +19,7 @@ from conftest import (
     client_tokens,
     dialect_env,
     fp,
+    imds_connections,
     probes,
     require_arc,
     require_imds_address,
@@ -117,16 +118,25 @@ def test_prefixed_endpoint_selects_the_target(dialect):
     assert_issued(got["token"], res, tenant=OTHER_TENANT)
 
 
-def test_default_chain_gets_the_token_and_its_probe_sends_no_request():
-    # azure-identity's IMDS probe only opens a TCP connection to the IMDS host
-    # (IdentityClient.checkIMDSAvailable): the daemon sees no header-less request.
+@pytest.mark.parametrize("token_credentials,probed", [
+    (None, 1),  # the whole chain: its ManagedIdentityCredential probes first
+    ("ManagedIdentityCredential", 0),  # that credential alone: no probe
+])
+def test_default_chain_probe_is_a_bare_connection(token_credentials, probed):
+    # azure-identity's IMDS probe only opens a TCP connection to the IMDS host and closes it
+    # (IdentityClient.checkIMDSAvailable): the daemon sees no header-less request, and the
+    # forwarder on 169.254.169.254 sees one connection more than the token request's.
     env = imds_fixed_env()
-    res = resource("java-default")
+    if token_credentials:
+        env["AZURE_TOKEN_CREDENTIALS"] = token_credentials
+    res = resource(f"java-default-{token_credentials or 'chain'}")
     probes_before = probes(FEDIMDS_IMDS_LOG_FILE)
     served_before = served(res, FEDIMDS_IMDS_LOG_FILE)
+    connections_before = imds_connections()
     [got] = client_tokens(java(scope(res), env, "--credential", "default"))
     assert served(res, FEDIMDS_IMDS_LOG_FILE) == served_before + 1
     assert probes(FEDIMDS_IMDS_LOG_FILE) == probes_before
+    assert imds_connections() == connections_before + 1 + probed
     assert_issued(got["token"], res)
 
 
