@@ -153,6 +153,17 @@ run_inner() {
 
   python3 "$CONF/daemon_config.py" "$WORK/sim.out" "$SIM_URL" "127.0.0.1:$daemon_port" "$secret" \
     >"$WORK/daemon.toml" || die "cannot make the daemon config from the simulator's"
+  # Service Fabric mode: its HTTPS listener, with the generated certificate and its thumbprint
+  # written where the clients' settings are read from (README "Service Fabric mode").
+  local sf_port
+  sf_port=$(free_port)
+  cat >>"$WORK/daemon.toml" <<EOF
+
+[service_fabric]
+listen = "127.0.0.1:$sf_port"
+served_cert_file = "$WORK/sf.crt"
+thumbprint_file = "$WORK/sf.thumbprint"
+EOF
   FEDIMDS_LOG=fedimds=debug,warn FEDIMDS_LOG_FORMAT=json "$FEDIMDS" serve --config "$WORK/daemon.toml" \
     >/dev/null 2>"$WORK/daemon.log" &
   PIDS+=($!)
@@ -168,6 +179,9 @@ run_inner() {
   export FEDIMDS_IMDS_URL="$imds_url" FEDIMDS_IMDS_LOG_FILE="$WORK/daemon.log"
   export FEDIMDS_IMDS_FORWARD_LOG_FILE="$WORK/forward.log"
   export FEDIMDS_SECRET="$secret" SIM_URL FEDIMDS_ARC="$arc"
+  export FEDIMDS_SF_URL="https://127.0.0.1:$sf_port" FEDIMDS_SF_CERT="$WORK/sf.crt"
+  FEDIMDS_SF_THUMBPRINT=$(cat "$WORK/sf.thumbprint") || die "the daemon wrote no thumbprint file"
+  export FEDIMDS_SF_THUMBPRINT
   export AZURE_IDENTITY_RS="$RUST_CLIENT" AZURE_IDENTITY_GO="$GO_CLIENT" AZURE_IDENTITY_JAVA="$JAVA_CLIENT"
   # No ambient Azure settings may leak into the clients' credential choice.
   unset IDENTITY_ENDPOINT IDENTITY_HEADER IMDS_ENDPOINT MSI_ENDPOINT MSI_SECRET \
@@ -184,7 +198,10 @@ run_inner() {
   local node=node
   [ -x "$NODE_RUNTIME_DIR/bin/node" ] && node=$NODE_RUNTIME_DIR/bin/node
   # --test-force-exit: idle keep-alive sockets would hold each file's process for seconds.
-  (cd "$NODE_DIR" && "$node" --test --test-force-exit --test-reporter=dot ./*.test.mjs) ||
+  # Node checks the Service Fabric certificate's chain (not its thumbprint): trust it as a CA,
+  # as the README tells users to.
+  (cd "$NODE_DIR" && NODE_EXTRA_CA_CERTS="$FEDIMDS_SF_CERT" \
+    "$node" --test --test-force-exit --test-reporter=dot ./*.test.mjs) ||
     failed+=(node)
   [ ${#failed[@]} -eq 0 ] || die "${failed[*]}"
   say "all clients passed"

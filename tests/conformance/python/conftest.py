@@ -34,6 +34,10 @@ AZURE_IDENTITY_RS = os.environ["AZURE_IDENTITY_RS"]
 # The Go and Java drivers (tests/conformance/go, tests/conformance/java), built by the suite.
 AZURE_IDENTITY_GO = os.environ["AZURE_IDENTITY_GO"]
 AZURE_IDENTITY_JAVA = os.environ["AZURE_IDENTITY_JAVA"]
+# The Service Fabric listener (HTTPS), its certificate's SHA-1 and the certificate itself.
+SF_URL = os.environ["FEDIMDS_SF_URL"]
+SF_THUMBPRINT = os.environ["FEDIMDS_SF_THUMBPRINT"]
+SF_CERT = os.environ["FEDIMDS_SF_CERT"]
 
 # The demo world (crates/fedimds-sim/src/demo.rs) and the suite's config
 # (tests/conformance/daemon_config.py).
@@ -90,6 +94,12 @@ def dialect_env(dialect, base=None, secret=SECRET):
         return {
             "IDENTITY_ENDPOINT": f"{base}/arc/metadata/identity/oauth2/token",
             "IMDS_ENDPOINT": base,
+        }
+    if dialect == "service_fabric":
+        return {
+            "IDENTITY_ENDPOINT": f"{SF_URL}/metadata/identity/oauth2/token",
+            "IDENTITY_HEADER": secret,
+            "IDENTITY_SERVER_THUMBPRINT": SF_THUMBPRINT,
         }
     raise ValueError(dialect)
 

@@ -101,6 +101,12 @@ pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Largest form body accepted (Automation's POST carries two short parameters).
 pub const MAX_BODY: usize = 16 * 1024;
+/// The most of a caller secret file read: a few secrets, one per line, with room to spare.
+pub const MAX_SECRET_FILE_BYTES: usize = 4096;
+/// How often caller secret files are read again: a rotated Kubernetes Secret reaches the
+/// mounted file within the kubelet's sync period (about a minute); a few seconds more is
+/// nothing beside it, and reading a few small files that often costs nothing.
+pub const SECRET_FILE_POLL: Duration = Duration::from_secs(2);
 /// How long in-flight requests get to finish after shutdown is asked for: short, so a
 /// Kubernetes Job with fedimds as a sidecar finishes promptly.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -10,7 +10,8 @@ use url::Url;
 
 use super::provenance::{Entry, Mode, Reader, SecretOrEnv, NONE, REDACTED};
 use super::raw::{
-    RawAdmin, RawAudit, RawCache, RawCloud, RawDuration, RawServer, RawSource, RawUpstream,
+    RawAdmin, RawAudit, RawCache, RawCloud, RawDuration, RawServer, RawServiceFabric, RawSource,
+    RawUpstream,
 };
 use super::rules::{tenants_are_ids, validate_callers, validate_targets};
 use super::*;
@@ -36,6 +37,7 @@ impl RawConfig {
         }
         let admin = self.admin.validate(&mut r)?;
         let audit = self.audit.validate(&mut r);
+        let service_fabric = self.service_fabric.validate(&mut r, &server)?;
         let config = Config {
             server,
             source,
@@ -46,6 +48,7 @@ impl RawConfig {
             callers,
             admin,
             audit,
+            service_fabric,
         };
         Ok((config, r.finish()))
     }
@@ -408,6 +411,71 @@ impl RawAdmin {
             })?),
         };
         Ok(Admin { listen })
+    }
+}
+
+impl RawServiceFabric {
+    fn validate(self, r: &mut Reader<'_>, server: &Server) -> Result<ServiceFabric, ConfigError> {
+        let listen = match r.opt("service_fabric.listen", self.listen, "off") {
+            None => None,
+            Some(text) => {
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    invalid(
+                        "service_fabric.listen",
+                        &text,
+                        "an IP address and port, e.g. \"127.0.0.1:2377\"",
+                    )
+                })?;
+                // The same door as the token listener's: loopback unless asked otherwise, and
+                // then `server.identity_header` is required (checked with `[server]`).
+                if !addr.ip().is_loopback() && !server.allow_remote {
+                    return Err(invalid(
+                        "service_fabric.listen",
+                        &text,
+                        "a loopback address; to listen elsewhere set server.allow_remote = true and server.identity_header",
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let cert = r.opt(
+            "service_fabric.cert_file",
+            self.cert_file,
+            "(generated at start)",
+        );
+        let key = r.opt("service_fabric.key_file", self.key_file, NONE);
+        let certificate =
+            match (cert, key) {
+                (Some(cert), Some(key)) => Certificate::Files { cert, key },
+                (None, None) => Certificate::Generated,
+                (Some(_), None) => return Err(invalid(
+                    "service_fabric.key_file",
+                    "",
+                    "the certificate's private key (PEM), required with service_fabric.cert_file",
+                )),
+                (None, Some(key)) => {
+                    return Err(invalid(
+                        "service_fabric.cert_file",
+                        "",
+                        format!(
+                            "the certificate (PEM) that goes with service_fabric.key_file = {:?}",
+                            key.display()
+                        ),
+                    ))
+                }
+            };
+        let served_cert_file = r.opt(
+            "service_fabric.served_cert_file",
+            self.served_cert_file,
+            NONE,
+        );
+        let thumbprint_file = r.opt("service_fabric.thumbprint_file", self.thumbprint_file, NONE);
+        Ok(ServiceFabric {
+            listen,
+            certificate,
+            served_cert_file,
+            thumbprint_file,
+        })
     }
 }
 

@@ -109,7 +109,7 @@ fn check_secret(
     match headers.get(name) {
         None if name == "secret" => Err(Refusal::Unauthorized("The secret header is missing")),
         None => Err(Refusal::Unauthorized("The X-IDENTITY-HEADER header is missing")),
-        Some(v) if !secret_known(v.as_bytes()) => Err(Refusal::Unauthorized(
+        Some(v) if !secret_known(v.as_bytes()) => Err(Refusal::SecretNotKnown(
             "The X-IDENTITY-HEADER (or secret) value is not the one this endpoint expects (IDENTITY_HEADER / MSI_SECRET)",
         )),
         Some(_) => Ok(()),
@@ -220,7 +220,7 @@ mod tests {
                 b"",
                 &secret
             ),
-            Err(Refusal::Unauthorized(_))
+            Err(Refusal::SecretNotKnown(_))
         ));
     }
 

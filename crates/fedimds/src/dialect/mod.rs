@@ -7,6 +7,7 @@
 pub mod app_service;
 pub mod arc;
 pub mod imds;
+pub mod service_fabric;
 
 use std::borrow::Cow;
 
@@ -30,16 +31,19 @@ pub enum Dialect {
     CloudShell,
     /// Azure Arc's challenge flow at `/arc/metadata/identity/oauth2/token`.
     Arc,
+    /// Service Fabric, over HTTPS on its own listener (`[service_fabric]`).
+    ServiceFabric,
 }
 
 impl Dialect {
     /// Every dialect, in [`Dialect::index`] order.
-    pub const ALL: [Dialect; 5] = [
+    pub const ALL: [Dialect; 6] = [
         Dialect::Imds,
         Dialect::AppService,
         Dialect::AppService2017,
         Dialect::CloudShell,
         Dialect::Arc,
+        Dialect::ServiceFabric,
     ];
 
     /// Its position in [`Dialect::ALL`].
@@ -55,6 +59,7 @@ impl Dialect {
             Dialect::AppService2017 => "app-service-2017",
             Dialect::CloudShell => "cloud-shell",
             Dialect::Arc => "arc",
+            Dialect::ServiceFabric => "service-fabric",
         }
     }
 }
@@ -126,9 +131,7 @@ impl<'a> Params<'a> {
 
     /// Builds the dialect-independent request; `resource` is required.
     pub fn token_request(&self) -> Result<TokenRequest, Refusal> {
-        let resource = self.get(&["resource"]).ok_or_else(|| {
-            Refusal::BadRequest("Required audience parameter 'resource' not specified".to_owned())
-        })?;
+        let resource = self.get(&["resource"]).ok_or(Refusal::MissingResource)?;
         let mut req = TokenRequest {
             resource: resource.into_owned(),
             client_id: self.get(id_keys::CLIENT_ID).map(Cow::into_owned),
@@ -340,12 +343,14 @@ fn push_json_str(b: &mut String, s: &str) {
 }
 
 /// Renders a refusal in `dialect`'s error shape: OAuth-style for IMDS, Cloud Shell and Arc;
-/// `statusCode`/`message` for the App Service family.
+/// `statusCode`/`message` for the App Service family; `{"error":{"code",…}}` for Service
+/// Fabric.
 pub fn error(dialect: Dialect, refusal: &Refusal) -> Response {
     match dialect {
         Dialect::Imds | Dialect::CloudShell => imds::error(refusal),
         Dialect::Arc => arc::error(refusal),
         Dialect::AppService | Dialect::AppService2017 => app_service::error(refusal),
+        Dialect::ServiceFabric => service_fabric::error(refusal),
     }
 }
 
@@ -362,7 +367,16 @@ pub fn no_store_json() -> [(header::HeaderName, HeaderValue); 2] {
 
 /// Renders an error answer: status, Retry-After if any, JSON body.
 pub fn error_response(refusal: &Refusal, body: serde_json::Value) -> Response {
-    let (status, retry_after) = refusal.status();
+    error_response_with(refusal, refusal.status().0, body)
+}
+
+/// [`error_response`] with a dialect's own status for the refusal.
+pub fn error_response_with(
+    refusal: &Refusal,
+    status: axum::http::StatusCode,
+    body: serde_json::Value,
+) -> Response {
+    let (_, retry_after) = refusal.status();
     let mut response = (status, no_store_json(), body.to_string()).into_response();
     if let Some(wait) = retry_after {
         // Whole seconds, rounded up: "0" would invite a hot loop.
