@@ -28,9 +28,12 @@ use tls::{CertError, ServerCert};
 pub fn router(app: Arc<App>) -> Router {
     let mut router = Router::new();
     for prefix in ["", "/targets/{name}"] {
+        // msal4j joins AZURE_POD_IDENTITY_AUTHORITY_HOST and the path with an extra `/`
+        // (docs/client-protocols.md#java-azure-identity-and-msal4j).
         for path in [
             "/metadata/identity/oauth2/token",
             "/metadata/identity/oauth2/token/",
+            "//metadata/identity/oauth2/token",
         ] {
             router = router.route(&format!("{prefix}{path}"), any(imds_token));
         }
