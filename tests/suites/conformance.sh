@@ -186,6 +186,12 @@ EOF
   export FEDIMDS_SF_URL="https://127.0.0.1:$sf_port" FEDIMDS_SF_CERT="$WORK/sf.crt"
   FEDIMDS_SF_THUMBPRINT=$(cat "$WORK/sf.thumbprint") || die "the daemon wrote no thumbprint file"
   export FEDIMDS_SF_THUMBPRINT
+  # Java checks the chain with its trust store, as Node does with NODE_EXTRA_CA_CERTS: the
+  # certificate goes into one (README "Service Fabric mode").
+  keytool -importcert -noprompt -alias fedimds-service-fabric -file "$WORK/sf.crt" \
+    -keystore "$WORK/sf-truststore.p12" -storetype PKCS12 -storepass fedimds-conformance >/dev/null 2>&1 \
+    || die "keytool cannot import the Service Fabric certificate"
+  export FEDIMDS_SF_TRUSTSTORE="$WORK/sf-truststore.p12"
   export AZURE_IDENTITY_RS="$RUST_CLIENT" AZURE_IDENTITY_GO="$GO_CLIENT" AZURE_IDENTITY_JAVA="$JAVA_CLIENT"
   # No ambient Azure settings may leak into the clients' credential choice.
   unset IDENTITY_ENDPOINT IDENTITY_HEADER IMDS_ENDPOINT MSI_ENDPOINT MSI_SECRET \

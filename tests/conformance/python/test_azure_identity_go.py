@@ -31,8 +31,7 @@ from conftest import (
 
 
 # One function per dialect: the environment that points azidentity at it, and the daemon log
-# that records its requests. (Service Fabric, with IDENTITY_SERVER_THUMBPRINT, comes with the
-# daemon's Service Fabric listener: a `service_fabric` entry here.)
+# that records its requests.
 def imds_env(**_):
     require_imds_address()
     return {}  # azidentity goes to 169.254.169.254 whatever the environment says
@@ -55,12 +54,18 @@ def arc_env(**kwargs):
     return dialect_env("arc", **kwargs)
 
 
+def service_fabric_env(**kwargs):
+    # The daemon's HTTPS listener, its generated certificate named by IDENTITY_SERVER_THUMBPRINT.
+    return dialect_env("service_fabric", **kwargs)
+
+
 DIALECTS = {
     "imds": imds_env,
     "app_service": app_service_env,
     "legacy": legacy_env,
     "cloud_shell": cloud_shell_env,
     "arc": arc_env,
+    "service_fabric": service_fabric_env,
 }
 
 
@@ -135,3 +140,14 @@ def test_default_chain_probes_imds_unless_told_which_credential(token_credential
     assert probes(FEDIMDS_IMDS_LOG_FILE) == probes_before + probed
     assert served(res, FEDIMDS_IMDS_LOG_FILE) == served_before + 1
     assert_issued(got["token"], res)
+
+
+def test_service_fabric_pins_the_thumbprint():
+    # msal-go skips the chain check and compares the certificate's SHA-1 with the variable: a
+    # thumbprint that is not the daemon's certificate's gets no token.
+    env = service_fabric_env()
+    env["IDENTITY_SERVER_THUMBPRINT"] = "00" * 20
+    res = resource("go-service-fabric-wrong-pin")
+    done = go(scope(res), env)
+    assert done.returncode == 1, "the client got a token"  # never print it
+    assert served(res) == 0

@@ -4,6 +4,8 @@ ManagedIdentityApplication, whose IMDS source honours AZURE_POD_IDENTITY_AUTHORI
 else asks 169.254.169.254) and whose App Service source reads IDENTITY_ENDPOINT +
 IDENTITY_HEADER (docs/client-protocols.md, "Java azure-identity and msal4j")."""
 
+import os
+
 import pytest
 
 from conftest import (
@@ -31,8 +33,7 @@ from conftest import (
 
 
 # One function per dialect: the environment that points azure-identity at it, and the daemon log
-# that records its requests. (Service Fabric, with IDENTITY_SERVER_THUMBPRINT, comes with the
-# daemon's Service Fabric listener: a `service_fabric` entry here.)
+# that records its requests.
 def imds_env(**kwargs):
     return dialect_env("imds", **kwargs)  # AZURE_POD_IDENTITY_AUTHORITY_HOST
 
@@ -51,11 +52,25 @@ def arc_env(**kwargs):
     return dialect_env("arc", **kwargs)
 
 
+def service_fabric_env(**kwargs):
+    # The daemon's HTTPS listener. msal4j checks the certificate's chain with the JVM's trust
+    # store (the thumbprint is not used), so the suite's store holds the daemon's certificate.
+    return {
+        **dialect_env("service_fabric", **kwargs),
+        "JAVA_TOOL_OPTIONS": (
+            f"-Djavax.net.ssl.trustStore={os.environ['FEDIMDS_SF_TRUSTSTORE']}"
+            " -Djavax.net.ssl.trustStorePassword=fedimds-conformance"
+            " -Djavax.net.ssl.trustStoreType=PKCS12"
+        ),
+    }
+
+
 DIALECTS = {
     "imds": imds_env,
     "imds_fixed": imds_fixed_env,
     "app_service": app_service_env,
     "arc": arc_env,
+    "service_fabric": service_fabric_env,
 }
 
 
@@ -140,11 +155,12 @@ def test_default_chain_probe_is_a_bare_connection(token_credentials, probed):
     assert_issued(got["token"], res)
 
 
-def test_cloud_shell_get_is_refused_with_a_message():
+def test_cloud_shell_get_is_served_as_cloud_shell():
     # msal4j reads MSI_ENDPOINT alone as Cloud Shell (it has no 2017 protocol), and sends it as
-    # a GET with `resource` in the query (CloudShellManagedIdentitySource.java), where real
-    # Cloud Shell and every other client POST a form; fedimds's /msi/token takes a GET without
-    # a secret for App Service, and says which header is missing.
-    done = java(scope(resource("java-cloud-shell")), dialect_env("cloud_shell"))
-    assert done.returncode == 1, "the client got a token"  # never print it
-    assert "The X-IDENTITY-HEADER header is missing" in done.stderr, done.stderr
+    # a GET with `resource` in the query and `Metadata: true` (CloudShellManagedIdentitySource.java),
+    # where real Cloud Shell and every other client POST a form; fedimds takes both.
+    res = resource("java-cloud-shell")
+    before = served(res)
+    [got] = client_tokens(java(scope(res), dialect_env("cloud_shell")))
+    assert_issued(got["token"], res)
+    assert served(res) == before + 1

@@ -4,7 +4,8 @@
 //! - **Legacy 2017-09-01** (`MSI_ENDPOINT` + `MSI_SECRET`, which SDKs call "Azure ML"): the
 //!   `secret` header (the same secret) and `clientid`.
 //! - **Cloud Shell** (`MSI_ENDPOINT` alone): a form POST with `resource=` and `Metadata: true`,
-//!   no secret; trusted like IMDS (loopback plus the Metadata header).
+//!   no secret; trusted like IMDS (loopback plus the Metadata header). msal4j sends it as a GET
+//!   with the resource in the query (`docs/client-protocols.md#go-and-java`), taken the same way.
 
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
@@ -29,7 +30,9 @@ pub fn dialect_of(method: &Method, headers: &HeaderMap, query: Option<&str>) -> 
         || query.is_some_and(|q| q.contains(LEGACY_API_VERSION))
     {
         Dialect::AppService2017
-    } else if method == Method::POST && header_is_true(headers, "metadata") {
+    } else if (method == Method::POST || method == Method::GET)
+        && header_is_true(headers, "metadata")
+    {
         Dialect::CloudShell
     } else {
         Dialect::AppService
@@ -49,8 +52,7 @@ pub fn door(
         return Err(Refusal::Forwarded);
     }
     match *method {
-        Method::GET if dialect != Dialect::CloudShell => {}
-        Method::POST => {}
+        Method::GET | Method::POST => {}
         _ => return Err(Refusal::MethodNotAllowed),
     }
     match dialect {
@@ -74,7 +76,7 @@ pub fn parse(
     };
     let joined;
     let text = match *method {
-        Method::GET if dialect != Dialect::CloudShell => query.unwrap_or_default(),
+        Method::GET => query.unwrap_or_default(),
         Method::POST => {
             let form = std::str::from_utf8(body)
                 .map_err(|_| Refusal::BadRequest("The form body is not UTF-8".to_owned()))?;
@@ -240,6 +242,10 @@ mod tests {
             Dialect::AppService
         );
         assert_eq!(dialect_of(&get, &headers(&[]), None), Dialect::AppService);
+        assert_eq!(
+            dialect_of(&get, &headers(&[("metadata", "true")]), Some("resource=r")),
+            Dialect::CloudShell
+        );
     }
 
     #[test]
@@ -312,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn cloud_shell_is_a_form_post() {
+    fn cloud_shell_is_a_form_post_or_msal4js_get() {
         let secret = |p: &[u8]| p == b"0123456789abcdef";
         let h = headers(&[("metadata", "true")]);
         let req = parse(
@@ -325,15 +331,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(req.resource, "https://x");
+        // msal4j's Cloud Shell request: a GET, the resource in the query.
+        assert_eq!(
+            dialect_of(&Method::GET, &h, Some("resource=r")),
+            Dialect::CloudShell
+        );
+        let req = parse(
+            Dialect::CloudShell,
+            &Method::GET,
+            &h,
+            Some("resource=r"),
+            b"",
+            &secret,
+        )
+        .unwrap();
+        assert_eq!(req.resource, "r");
         assert!(matches!(
-            parse(
-                Dialect::CloudShell,
-                &Method::GET,
-                &h,
-                Some("resource=r"),
-                b"",
-                &secret
-            ),
+            parse(Dialect::CloudShell, &Method::PUT, &h, None, b"", &secret),
             Err(Refusal::MethodNotAllowed)
         ));
     }
