@@ -223,6 +223,17 @@ async fn curl_unix(
     path: &str,
     as_nobody: bool,
 ) -> (u16, serde_json::Value) {
+    let socket = socket.to_string_lossy();
+    curl(
+        &["--unix-socket", &socket, &format!("http://localhost{path}")],
+        as_nobody,
+    )
+    .await
+}
+
+/// curl with `Metadata: true` and `args`, as this user or (with `as_nobody`) as uid 65534:
+/// the status and the JSON body.
+async fn curl(args: &[&str], as_nobody: bool) -> (u16, serde_json::Value) {
     let mut cmd = if as_nobody {
         let mut c = tokio::process::Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"]);
@@ -231,16 +242,8 @@ async fn curl_unix(
         tokio::process::Command::new("curl")
     };
     let out = cmd
-        .args([
-            "-s",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "Metadata: true",
-            "--unix-socket",
-        ])
-        .arg(socket)
-        .arg(format!("http://localhost{path}"))
+        .args(["-s", "-w", "\n%{http_code}", "-H", "Metadata: true"])
+        .args(args)
         .output()
         .await
         .expect("curl runs");
@@ -684,24 +687,7 @@ fn my_uid() -> u32 {
 }
 
 async fn curl_tcp(url: &str, as_nobody: bool) -> (u16, serde_json::Value) {
-    let mut cmd = if as_nobody {
-        let mut c = tokio::process::Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"]);
-        c
-    } else {
-        tokio::process::Command::new("curl")
-    };
-    let out = cmd
-        .args(["-s", "-w", "\n%{http_code}", "-H", "Metadata: true", url])
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
+    curl(&[url], as_nobody).await
 }
 
 #[tokio::test]
