@@ -25,8 +25,15 @@ const BUSY_RETRY: Duration = Duration::from_secs(5);
 pub enum Refusal {
     /// IMDS: no `Metadata: true` (also the answer to the SDKs' probes).
     MissingMetadata,
-    /// The request came through a proxy (`X-Forwarded-For`): an SSRF attempt, most likely.
-    Forwarded,
+    /// The request came through a proxy (`X-Forwarded-For` or `Forwarded`, the header named):
+    /// an SSRF attempt, most likely.
+    Forwarded(&'static str),
+    /// A browser made the request (it sent the header named: `Origin`, `Sec-Fetch-Site`,
+    /// `Sec-Fetch-Mode`): a web page, maybe after DNS rebinding; no SDK sends these.
+    Browser(&'static str),
+    /// The request could mean two things to two parsers (a header that decides something given
+    /// twice, a request target naming another host than `Host`): what is wrong, and why.
+    Ambiguous(&'static str),
     /// A method the endpoint does not take.
     MethodNotAllowed,
     /// IMDS: api-version missing or unknown.
@@ -59,7 +66,9 @@ impl Refusal {
     pub fn status(&self) -> (StatusCode, Option<Duration>) {
         match self {
             Refusal::MissingMetadata
-            | Refusal::Forwarded
+            | Refusal::Forwarded(_)
+            | Refusal::Browser(_)
+            | Refusal::Ambiguous(_)
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)
             | Refusal::Target(_) => (StatusCode::BAD_REQUEST, None),
@@ -92,7 +101,9 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::MissingMetadata
-            | Refusal::Forwarded
+            | Refusal::Forwarded(_)
+            | Refusal::Browser(_)
+            | Refusal::Ambiguous(_)
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)
             | Refusal::RequestTimeout(_) => "invalid_request",
@@ -125,7 +136,9 @@ impl Refusal {
     pub fn message(&self) -> String {
         match self {
             Refusal::MissingMetadata => "Required metadata header not specified".to_owned(),
-            Refusal::Forwarded => "Requests with an X-Forwarded-For header are refused".to_owned(),
+            Refusal::Forwarded(header) => format!("Requests with a {header} header are refused: it means the request came through a proxy, and a token endpoint (like IMDS) serves only callers on this host"),
+            Refusal::Browser(header) => format!("Requests a browser made (they carry {header}) are refused: no SDK sends it, and a web page must not get tokens"),
+            Refusal::Ambiguous(why) => (*why).to_owned(),
             Refusal::MethodNotAllowed => "The method is not allowed on this endpoint".to_owned(),
             Refusal::ApiVersion => "Bad request. api-version is invalid or was not specified in the request.".to_owned(),
             Refusal::BadRequest(m) | Refusal::Forbidden(m) | Refusal::Internal(m) => m.clone(),

@@ -3,6 +3,7 @@
 //! shutdown. One token request's path is [`call`]'s; accepting connections is [`listener`]'s.
 
 pub mod call;
+pub mod door;
 pub mod listener;
 
 use std::future::Future;

@@ -60,7 +60,19 @@ fn every_refusal() -> Vec<Row> {
             "invalid_request",
         ),
         row(
-            Refusal::Forwarded,
+            Refusal::Forwarded("Forwarded"),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
+            Refusal::Browser("Origin"),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+        ),
+        row(
+            Refusal::Ambiguous("The Metadata header is given more than once"),
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
@@ -209,7 +221,9 @@ fn every_refusal() -> Vec<Row> {
     for r in &rows {
         match r.refusal {
             Refusal::MissingMetadata
-            | Refusal::Forwarded
+            | Refusal::Forwarded(_)
+            | Refusal::Browser(_)
+            | Refusal::Ambiguous(_)
             | Refusal::MethodNotAllowed
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)

@@ -9,6 +9,7 @@ mod support;
 mod bounds;
 mod check;
 mod dialects;
+mod door;
 mod end_to_end;
 mod errors;
 mod files;
