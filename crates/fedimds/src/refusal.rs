@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 
 use crate::cache::CacheError;
+use crate::config::PASSTHROUGH_MAX_IN_FLIGHT;
 use crate::retry::Transience;
 use crate::target::TargetError;
 
@@ -59,6 +60,15 @@ pub enum Refusal {
     Internal(String),
     /// `audit.fail_closed`: the token's audit line cannot be recorded, so it is not served.
     AuditUnavailable,
+    /// A path under `/metadata/` that is not forwarded to the real IMDS (passthrough off, an
+    /// identity path, a path that could mean another one), with why: IMDS's own 404.
+    NotForwarded(&'static str),
+    /// The real IMDS could not be reached, or failed to answer (`[imds] upstream`).
+    ImdsUnreachable(String),
+    /// The real IMDS did not connect or answer in time.
+    ImdsTimeout(String),
+    /// Forwarded requests are at their bound (a slow real IMDS): try again shortly.
+    PassthroughBusy,
 }
 
 impl Refusal {
@@ -92,6 +102,11 @@ impl Refusal {
                 Transience::Permanent => (StatusCode::BAD_REQUEST, None),
             },
             Refusal::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+            Refusal::NotForwarded(_) => (StatusCode::NOT_FOUND, None),
+            // A gateway whose upstream failed: the caller's request was fine.
+            Refusal::ImdsUnreachable(_) => (StatusCode::BAD_GATEWAY, None),
+            Refusal::ImdsTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, None),
+            Refusal::PassthroughBusy => (StatusCode::SERVICE_UNAVAILABLE, Some(BUSY_RETRY)),
             // The log recovers on its own (a reopen, space freed) or an operator fixes it.
             Refusal::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, Some(BUSY_RETRY)),
         }
@@ -118,9 +133,12 @@ impl Refusal {
                 Transience::Permanent => "invalid_request",
                 Transience::Transient { .. } => "temporarily_unavailable",
             },
-            Refusal::Upstream(CacheError::Timeout) | Refusal::AuditUnavailable => {
-                "temporarily_unavailable"
-            }
+            Refusal::Upstream(CacheError::Timeout)
+            | Refusal::AuditUnavailable
+            | Refusal::PassthroughBusy => "temporarily_unavailable",
+            Refusal::NotForwarded(_) => "not_found",
+            Refusal::ImdsUnreachable(_) => "bad_gateway",
+            Refusal::ImdsTimeout(_) => "gateway_timeout",
             Refusal::Unauthorized(_) | Refusal::Forbidden(_) | Refusal::ForeignHost => {
                 "unauthorized_client"
             }
@@ -141,7 +159,13 @@ impl Refusal {
             Refusal::Ambiguous(why) => (*why).to_owned(),
             Refusal::MethodNotAllowed => "The method is not allowed on this endpoint".to_owned(),
             Refusal::ApiVersion => "Bad request. api-version is invalid or was not specified in the request.".to_owned(),
-            Refusal::BadRequest(m) | Refusal::Forbidden(m) | Refusal::Internal(m) => m.clone(),
+            Refusal::BadRequest(m)
+            | Refusal::Forbidden(m)
+            | Refusal::Internal(m)
+            | Refusal::ImdsUnreachable(m)
+            | Refusal::ImdsTimeout(m) => m.clone(),
+            Refusal::NotForwarded(why) => (*why).to_owned(),
+            Refusal::PassthroughBusy => format!("Too many requests to the real IMDS are in flight (at most {PASSTHROUGH_MAX_IN_FLIGHT}); it is slow or not answering. Retry shortly"),
             Refusal::Unauthorized(m) => (*m).to_owned(),
             Refusal::ForeignHost => "The Host header must name this host (localhost, 127.0.0.1, 169.254.169.254 or a name in server.allowed_hosts)".to_owned(),
             Refusal::RateLimited(wait) => format!("Too many requests from this caller; retry in {} ms", wait.as_millis()),

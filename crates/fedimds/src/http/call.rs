@@ -114,7 +114,7 @@ pub(super) async fn arc_token(
 }
 
 /// Requests reaching the router without a listener (tests' `oneshot`) count as loopback.
-fn peer_of(parts: &axum::http::request::Parts) -> Peer {
+pub(super) fn peer_of(parts: &axum::http::request::Parts) -> Peer {
     parts
         .extensions
         .get::<Peer>()
@@ -327,6 +327,7 @@ impl<'a> Call<'a> {
                     tenant: Some(served.tenant),
                     app: Some(&served.target.client_id),
                     resource: Some(&req.resource),
+                    path: None,
                     status: 200,
                     cache: Some(served.lookup.as_str()),
                     fingerprint: Some(&served.token.fingerprint),
@@ -402,6 +403,7 @@ impl<'a> Call<'a> {
                 tenant: refused.tenant,
                 app: refused.target.map(|t| t.client_id.as_str()),
                 resource,
+                path: None,
                 status: status.as_u16(),
                 cache: None,
                 fingerprint: None,

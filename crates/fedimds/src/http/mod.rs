@@ -5,6 +5,7 @@
 pub mod call;
 pub mod door;
 pub mod listener;
+pub mod passthrough;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub fn router(app: Arc<App>) -> Router {
         }
     }
     router
+        // The rest of IMDS, at the root only (a captured 169.254.169.254 has no prefix).
+        .route("/metadata/{*path}", any(passthrough::forward))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)

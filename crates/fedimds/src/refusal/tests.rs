@@ -216,6 +216,30 @@ fn every_refusal() -> Vec<Row> {
             Some("5"),
             "temporarily_unavailable",
         ),
+        row(
+            Refusal::NotForwarded("passthrough is off"),
+            StatusCode::NOT_FOUND,
+            None,
+            "not_found",
+        ),
+        row(
+            Refusal::ImdsUnreachable("connection refused".to_owned()),
+            StatusCode::BAD_GATEWAY,
+            None,
+            "bad_gateway",
+        ),
+        row(
+            Refusal::ImdsTimeout("did not answer".to_owned()),
+            StatusCode::GATEWAY_TIMEOUT,
+            None,
+            "gateway_timeout",
+        ),
+        row(
+            Refusal::PassthroughBusy,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("5"),
+            "temporarily_unavailable",
+        ),
     ];
     // Exhaustive on purpose: a new variant stops this compiling until it has a row above.
     for r in &rows {
@@ -235,7 +259,11 @@ fn every_refusal() -> Vec<Row> {
             | Refusal::Target(_)
             | Refusal::Upstream(_)
             | Refusal::Internal(_)
-            | Refusal::AuditUnavailable => {}
+            | Refusal::AuditUnavailable
+            | Refusal::NotForwarded(_)
+            | Refusal::ImdsUnreachable(_)
+            | Refusal::ImdsTimeout(_)
+            | Refusal::PassthroughBusy => {}
         }
     }
     rows

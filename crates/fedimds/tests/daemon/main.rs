@@ -16,6 +16,7 @@ mod files;
 mod hardening;
 mod leaks;
 mod operations;
+mod passthrough;
 mod proxy;
 mod resilience;
 mod revocation;

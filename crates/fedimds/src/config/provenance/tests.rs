@@ -279,7 +279,8 @@ fn newer_keys_from_the_file() {
     assert!(at("cloud.authority_host") < at("source.kind"));
     assert!(at("targets[0].prefetch") < at("callers[0].name"));
     assert_eq!(at("admin.listen"), at("callers[1].rate") + 1);
-    assert_eq!(at("audit.fail_closed"), keys.len() - 1);
+    assert_eq!(at("imds.passthrough"), at("audit.fail_closed") + 1);
+    assert_eq!(at("imds.upstream"), keys.len() - 1);
 }
 
 #[test]
