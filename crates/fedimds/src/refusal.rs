@@ -41,8 +41,12 @@ pub enum Refusal {
     ApiVersion,
     /// A malformed request, with what is wrong.
     BadRequest(String),
-    /// The caller secret is missing or wrong.
+    /// The caller secret is missing (or, on a listener others can reach, not known).
     Unauthorized(&'static str),
+    /// A dialect's secret header was sent, with a value this endpoint does not know.
+    SecretNotKnown(&'static str),
+    /// No `resource` parameter.
+    MissingResource,
     /// The Host header names neither this host nor an allowed name (DNS rebinding).
     ForeignHost,
     /// The caller may not have what it asked for (`[[callers]]` policy).
@@ -81,10 +85,13 @@ impl Refusal {
             | Refusal::Ambiguous(_)
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)
+            | Refusal::MissingResource
             | Refusal::Target(_) => (StatusCode::BAD_REQUEST, None),
             Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
             Refusal::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, None),
-            Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+            Refusal::Unauthorized(_) | Refusal::SecretNotKnown(_) => {
+                (StatusCode::UNAUTHORIZED, None)
+            }
             Refusal::ForeignHost | Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             Refusal::RateLimited(wait) => (StatusCode::TOO_MANY_REQUESTS, Some(*wait)),
             Refusal::Upstream(CacheError::Timeout) => {
@@ -121,6 +128,7 @@ impl Refusal {
             | Refusal::Ambiguous(_)
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)
+            | Refusal::MissingResource
             | Refusal::RequestTimeout(_) => "invalid_request",
             Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "invalid_resource",
             Refusal::Target(
@@ -139,9 +147,10 @@ impl Refusal {
             Refusal::NotForwarded(_) => "not_found",
             Refusal::ImdsUnreachable(_) => "bad_gateway",
             Refusal::ImdsTimeout(_) => "gateway_timeout",
-            Refusal::Unauthorized(_) | Refusal::Forbidden(_) | Refusal::ForeignHost => {
-                "unauthorized_client"
-            }
+            Refusal::Unauthorized(_)
+            | Refusal::SecretNotKnown(_)
+            | Refusal::Forbidden(_)
+            | Refusal::ForeignHost => "unauthorized_client",
             Refusal::RateLimited(_) | Refusal::Upstream(CacheError::NewKeysLimited(_)) => {
                 "slow_down"
             }
@@ -166,7 +175,10 @@ impl Refusal {
             | Refusal::ImdsTimeout(m) => m.clone(),
             Refusal::NotForwarded(why) => (*why).to_owned(),
             Refusal::PassthroughBusy => format!("Too many requests to the real IMDS are in flight (at most {PASSTHROUGH_MAX_IN_FLIGHT}); it is slow or not answering. Retry shortly"),
-            Refusal::Unauthorized(m) => (*m).to_owned(),
+            Refusal::Unauthorized(m) | Refusal::SecretNotKnown(m) => (*m).to_owned(),
+            Refusal::MissingResource => {
+                "Required audience parameter 'resource' not specified".to_owned()
+            }
             Refusal::ForeignHost => "The Host header must name this host (localhost, 127.0.0.1, 169.254.169.254 or a name in server.allowed_hosts)".to_owned(),
             Refusal::RateLimited(wait) => format!("Too many requests from this caller; retry in {} ms", wait.as_millis()),
             Refusal::RequestTimeout(limit) => format!("The request body did not arrive within {} ms (server.header_read_timeout)", limit.as_millis()),
@@ -181,6 +193,53 @@ impl Refusal {
             ),
             Refusal::AuditUnavailable => "The audit log cannot record this token, and audit.fail_closed is set: no token is served until it can. Retry shortly; the operator should check audit.path".to_owned(),
         }
+    }
+}
+
+impl Refusal {
+    /// Service Fabric's status and error code (`docs/client-protocols.md#service-fabric`):
+    /// its own where it has one (an unknown secret is 404 `ManagedIdentityNotFound`, as
+    /// Service Fabric answers it), else the general status under a code of the same form.
+    /// Retry-After is [`Refusal::status`]'s.
+    pub fn service_fabric(&self) -> (StatusCode, &'static str) {
+        let (status, _) = self.status();
+        let code = match self {
+            Refusal::Unauthorized(_) => "SecretHeaderNotFound",
+            Refusal::SecretNotKnown(_) | Refusal::Target(TargetError::IdentityNotFound) => {
+                return (StatusCode::NOT_FOUND, "ManagedIdentityNotFound")
+            }
+            Refusal::MissingResource => "ArgumentNullOrEmpty",
+            Refusal::ApiVersion => "InvalidApiVersion",
+            Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "InvalidResource",
+            Refusal::MissingMetadata
+            | Refusal::Forwarded(_)
+            | Refusal::Browser(_)
+            | Refusal::Ambiguous(_)
+            | Refusal::BadRequest(_)
+            | Refusal::Target(
+                TargetError::TenantNotAnId { .. }
+                | TargetError::Ambiguous { .. }
+                | TargetError::TenantNotAllowed { .. },
+            ) => "BadRequest",
+            Refusal::MethodNotAllowed => "MethodNotAllowed",
+            Refusal::ForeignHost | Refusal::Forbidden(_) => "Forbidden",
+            Refusal::RateLimited(_) | Refusal::Upstream(CacheError::NewKeysLimited(_)) => {
+                "TooManyRequests"
+            }
+            Refusal::RequestTimeout(_) => "RequestTimeout",
+            Refusal::Upstream(CacheError::Upstream { error, .. }) => match error.transience() {
+                Transience::Permanent => "BadRequest",
+                Transience::Transient { .. } => "ServiceUnavailable",
+            },
+            Refusal::Upstream(CacheError::Timeout)
+            | Refusal::AuditUnavailable
+            | Refusal::PassthroughBusy => "ServiceUnavailable",
+            Refusal::Internal(_) => "InternalServerError",
+            Refusal::NotForwarded(_) => "NotFound",
+            Refusal::ImdsUnreachable(_) => "BadGateway",
+            Refusal::ImdsTimeout(_) => "GatewayTimeout",
+        };
+        (status, code)
     }
 }
 
