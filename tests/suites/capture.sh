@@ -13,6 +13,12 @@
 # captured, or it could not have got one. Controls: before the rule, after its removal, and from
 # the excluded uid, the same request gets the home-tenant token.
 #
+# The rest of IMDS is passed through (`[imds] passthrough = true`): a captured caller's instance
+# metadata (JSON, `format=text`, azcopy's vmSize query), attested document, scheduled events
+# (GET and POST) and versions come back exactly as the "real IMDS" sent them to fedimds's
+# uid, the only one that reaches it; counted by fedimds, so they went through it. Turned off
+# by a reload, the same paths get IMDS's 404; with the "real IMDS" down, a 502 at once.
+#
 # Everything runs inside the namespace, which is deleted at the end: no traffic leaves it.
 set -euo pipefail
 # shellcheck source=tests/suites/lib.sh
@@ -72,9 +78,13 @@ expect_tenant() {
 }
 
 # --- the real IMDS (and Entra) --------------------------------------------------------------
-ip netns exec "$ns" "$FEDIMDS" sim --listen 169.254.169.254:80 >"$WORK/sim.log" 2>&1 &
-PIDS+=($!)
-wait_for "the simulator" "$!" in_ns curl -s -o /dev/null --max-time 1 http://169.254.169.254/
+start_sim() {
+  ip netns exec "$ns" "$FEDIMDS" sim --listen 169.254.169.254:80 >>"$WORK/sim.log" 2>&1 &
+  PIDS+=($!)
+  sim_pid=$!
+  wait_for "the simulator" "$sim_pid" in_ns curl -s -o /dev/null --max-time 1 http://169.254.169.254/
+}
+start_sim
 
 out=$(bare curl -sS --max-time 10 -H Metadata:true "$IMDS_URL")
 expect_tenant "curl before capture (control)" "$HOME_TENANT" "$(claims access_token <<<"$out")"
@@ -106,6 +116,9 @@ name = "litware"
 tenant_id = "$TARGET_TENANT"
 client_id = "$APP_CLIENT_ID"
 default = true
+
+[imds]
+passthrough = true
 EOF
 chmod 0755 "$WORK"
 chmod 0644 "$WORK/fedimds.toml"
@@ -145,6 +158,92 @@ expect_tenant "rust azure_identity ManagedIdentityCredential" "$TARGET_TENANT" "
 out=$(bare setpriv --reuid="$FEDIMDS_UID" --regid="$FEDIMDS_UID" --clear-groups \
   curl -sS --max-time 10 -H Metadata:true "$IMDS_URL")
 expect_tenant "curl as fedimds's uid (excluded)" "$HOME_TENANT" "$(claims access_token <<<"$out")"
+
+# --- the rest of IMDS, passed through -------------------------------------------------------
+as_fedimds() { bare setpriv --reuid="$FEDIMDS_UID" --regid="$FEDIMDS_UID" --clear-groups "$@"; }
+# The body, then a line with the status and the content type, of a GET with Metadata: true.
+get_md=(curl -sS --max-time 10 -H Metadata:true -w '\n%{http_code} %{content_type}')
+# What fedimds has forwarded so far, from its metrics: the sum over classes and statuses.
+forwarded() {
+  in_ns curl -s --max-time 5 http://127.0.0.1:8182/metrics \
+    | awk '/^fedimds_passthrough_requests_total\{/ {n += $2} END {print n + 0}'
+}
+before=$(forwarded)
+paths=(
+  "/metadata/instance?api-version=2021-02-01"
+  "/metadata/instance/compute?api-version=2021-02-01&format=json"
+  "/metadata/instance/compute/vmSize?api-version=2019-03-11&format=text"   # azcopy's query
+  "/metadata/attested/document?api-version=2020-09-01&nonce=1234567890"
+  "/metadata/scheduledevents?api-version=2020-07-01"
+  "/metadata/versions"
+)
+for path in "${paths[@]}"; do
+  via=$(bare "${get_md[@]}" "http://169.254.169.254$path")
+  real=$(as_fedimds "${get_md[@]}" "http://169.254.169.254$path")
+  [ "$via" = "$real" ] || die "$path through fedimds differs from the real IMDS's answer:
+$via
+---
+$real"
+  [[ $(tail -n1 <<<"$via") == "200 "* ]] || die "$path: $(tail -n1 <<<"$via")"
+  say "ok: $path as the real IMDS sent it ($(tail -n1 <<<"$via"))"
+done
+vm_size=$(bare curl -sS --max-time 3 -H Metadata:true \
+  "http://169.254.169.254/metadata/instance/compute/vmSize?api-version=2019-03-11&format=text")
+[ "$vm_size" = "Standard_D2s_v5" ] || die "azcopy's vmSize query got '$vm_size'"
+after=$(forwarded)
+[ "$after" -eq $((before + ${#paths[@]} + 1)) ] \
+  || die "fedimds counted $((after - before)) forwarded requests, expected $((${#paths[@]} + 1)): the captured calls did not go through it"
+say "ok: every one went through fedimds (fedimds_passthrough_requests_total +$((after - before)))"
+
+events_url="http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"
+event=$(as_fedimds curl -sS --max-time 10 -H Metadata:true "$events_url" \
+  | "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["Events"][0]["EventId"])')
+status=$(bare curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST -H Metadata:true \
+  -H 'Content-Type: application/json' -d "{\"StartRequests\":[{\"EventId\":\"$event\"}]}" "$events_url")
+[ "$status" = 200 ] || die "starting a scheduled event through fedimds gave $status"
+left=$(as_fedimds curl -sS --max-time 10 -H Metadata:true "$events_url" \
+  | "$venv/bin/python" -c 'import json, sys; d = json.load(sys.stdin); print(d["DocumentIncarnation"], len(d["Events"]))')
+[ "$left" = "2 0" ] || die "the real IMDS did not see the event started: incarnation and events $left"
+say "ok: scheduled event $event started through fedimds"
+
+status=$(bare curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://169.254.169.254${paths[0]}")
+[ "$status" = 400 ] || die "instance metadata without Metadata: true gave $status, expected IMDS's 400"
+
+# Off, by a reload: IMDS's 404 on the same paths, while the real IMDS still answers its own uid.
+captured_status() {
+  bare curl -s --max-time 10 -o /dev/null -w '%{http_code}' -H Metadata:true "http://169.254.169.254$1"
+}
+set_passthrough() {
+  sed -i "s/^passthrough = .*/passthrough = $1/" "$WORK/fedimds.toml"
+  kill -HUP "$fedimds_pid"
+  for _ in $(seq 50); do
+    [ "$(captured_status "${paths[2]}")" = "$2" ] && return 0
+    sleep 0.1
+  done
+  die "after passthrough = $1 and a reload, ${paths[2]} still does not give $2"
+}
+set_passthrough false 404
+for path in "${paths[@]}"; do
+  [ "$(captured_status "$path")" = 404 ] || die "$path with passthrough off: not 404"
+done
+[[ $(as_fedimds "${get_md[@]}" "http://169.254.169.254${paths[2]}" | tail -n1) == "200 "* ]] \
+  || die "the real IMDS stopped answering fedimds's uid"
+say "ok: passthrough off -> 404 on every path"
+set_passthrough true 200
+
+# The real IMDS down: a 502 at once, in IMDS's shape; tokens still served from the cache.
+kill "$sim_pid"
+wait "$sim_pid" 2>/dev/null || true
+down=$(bare curl -s --max-time 10 -H Metadata:true -w '\n%{http_code} %{time_total}' \
+  "http://169.254.169.254${paths[2]}")
+read -r status took <<<"$(tail -n1 <<<"$down")"
+[ "$status" = 502 ] || die "with the real IMDS down: $status, expected 502 ($down)"
+awk -v t="$took" 'BEGIN { exit !(t < 2) }' || die "with the real IMDS down the 502 took ${took}s"
+grep -q '"error":"bad_gateway"' <<<"$down" || die "the 502 is not in IMDS's shape: $down"
+out=$(bare curl -sS --max-time 10 -H Metadata:true "$IMDS_URL")
+expect_tenant "curl for a cached token with the real IMDS down" "$TARGET_TENANT" "$(claims access_token <<<"$out")"
+say "ok: real IMDS down -> 502 in ${took}s"
+start_sim
 
 # --- removal ---------------------------------------------------------------------------------
 in_ns sh deploy/capture/capture-imds.sh --uid "$FEDIMDS_UID" --port 8181 --remove >/dev/null

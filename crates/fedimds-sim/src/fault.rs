@@ -13,6 +13,8 @@ pub enum Route {
     AppService,
     /// `POST /{tenant}/oauth2/v2.0/token`.
     Entra,
+    /// The rest of IMDS: instance metadata, attested document, scheduled events, versions.
+    Metadata,
 }
 
 /// One scripted reply. Status 200 with a `delay` means "wait, then answer normally".

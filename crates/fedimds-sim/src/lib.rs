@@ -26,7 +26,9 @@
 //! - [`fault`]: scripted replies per route ([`Route`], [`Fault`]).
 //! - `token`: signing keys, claim sets and the JWT helpers.
 //! - `server`: the [`Sim`] handle and the axum router; it mounts the route modules.
-//! - `imds`, `app_service`, `entra`: one module per upstream route, each owning its wire shapes.
+//! - `imds`, `app_service`, `entra`: one module per upstream route, each owning its wire shapes;
+//!   `metadata`: the rest of IMDS (instance metadata, attested document, scheduled events,
+//!   versions), which fedimds's passthrough forwards to.
 //! - `state`: what the routes share (the world, the keys, the counters, faults and records the
 //!   handle reads back) and the one lock helper.
 //! - `wire`: the query parsing and JSON replies the routes share.
@@ -41,6 +43,7 @@ pub mod fault;
 mod app_service;
 mod entra;
 mod imds;
+mod metadata;
 mod server;
 mod state;
 mod token;
@@ -48,5 +51,6 @@ mod wire;
 
 pub use config::{App, FederatedCredential, Identity, SimConfig};
 pub use fault::{Fault, Route};
+pub use metadata::{instance as instance_document, SERVER as METADATA_SERVER};
 pub use server::Sim;
-pub use state::{Counters, ExchangeRecord};
+pub use state::{Counters, ExchangeRecord, MetadataRecord};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::SimConfig;
 use crate::fault::{Fault, Route};
-use crate::state::{lock, Counters, ExchangeRecord, Selector, State};
+use crate::state::{lock, Counters, ExchangeRecord, MetadataRecord, Selector, State};
 use crate::token::{self, Signer};
-use crate::{app_service, entra, imds};
+use crate::{app_service, entra, imds, metadata};
 
 /// How long [`Sim::shutdown`] lets open connections finish before it aborts the server task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -139,6 +139,12 @@ impl Sim {
         self.inner.state.clear_faults();
     }
 
+    /// Every request to the rest of IMDS (instance metadata, scheduled events, …), in order,
+    /// as it arrived.
+    pub fn metadata_requests(&self) -> Vec<MetadataRecord> {
+        lock(&self.inner.state.metadata_records).clone()
+    }
+
     /// Every request Entra's route received, in order.
     pub fn exchanges(&self) -> Vec<ExchangeRecord> {
         self.inner.state.exchanges()
@@ -243,6 +249,8 @@ fn router(state: Arc<State>) -> Router {
         .route("/metadata/identity/oauth2/token", get(imds::token))
         // Clients that take the host from AZURE_POD_IDENTITY_AUTHORITY_HOST may add a slash.
         .route("/metadata/identity/oauth2/token/", get(imds::token))
+        // The rest of IMDS (the token route above takes precedence).
+        .route("/metadata/{*path}", any(metadata::handle))
         .route("/msi/token", get(app_service::token))
         .route("/msi/token/", get(app_service::token))
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))

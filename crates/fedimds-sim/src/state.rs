@@ -22,6 +22,37 @@ pub struct Counters {
     pub app_service: u64,
     /// Requests to Entra's token route.
     pub entra: u64,
+    /// Requests to the rest of IMDS (instance metadata, scheduled events, …).
+    pub metadata: u64,
+}
+
+/// One request to the rest of IMDS, as it arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataRecord {
+    /// The method.
+    pub method: String,
+    /// The request target: path and query.
+    pub target: String,
+    /// Every header, in the order received (names lower case, as parsed).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// The scheduled events document: its incarnation, and the events not yet started.
+#[derive(Clone, Debug)]
+pub(crate) struct ScheduledEvents {
+    pub(crate) incarnation: u64,
+    pub(crate) pending: Vec<String>,
+}
+
+impl Default for ScheduledEvents {
+    fn default() -> Self {
+        ScheduledEvents {
+            incarnation: 1,
+            pending: vec!["602d9444-d2cd-49c7-8624-8643e7171297".to_owned()],
+        }
+    }
 }
 
 /// One request to Entra's token endpoint and how it ended.
@@ -51,6 +82,9 @@ pub(crate) struct State {
     /// Tokens the simulated resource refuses (revoked by the test).
     revoked: Mutex<Vec<String>>,
     issued: Mutex<Vec<String>>,
+    /// Requests to the rest of IMDS, in order.
+    pub(crate) metadata_records: Mutex<Vec<MetadataRecord>>,
+    pub(crate) scheduled_events: Mutex<ScheduledEvents>,
 }
 
 /// A freshly issued managed-identity token and the times its 200 body reports.
@@ -83,6 +117,8 @@ impl State {
             exchanges: Mutex::default(),
             revoked: Mutex::default(),
             issued: Mutex::default(),
+            metadata_records: Mutex::default(),
+            scheduled_events: Mutex::default(),
         })
     }
 
@@ -95,6 +131,7 @@ impl State {
                 Route::Imds => counters.imds += 1,
                 Route::AppService => counters.app_service += 1,
                 Route::Entra => counters.entra += 1,
+                Route::Metadata => counters.metadata += 1,
             }
         }
         let fault = lock(&self.faults).next(route)?;

@@ -88,6 +88,9 @@ pub struct App {
     ready: AtomicBool,
     /// Whether a rule names a uid or gid, so the listeners find each TCP peer's owner.
     owners_wanted: Arc<crate::peer::Wanted>,
+    /// Places for requests forwarded to the real IMDS, a bound of their own
+    /// ([`crate::config::PASSTHROUGH_MAX_IN_FLIGHT`]) so a slow one never holds the token paths.
+    pub passthrough_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -141,6 +144,9 @@ impl App {
             audit,
             ready: AtomicBool::new(ready),
             owners_wanted,
+            passthrough_slots: Arc::new(tokio::sync::Semaphore::new(
+                crate::config::PASSTHROUGH_MAX_IN_FLIGHT,
+            )),
         });
         tokio::spawn(watch_secret_files(Arc::downgrade(&app)));
         Ok(app)

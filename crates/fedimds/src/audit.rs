@@ -57,6 +57,9 @@ pub struct Entry<'a> {
     /// The resource.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<&'a str>,
+    /// The path forwarded to the real IMDS (passthrough), without its query or body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
     /// HTTP status answered.
     pub status: u16,
     /// `hit`, `stale` or `miss` for served tokens.

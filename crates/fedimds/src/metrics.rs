@@ -84,6 +84,12 @@ struct ExpiryLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PassthroughLabels {
+    class: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -114,6 +120,7 @@ pub struct Metrics {
     upstream_calls: Family<UpstreamLabels, Counter>,
     upstream_latency: Family<UpstreamKind, Histogram>,
     build: Family<BuildLabels, Gauge>,
+    passthrough: Family<PassthroughLabels, Counter>,
     audit_failures: Counter,
     /// The lookup counters, resolved once: a hit then costs one atomic add.
     by_lookup: [Counter; 4],
@@ -135,6 +142,7 @@ impl Default for Metrics {
                 ])
             }),
             build: Family::default(),
+            passthrough: Family::default(),
             audit_failures: Counter::default(),
         }
     }
@@ -192,6 +200,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// One request to a passthrough path answered: its class (a fixed set of names, so the
+    /// labels stay bounded) and the status the caller got.
+    pub fn passthrough(&self, class: &'static str, status: u16) {
+        self.passthrough
+            .get_or_create(&PassthroughLabels { class, status })
+            .inc();
+    }
+
     /// The OpenMetrics text: the standing metrics, plus the cache's figures read now.
     pub fn render(&self, cache: &CacheFigures) -> String {
         let mut registry = Registry::with_prefix("fedimds");
@@ -221,6 +237,11 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "The running version", self.build.clone());
+        registry.register(
+            "passthrough_requests",
+            "Requests to IMDS paths other than tokens, by path class and the HTTP status answered (the real IMDS's, or fedimds's own when it did not forward or the real IMDS failed)",
+            self.passthrough.clone(),
+        );
         registry.register(
             "audit_failures",
             "Audit lines not recorded: the queue was full, or the log could not be written or reopened",

@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 
 use crate::cache::CacheError;
+use crate::config::PASSTHROUGH_MAX_IN_FLIGHT;
 use crate::retry::Transience;
 use crate::target::TargetError;
 
@@ -25,8 +26,15 @@ const BUSY_RETRY: Duration = Duration::from_secs(5);
 pub enum Refusal {
     /// IMDS: no `Metadata: true` (also the answer to the SDKs' probes).
     MissingMetadata,
-    /// The request came through a proxy (`X-Forwarded-For`): an SSRF attempt, most likely.
-    Forwarded,
+    /// The request came through a proxy (`X-Forwarded-For` or `Forwarded`, the header named):
+    /// an SSRF attempt, most likely.
+    Forwarded(&'static str),
+    /// A browser made the request (it sent the header named: `Origin`, `Sec-Fetch-Site`,
+    /// `Sec-Fetch-Mode`): a web page, maybe after DNS rebinding; no SDK sends these.
+    Browser(&'static str),
+    /// The request could mean two things to two parsers (a header that decides something given
+    /// twice, a request target naming another host than `Host`): what is wrong, and why.
+    Ambiguous(&'static str),
     /// A method the endpoint does not take.
     MethodNotAllowed,
     /// IMDS: api-version missing or unknown.
@@ -56,6 +64,15 @@ pub enum Refusal {
     Internal(String),
     /// `audit.fail_closed`: the token's audit line cannot be recorded, so it is not served.
     AuditUnavailable,
+    /// A path under `/metadata/` that is not forwarded to the real IMDS (passthrough off, an
+    /// identity path, a path that could mean another one), with why: IMDS's own 404.
+    NotForwarded(&'static str),
+    /// The real IMDS could not be reached, or failed to answer (`[imds] upstream`).
+    ImdsUnreachable(String),
+    /// The real IMDS did not connect or answer in time.
+    ImdsTimeout(String),
+    /// Forwarded requests are at their bound (a slow real IMDS): try again shortly.
+    PassthroughBusy,
 }
 
 impl Refusal {
@@ -63,7 +80,9 @@ impl Refusal {
     pub fn status(&self) -> (StatusCode, Option<Duration>) {
         match self {
             Refusal::MissingMetadata
-            | Refusal::Forwarded
+            | Refusal::Forwarded(_)
+            | Refusal::Browser(_)
+            | Refusal::Ambiguous(_)
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)
             | Refusal::MissingResource
@@ -90,6 +109,11 @@ impl Refusal {
                 Transience::Permanent => (StatusCode::BAD_REQUEST, None),
             },
             Refusal::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+            Refusal::NotForwarded(_) => (StatusCode::NOT_FOUND, None),
+            // A gateway whose upstream failed: the caller's request was fine.
+            Refusal::ImdsUnreachable(_) => (StatusCode::BAD_GATEWAY, None),
+            Refusal::ImdsTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, None),
+            Refusal::PassthroughBusy => (StatusCode::SERVICE_UNAVAILABLE, Some(BUSY_RETRY)),
             // The log recovers on its own (a reopen, space freed) or an operator fixes it.
             Refusal::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, Some(BUSY_RETRY)),
         }
@@ -99,7 +123,9 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::MissingMetadata
-            | Refusal::Forwarded
+            | Refusal::Forwarded(_)
+            | Refusal::Browser(_)
+            | Refusal::Ambiguous(_)
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)
             | Refusal::MissingResource
@@ -115,9 +141,12 @@ impl Refusal {
                 Transience::Permanent => "invalid_request",
                 Transience::Transient { .. } => "temporarily_unavailable",
             },
-            Refusal::Upstream(CacheError::Timeout) | Refusal::AuditUnavailable => {
-                "temporarily_unavailable"
-            }
+            Refusal::Upstream(CacheError::Timeout)
+            | Refusal::AuditUnavailable
+            | Refusal::PassthroughBusy => "temporarily_unavailable",
+            Refusal::NotForwarded(_) => "not_found",
+            Refusal::ImdsUnreachable(_) => "bad_gateway",
+            Refusal::ImdsTimeout(_) => "gateway_timeout",
             Refusal::Unauthorized(_)
             | Refusal::SecretNotKnown(_)
             | Refusal::Forbidden(_)
@@ -134,10 +163,18 @@ impl Refusal {
     pub fn message(&self) -> String {
         match self {
             Refusal::MissingMetadata => "Required metadata header not specified".to_owned(),
-            Refusal::Forwarded => "Requests with an X-Forwarded-For header are refused".to_owned(),
+            Refusal::Forwarded(header) => format!("Requests with a {header} header are refused: it means the request came through a proxy, and a token endpoint (like IMDS) serves only callers on this host"),
+            Refusal::Browser(header) => format!("Requests a browser made (they carry {header}) are refused: no SDK sends it, and a web page must not get tokens"),
+            Refusal::Ambiguous(why) => (*why).to_owned(),
             Refusal::MethodNotAllowed => "The method is not allowed on this endpoint".to_owned(),
             Refusal::ApiVersion => "Bad request. api-version is invalid or was not specified in the request.".to_owned(),
-            Refusal::BadRequest(m) | Refusal::Forbidden(m) | Refusal::Internal(m) => m.clone(),
+            Refusal::BadRequest(m)
+            | Refusal::Forbidden(m)
+            | Refusal::Internal(m)
+            | Refusal::ImdsUnreachable(m)
+            | Refusal::ImdsTimeout(m) => m.clone(),
+            Refusal::NotForwarded(why) => (*why).to_owned(),
+            Refusal::PassthroughBusy => format!("Too many requests to the real IMDS are in flight (at most {PASSTHROUGH_MAX_IN_FLIGHT}); it is slow or not answering. Retry shortly"),
             Refusal::Unauthorized(m) | Refusal::SecretNotKnown(m) => (*m).to_owned(),
             Refusal::MissingResource => {
                 "Required audience parameter 'resource' not specified".to_owned()
@@ -175,7 +212,9 @@ impl Refusal {
             Refusal::ApiVersion => "InvalidApiVersion",
             Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "InvalidResource",
             Refusal::MissingMetadata
-            | Refusal::Forwarded
+            | Refusal::Forwarded(_)
+            | Refusal::Browser(_)
+            | Refusal::Ambiguous(_)
             | Refusal::BadRequest(_)
             | Refusal::Target(
                 TargetError::TenantNotAnId { .. }
@@ -192,10 +231,13 @@ impl Refusal {
                 Transience::Permanent => "BadRequest",
                 Transience::Transient { .. } => "ServiceUnavailable",
             },
-            Refusal::Upstream(CacheError::Timeout) | Refusal::AuditUnavailable => {
-                "ServiceUnavailable"
-            }
+            Refusal::Upstream(CacheError::Timeout)
+            | Refusal::AuditUnavailable
+            | Refusal::PassthroughBusy => "ServiceUnavailable",
             Refusal::Internal(_) => "InternalServerError",
+            Refusal::NotForwarded(_) => "NotFound",
+            Refusal::ImdsUnreachable(_) => "BadGateway",
+            Refusal::ImdsTimeout(_) => "GatewayTimeout",
         };
         (status, code)
     }

@@ -122,6 +122,21 @@ pub const ARC_MAX_KEYS: usize = 256;
 pub const ARC_MAX_KEYS_PER_CALLER: usize = ARC_MAX_KEYS / 4;
 /// The smallest request-head bound that still fits every SDK's request with room to spare.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// `[imds] upstream`: the real IMDS the passthrough forwards to (in capture mode fedimds's own
+/// user is not captured, so this address reaches it).
+pub const DEFAULT_IMDS_UPSTREAM: &str = "http://169.254.169.254";
+/// Connecting to the real IMDS, a link-local address on the host: it answers in microseconds or
+/// not at all, so a caller learns quickly that it is down (azcopy gives up after 3 s).
+pub const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// From sending a forwarded request to the last byte of its answer: IMDS answers in
+/// milliseconds; past this the caller gets a 504 rather than a stalled connection.
+pub const PASSTHROUGH_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Forwarded requests in flight at most, on a bound of their own: a slow or hung real IMDS
+/// holds at most these, never the token paths' connections or fetches; more get a 503 at once.
+pub const PASSTHROUGH_MAX_IN_FLIGHT: usize = 64;
+/// The largest forwarded answer: the whole instance document is a few tens of KB.
+pub const PASSTHROUGH_MAX_ANSWER: usize = 1024 * 1024;
 /// `app_service.legacy_expires_on`: chosen per caller, because the clients of the 2017-09-01
 /// dialect disagree: pre-2022 azure-identity (Python 1.5, JS 1.x–2.x) parse only the date App
 /// Service wrote, MSAL-era ones only epoch seconds (`docs/client-protocols.md#app-service-2017`).

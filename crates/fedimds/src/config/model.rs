@@ -35,6 +35,17 @@ pub struct Config {
     pub service_fabric: ServiceFabric,
     /// The App Service family's dialects.
     pub app_service: AppService,
+    /// The rest of IMDS, passed through.
+    pub imds: Imds,
+}
+
+/// `[imds]`: the paths under `/metadata/` that are not identity tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imds {
+    /// Whether they are forwarded to the real IMDS (else IMDS's own 404).
+    pub passthrough: bool,
+    /// The real IMDS's address: an IP literal, so no name is resolved and no proxy applies.
+    pub upstream: SocketAddr,
 }
 
 /// The token listener.

@@ -50,6 +50,19 @@ pub struct RawConfig {
     /// `[app_service]`: the App Service family of dialects.
     #[serde(default, skip_serializing_if = "is_default")]
     pub app_service: RawAppService,
+    /// `[imds]`: the rest of IMDS, passed through.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub imds: RawImds,
+}
+
+/// `[imds]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImds {
+    /// Forward the non-token paths under `/metadata/` to the real IMDS.
+    pub passthrough: Option<bool>,
+    /// The real IMDS: `http://` to a link-local or loopback address.
+    pub upstream: Option<String>,
 }
 
 /// Whether a section is all unset, so it renders as nothing rather than an empty table.

@@ -413,3 +413,36 @@ fn a_raw_config_shows_no_secret_in_debug() {
         .unwrap()
         .contains("caller-secret-0123456789"));
 }
+
+#[test]
+fn imds_passthrough_is_off_and_its_upstream_stays_on_the_host() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(!c.imds.passthrough);
+    assert_eq!(c.imds.upstream, "169.254.169.254:80".parse().unwrap());
+    for (upstream, addr) in [
+        ("http://169.254.169.254", "169.254.169.254:80"),
+        ("http://169.254.169.254:80/", "169.254.169.254:80"),
+        ("http://127.0.0.1:9", "127.0.0.1:9"),
+        ("http://[::1]:8080", "[::1]:8080"),
+    ] {
+        let text = format!("[imds]\npassthrough = true\nupstream = \"{upstream}\"\n{MINIMAL}");
+        let c = parse(&text).unwrap();
+        assert!(c.imds.passthrough);
+        assert_eq!(c.imds.upstream, addr.parse().unwrap(), "{upstream}");
+    }
+    // Not http, not an address on the host, a name (resolved, maybe elsewhere), or more than
+    // an address: metadata of this machine must go nowhere else.
+    for upstream in [
+        "https://169.254.169.254",
+        "http://10.0.0.1",
+        "http://imds.example",
+        "http://localhost",
+        "http://169.254.169.254/metadata",
+        "http://169.254.169.254/?x=1",
+        "http://user:pw@169.254.169.254",
+        "169.254.169.254",
+    ] {
+        let text = format!("[imds]\nupstream = \"{upstream}\"\n{MINIMAL}");
+        assert_eq!(invalid_key(&text), "imds.upstream", "{upstream}");
+    }
+}

@@ -10,7 +10,7 @@ use url::Url;
 
 use super::provenance::{Entry, Mode, Reader, SecretOrEnv, NONE, REDACTED};
 use super::raw::{
-    RawAdmin, RawAppService, RawAudit, RawCache, RawCloud, RawDuration, RawServer,
+    RawAdmin, RawAppService, RawAudit, RawCache, RawCloud, RawDuration, RawImds, RawServer,
     RawServiceFabric, RawSource, RawUpstream,
 };
 use super::rules::{tenants_are_ids, validate_callers, validate_targets};
@@ -39,6 +39,7 @@ impl RawConfig {
         let admin = self.admin.validate(&mut r)?;
         let audit = self.audit.validate(&mut r);
         let service_fabric = self.service_fabric.validate(&mut r, &server)?;
+        let imds = self.imds.validate(&mut r)?;
         let config = Config {
             server,
             source,
@@ -51,6 +52,7 @@ impl RawConfig {
             audit,
             service_fabric,
             app_service,
+            imds,
         };
         Ok((config, r.finish()))
     }
@@ -490,6 +492,44 @@ impl RawAudit {
         };
         let fail_closed = r.or("audit.fail_closed", self.fail_closed, false);
         Audit { sink, fail_closed }
+    }
+}
+
+impl RawImds {
+    fn validate(self, r: &mut Reader<'_>) -> Result<Imds, ConfigError> {
+        let passthrough = r.or("imds.passthrough", self.passthrough, false);
+        let text = r.or(
+            "imds.upstream",
+            self.upstream,
+            DEFAULT_IMDS_UPSTREAM.to_owned(),
+        );
+        Ok(Imds {
+            passthrough,
+            upstream: imds_upstream(&text)?,
+        })
+    }
+}
+
+/// `imds.upstream`: `http://` to an IP literal that never leaves the host, link-local (IMDS's
+/// own 169.254.169.254) or loopback (tests), with no path, query or credentials: what the
+/// passthrough forwards is metadata of this machine, and it must go nowhere else.
+fn imds_upstream(text: &str) -> Result<SocketAddr, ConfigError> {
+    let expected =
+        "http:// and a link-local or loopback IP address, e.g. \"http://169.254.169.254\"";
+    let url = Url::parse(text).map_err(|_| invalid("imds.upstream", text, expected))?;
+    let ip: Option<std::net::IpAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) if ip.is_link_local() || ip.is_loopback() => Some(ip.into()),
+        Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Some(ip.into()),
+        _ => None,
+    };
+    let bare = url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    match (url.scheme(), ip) {
+        ("http", Some(ip)) if bare => Ok(SocketAddr::new(ip, url.port().unwrap_or(80))),
+        _ => Err(invalid("imds.upstream", text, expected)),
     }
 }
 

@@ -49,7 +49,7 @@ pub fn door(
     secret_known: &dyn Fn(&[u8]) -> bool,
 ) -> Result<(), Refusal> {
     if headers.contains_key("x-forwarded-for") {
-        return Err(Refusal::Forwarded);
+        return Err(Refusal::Forwarded("X-Forwarded-For"));
     }
     match *method {
         Method::GET | Method::POST => {}

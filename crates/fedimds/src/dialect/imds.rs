@@ -39,7 +39,7 @@ pub fn checked(
         return Err(Refusal::MethodNotAllowed);
     }
     if headers.contains_key("x-forwarded-for") {
-        return Err(Refusal::Forwarded);
+        return Err(Refusal::Forwarded("X-Forwarded-For"));
     }
     // Checked before anything else so the SDKs' header-less probes get IMDS's own answer at
     // once, whatever their query holds.

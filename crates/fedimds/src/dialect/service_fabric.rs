@@ -23,7 +23,7 @@ pub fn door(
     secret_known: &dyn Fn(&[u8]) -> bool,
 ) -> Result<(), Refusal> {
     if headers.contains_key("x-forwarded-for") {
-        return Err(Refusal::Forwarded);
+        return Err(Refusal::Forwarded("X-Forwarded-For"));
     }
     if method != Method::GET {
         return Err(Refusal::MethodNotAllowed);
@@ -125,7 +125,7 @@ mod tests {
                 ]),
                 &known
             ),
-            Err(Refusal::Forwarded)
+            Err(Refusal::Forwarded(_))
         ));
     }
 

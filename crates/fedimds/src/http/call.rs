@@ -1,6 +1,6 @@
 //! The one path every token request takes, whatever its dialect:
 //!
-//! guard (Host, remote secret) → dialect parse → admit (the caller identified once, its rate
+//! guard (the door, Host, remote secret) → dialect parse → admit (the caller identified once, its rate
 //! charged once) → target → grant → cache → served or refused (the one log line, metric and
 //! audit line of the request, naming the caller identified at admission).
 //!
@@ -133,7 +133,7 @@ pub(super) async fn arc_token(
 }
 
 /// Requests reaching the router without a listener (tests' `oneshot`) count as loopback.
-fn peer_of(parts: &axum::http::request::Parts) -> Peer {
+pub(super) fn peer_of(parts: &axum::http::request::Parts) -> Peer {
     parts
         .extensions
         .get::<Peer>()
@@ -152,6 +152,7 @@ struct Call<'a> {
     prefix: Option<&'a str>,
     peer: Peer,
     headers: &'a HeaderMap,
+    uri: &'a axum::http::Uri,
     version: axum::http::Version,
     /// Who is asking, identified once when the call is made: `None` when `[[callers]]` rules
     /// exist and none matches.
@@ -210,15 +211,18 @@ impl<'a> Call<'a> {
             prefix,
             peer,
             headers: &parts.headers,
+            uri: &parts.uri,
             version: parts.version,
             caller,
         }
     }
 
-    /// Checks that come before any dialect parsing: the Host header (DNS rebinding), and on a
-    /// listener reachable from off the host, a known secret on every request.
+    /// Checks that come before any dialect parsing: the door (what only a proxy, a browser or
+    /// a smuggler sends, [`super::door`]), the Host header (DNS rebinding), and on a listener
+    /// reachable from off the host, a known secret on every request.
     fn guard(&self) -> Result<(), Refusal> {
         let config = &self.settings.config;
+        super::door::check(self.headers, self.uri)?;
         // A target name in the path is decoded text too: no control characters, as in a query.
         if self.prefix.is_some_and(|p| p.chars().any(char::is_control)) {
             return Err(Refusal::BadRequest(
@@ -342,6 +346,7 @@ impl<'a> Call<'a> {
                     tenant: Some(served.tenant),
                     app: Some(&served.target.client_id),
                     resource: Some(&req.resource),
+                    path: None,
                     status: 200,
                     cache: Some(served.lookup.as_str()),
                     fingerprint: Some(&served.token.fingerprint),
@@ -426,6 +431,7 @@ impl<'a> Call<'a> {
                 tenant: refused.tenant,
                 app: refused.target.map(|t| t.client_id.as_str()),
                 resource,
+                path: None,
                 status: status.as_u16(),
                 cache: None,
                 fingerprint: None,

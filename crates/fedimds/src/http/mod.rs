@@ -3,7 +3,9 @@
 //! shutdown. One token request's path is [`call`]'s; accepting connections is [`listener`]'s.
 
 pub mod call;
+pub mod door;
 pub mod listener;
+pub mod passthrough;
 pub mod tls;
 
 use std::future::Future;
@@ -48,6 +50,8 @@ pub fn router(app: Arc<App>) -> Router {
         }
     }
     router
+        // The rest of IMDS, at the root only (a captured 169.254.169.254 has no prefix).
+        .route("/metadata/{*path}", any(passthrough::forward))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)

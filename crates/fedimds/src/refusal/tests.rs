@@ -64,7 +64,21 @@ fn every_refusal() -> Vec<Row> {
             "BadRequest",
         ),
         row(
-            Refusal::Forwarded,
+            Refusal::Forwarded("Forwarded"),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+            "BadRequest",
+        ),
+        row(
+            Refusal::Browser("Origin"),
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+            "BadRequest",
+        ),
+        row(
+            Refusal::Ambiguous("The Metadata header is given more than once"),
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
@@ -243,12 +257,42 @@ fn every_refusal() -> Vec<Row> {
             "temporarily_unavailable",
             "ServiceUnavailable",
         ),
+        row(
+            Refusal::NotForwarded("passthrough is off"),
+            StatusCode::NOT_FOUND,
+            None,
+            "not_found",
+            "NotFound",
+        ),
+        row(
+            Refusal::ImdsUnreachable("connection refused".to_owned()),
+            StatusCode::BAD_GATEWAY,
+            None,
+            "bad_gateway",
+            "BadGateway",
+        ),
+        row(
+            Refusal::ImdsTimeout("did not answer".to_owned()),
+            StatusCode::GATEWAY_TIMEOUT,
+            None,
+            "gateway_timeout",
+            "GatewayTimeout",
+        ),
+        row(
+            Refusal::PassthroughBusy,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("5"),
+            "temporarily_unavailable",
+            "ServiceUnavailable",
+        ),
     ];
     // Exhaustive on purpose: a new variant stops this compiling until it has a row above.
     for r in &rows {
         match r.refusal {
             Refusal::MissingMetadata
-            | Refusal::Forwarded
+            | Refusal::Forwarded(_)
+            | Refusal::Browser(_)
+            | Refusal::Ambiguous(_)
             | Refusal::MethodNotAllowed
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)
@@ -262,7 +306,11 @@ fn every_refusal() -> Vec<Row> {
             | Refusal::Target(_)
             | Refusal::Upstream(_)
             | Refusal::Internal(_)
-            | Refusal::AuditUnavailable => {}
+            | Refusal::AuditUnavailable
+            | Refusal::NotForwarded(_)
+            | Refusal::ImdsUnreachable(_)
+            | Refusal::ImdsTimeout(_)
+            | Refusal::PassthroughBusy => {}
         }
     }
     rows

@@ -287,7 +287,11 @@ fn newer_keys_from_the_file() {
     assert!(at("targets[0].prefetch") < at("callers[0].name"));
     assert_eq!(at("admin.listen"), at("callers[1].rate") + 1);
     assert_eq!(at("audit.fail_closed"), at("service_fabric.listen") - 1);
-    assert_eq!(at("service_fabric.thumbprint_file"), keys.len() - 1);
+    assert_eq!(
+        at("service_fabric.thumbprint_file"),
+        at("imds.passthrough") - 1
+    );
+    assert_eq!(at("imds.upstream"), keys.len() - 1);
 }
 
 #[test]
