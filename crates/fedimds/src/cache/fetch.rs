@@ -71,20 +71,18 @@ pub(super) fn spawn_fetch(
                 tracing::debug!(tenant = %key.tenant, resource = %key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");
                 Ok(token)
             }
-            Err(error) => {
-                inner.park_on(&key, &error, Instant::now());
-                Err(Arc::new(error))
-            }
+            Err(error) => Err(Arc::new(error)),
         };
         let next_attempt = {
             let mut state = slot.state();
             state.inflight = None;
             state.failure = match &outcome {
                 Ok(_) => None,
-                Err(e) => Some((
-                    e.clone(),
-                    Instant::now() + failure_ttl(e, inner.error_ttl, state.failures_in_a_row),
-                )),
+                Err(e) => {
+                    let ttl = failure_ttl(e, inner.error_ttl, state.failures_in_a_row);
+                    inner.park_on(&key, e, ttl, Instant::now());
+                    Some((e.clone(), Instant::now() + ttl))
+                }
             };
             state.failures_in_a_row = if outcome.is_ok() {
                 0

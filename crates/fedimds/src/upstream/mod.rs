@@ -83,6 +83,9 @@ pub enum FetchError {
     Parked {
         /// What is throttled, for the message: "Entra, for app … in tenant …" or the source.
         what: String,
+        /// What it said: "answered 429 (too many requests)", "blocked a request loop
+        /// (AADSTS50196)", "throttles the tenant (AADSTS90055)".
+        why: &'static str,
         /// Until the throttle lapses.
         retry_after: Duration,
     },
@@ -100,9 +103,13 @@ impl fmt::Display for FetchError {
                 diagnosis: None,
             } => write!(f, "{error}"),
             FetchError::Internal(what) => write!(f, "internal error: {what}"),
-            FetchError::Parked { what, retry_after } => write!(
+            FetchError::Parked {
+                what,
+                why,
+                retry_after,
+            } => write!(
                 f,
-                "{what} answered 429 (too many requests) and is not asked again for {} s; cached tokens are still served",
+                "{what} {why} and is not asked again, for any resource, for {} s; cached tokens are still served",
                 retry_after.as_secs().max(1)
             ),
         }
