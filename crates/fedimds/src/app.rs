@@ -227,7 +227,7 @@ impl App {
         }
         // Every step that can fail comes first, so a failed reload leaves the old config wholly
         // in force; only then is anything swapped.
-        let upstream = Upstream::with_metrics(&config, self.metrics.clone())?;
+        let upstream = Upstream::reloaded(&config, self.metrics.clone(), &self.cache.upstream())?;
         // A secret removed from the config is no longer the secret: a leaked one must stop
         // working when it is taken out. A generated one stays across reloads.
         let (identity_header, generated) = match (&config.server.identity_header, old.generated) {

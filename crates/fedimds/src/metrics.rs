@@ -113,6 +113,7 @@ pub struct Metrics {
     lookups: Family<LookupLabels, Counter>,
     upstream_calls: Family<UpstreamLabels, Counter>,
     upstream_latency: Family<UpstreamKind, Histogram>,
+    over_budget: Family<UpstreamKind, Counter>,
     build: Family<BuildLabels, Gauge>,
     audit_failures: Counter,
     /// The lookup counters, resolved once: a hit then costs one atomic add.
@@ -134,6 +135,7 @@ impl Default for Metrics {
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 ])
             }),
+            over_budget: Family::default(),
             build: Family::default(),
             audit_failures: Counter::default(),
         }
@@ -192,6 +194,15 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// One call not made: the upstream's budget had no turn free before the caller's deadline.
+    pub fn over_budget(&self, upstream: UpstreamName) {
+        self.over_budget
+            .get_or_create(&UpstreamKind {
+                upstream: upstream.as_str(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text: the standing metrics, plus the cache's figures read now.
     pub fn render(&self, cache: &CacheFigures) -> String {
         let mut registry = Registry::with_prefix("fedimds");
@@ -214,6 +225,11 @@ impl Metrics {
             "upstream_duration_seconds",
             "Upstream call latency",
             self.upstream_latency.clone(),
+        );
+        registry.register(
+            "upstream_budget_refusals",
+            "Upstream calls not made because fedimds's budget of calls to that upstream (upstream.max_requests_per_second, upstream.assertion_requests_per_second) had no turn free before the caller's deadline",
+            self.over_budget.clone(),
         );
         self.build
             .get_or_create(&BuildLabels {

@@ -74,6 +74,12 @@ impl Refusal {
             Refusal::Upstream(CacheError::NewKeysLimited(wait)) => {
                 (StatusCode::TOO_MANY_REQUESTS, Some(*wait))
             }
+            // The caller did nothing wrong: fedimds spaces its own upstream calls, and the
+            // SDK's retry after Retry-After gets the next turn.
+            Refusal::Upstream(CacheError::OverBudget { retry_in, .. }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some((*retry_in).max(Duration::from_secs(1))),
+            ),
             Refusal::Upstream(CacheError::Upstream { error, retry_in }) => match error.transience()
             {
                 Transience::Transient { .. } => (
@@ -107,9 +113,8 @@ impl Refusal {
                 Transience::Permanent => "invalid_request",
                 Transience::Transient { .. } => "temporarily_unavailable",
             },
-            Refusal::Upstream(CacheError::Timeout) | Refusal::AuditUnavailable => {
-                "temporarily_unavailable"
-            }
+            Refusal::Upstream(CacheError::Timeout | CacheError::OverBudget { .. })
+            | Refusal::AuditUnavailable => "temporarily_unavailable",
             Refusal::Unauthorized(_) | Refusal::Forbidden(_) | Refusal::ForeignHost => {
                 "unauthorized_client"
             }
@@ -137,7 +142,9 @@ impl Refusal {
             Refusal::Upstream(CacheError::Timeout) => {
                 "The upstream has not answered yet; the token is still being fetched. Retry shortly.".to_owned()
             }
-            Refusal::Upstream(CacheError::Upstream { error, .. }) => error.to_string(),
+            Refusal::Upstream(
+                CacheError::Upstream { error, .. } | CacheError::OverBudget { error, .. },
+            ) => error.to_string(),
             Refusal::Upstream(CacheError::NewKeysLimited(wait)) => format!(
                 "This caller asked for too many tokens fedimds did not hold (new resources or tenants) too fast; retry in {} ms (server.new_keys_per_second)",
                 wait.as_millis()

@@ -71,12 +71,33 @@ pub enum CacheError {
     },
     /// Upstream did not answer within the caller's wait bound; the fetch goes on.
     Timeout,
+    /// fedimds's own budget of upstream calls had no turn free for this key before the caller's
+    /// wait would end: no call was made (now, or recently enough that it is remembered).
+    OverBudget {
+        /// The refusal, naming the budget and the key.
+        error: Arc<FetchError>,
+        /// Until a turn would come: the caller's Retry-After.
+        retry_in: Duration,
+    },
     /// The caller asked for too many keys the cache did not hold, too fast; try again after
     /// this. No key was made.
     NewKeysLimited(Duration),
 }
 
 type Outcome = Result<Arc<AccessToken>, Arc<FetchError>>;
+
+/// The part of a caller's wait (`server.miss_timeout`) a cold miss may spend waiting for its
+/// turn in the Entra budget; the rest is for the assertion and the exchange themselves.
+const MISS_TURN_SHARE: f64 = 0.75;
+
+/// The refusal for a failed fetch: an over-budget one is told apart, so it reads as such.
+fn failed(error: Arc<FetchError>, retry_in: Duration) -> CacheError {
+    if matches!(*error, FetchError::OverBudget { .. }) {
+        CacheError::OverBudget { error, retry_in }
+    } else {
+        CacheError::Upstream { error, retry_in }
+    }
+}
 
 /// One key's state.
 #[derive(Default)]
@@ -181,6 +202,9 @@ struct CacheStats {
 
 struct Inner {
     slots: moka::sync::Cache<TokenKey, Arc<Slot>>,
+    /// Each cold miss waits for its first turn in the Entra budget at most this part of the
+    /// caller's wait, leaving the rest for the calls themselves.
+    miss_turn_share: f64,
     /// Upstream fetches in flight at most; the rest wait their turn.
     fetches: tokio::sync::Semaphore,
     /// Swapped on reload; each fetch uses the one in force when it starts.
@@ -227,6 +251,7 @@ impl TokenCache {
                         }
                     })
                     .build(),
+                miss_turn_share: MISS_TURN_SHARE,
                 fetches: tokio::sync::Semaphore::new(max_fetches),
                 upstream: arc_swap::ArcSwap::new(upstream),
                 error_ttl: settings.error_ttl,
@@ -322,15 +347,15 @@ impl TokenCache {
             let mut state = slot.state();
             if let Some((error, until)) = &state.failure {
                 if now < *until {
-                    return Err(CacheError::Upstream {
-                        error: error.clone(),
-                        retry_in: *until - now,
-                    });
+                    return Err(failed(error.clone(), *until - now));
                 }
             }
             match &state.inflight {
                 Some(rx) => rx.clone(),
-                None => spawn_fetch(&self.inner, key.clone(), slot.clone(), &mut state),
+                None => {
+                    let deadline = now + wait.mul_f64(self.inner.miss_turn_share);
+                    spawn_fetch(&self.inner, key.clone(), slot.clone(), &mut state, deadline)
+                }
             }
         };
         let outcome = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
@@ -345,12 +370,12 @@ impl TokenCache {
                 Some(Ok(_)) => Err(CacheError::Timeout),
                 Some(Err(error)) => {
                     let until = slot.state().failure.as_ref().map(|(_, until)| *until);
-                    Err(CacheError::Upstream {
-                        error: error.clone(),
-                        retry_in: until.map_or(Duration::from_secs(1), |u| {
+                    Err(failed(
+                        error.clone(),
+                        until.map_or(Duration::from_secs(1), |u| {
                             u.saturating_duration_since(Instant::now())
                         }),
-                    })
+                    ))
                 }
                 None => Err(CacheError::Timeout),
             },
