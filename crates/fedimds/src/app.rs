@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use crate::audit::Audit;
 use crate::cache::{Lookup, TokenCache};
 use crate::caller::RateLimits;
-use crate::config::{AuditSink, Config, Target};
+use crate::config::{AuditSink, Config, Target, PREFETCH_SPREAD};
 use crate::dialect::arc::ArcKeys;
 use crate::dialect::{Dialect, TokenRequest};
 use crate::fsutil::{self, Private};
@@ -329,6 +329,9 @@ impl App {
     pub async fn prefetch(self: Arc<Self>) {
         /// Between rounds of failed prefetches: the fetch itself already retried.
         const PAUSE: Duration = Duration::from_secs(5);
+        // Replicas started together (a rollout, a node pool coming up) would otherwise all
+        // ask Entra in the same instant, and then refresh in step.
+        tokio::time::sleep(PREFETCH_SPREAD.mul_f64(fastrand::f64())).await;
         let mut done: std::collections::HashSet<(String, String)> = Default::default();
         loop {
             // The settings in force this round: a reload that fixes or drops a broken
@@ -362,7 +365,8 @@ impl App {
                 }
             }
             if failed {
-                tokio::time::sleep(PAUSE).await;
+                // Jittered too, so replicas that failed together do not retry together.
+                tokio::time::sleep(PAUSE.mul_f64(0.5 + fastrand::f64())).await;
             }
         }
         self.ready.store(true, Ordering::Release);
@@ -416,9 +420,14 @@ fn wants_owners(config: &Config, wanted: &crate::peer::Wanted) {
     wanted.gid.store(gid, Ordering::Relaxed);
 }
 
-/// Says, once per start or reload, what in the config is valid but probably not meant.
+/// Says, once per start or reload, what in the config is valid but probably not meant, and
+/// whether what it prefetches fits the upstream budget.
 fn warn_about(config: &Config) {
-    for warning in config.warnings() {
+    for warning in config
+        .warnings()
+        .into_iter()
+        .chain(crate::upstream::budget::warnings(config))
+    {
         tracing::warn!(%warning, "config");
     }
 }

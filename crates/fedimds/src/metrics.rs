@@ -31,6 +31,8 @@ pub struct CacheFigures {
     pub throttled: u64,
     /// Throttles opened since start.
     pub throttles: u64,
+    /// Keys held beyond what the Entra budget can refresh in one refresh window.
+    pub budget_shortfall: u64,
     /// What they weigh, in bytes.
     pub bytes: u64,
     /// Seconds until the soonest cached token expires.
@@ -276,6 +278,13 @@ impl Metrics {
             "upstream_throttles",
             "Throttles opened: an Entra 429 for an app, or an IMDS 429 for the assertion source",
             throttles,
+        );
+        let shortfall = Gauge::<i64>::default();
+        shortfall.set(i64::try_from(cache.budget_shortfall).unwrap_or(i64::MAX));
+        registry.register(
+            "upstream_budget_shortfall",
+            "Keys held beyond what the budget of Entra calls (upstream.max_requests_per_second, upstream.burst) can refresh in one refresh window, were they to come due together",
+            shortfall,
         );
         let timers = Gauge::<i64>::default();
         timers.set(i64::try_from(cache.timers).unwrap_or(i64::MAX));

@@ -198,6 +198,8 @@ struct CacheStats {
     timers: Arc<std::sync::atomic::AtomicI64>,
     /// Throttles opened (an app's, or the assertion source's).
     throttles: std::sync::atomic::AtomicU64,
+    /// Keys held beyond what the Entra budget can refresh in one refresh window.
+    shortfall: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -215,6 +217,29 @@ struct Inner {
     /// Apps (and the assertion source) the upstream throttles, until when.
     parked: Mutex<Parked>,
     stats: CacheStats,
+}
+
+impl Inner {
+    /// Whether the `keys` holding a token could all be refreshed within the Entra budget if
+    /// they came due together, in one refresh window of the shortest-lived of them (`shortest`;
+    /// housekeeping): the gauge, and a log line when that changes, with the arithmetic.
+    fn check_budget(&self, keys: u64, shortest: Option<Duration>) {
+        let rate = self.upstream.load().budgets.entra.rate();
+        let short =
+            shortest.and_then(|lifetime| crate::upstream::budget::shortfall(keys, lifetime, rate));
+        let beyond = short.as_ref().map_or(0, |s| s.beyond());
+        let was = self.stats.shortfall.swap(beyond, Ordering::Relaxed);
+        match short {
+            Some(s) if was == 0 => tracing::warn!(
+                shortfall = %s,
+                "the budget of Entra calls is too small for the keys held: refreshes will queue for their turn, and cold keys with them"
+            ),
+            None if was > 0 => {
+                tracing::info!(keys, "the keys held fit the budget of Entra calls again")
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The cache of target-tenant tokens. Cheap to clone.
@@ -275,16 +300,23 @@ impl TokenCache {
                 tick.tick().await;
                 let Some(inner) = inner.upgrade() else { return };
                 let now = Instant::now();
-                let idle: Vec<_> = inner
-                    .slots
-                    .iter()
-                    .filter(|(_, slot)| slot.idle_past(inner.idle_ttl, now))
-                    .map(|(key, _)| key)
-                    .collect();
+                // One pass over the keys: the idle ones, and what the others hold (for the
+                // budget check).
+                let mut idle = Vec::new();
+                let (mut held, mut shortest) = (0u64, None::<Duration>);
+                for (key, slot) in inner.slots.iter() {
+                    if slot.idle_past(inner.idle_ttl, now) {
+                        idle.push(key);
+                    } else if let Some(token) = slot.token.load().as_ref() {
+                        held += 1;
+                        shortest = Some(shortest.map_or(token.lifetime, |s| s.min(token.lifetime)));
+                    }
+                }
                 for key in idle {
                     inner.slots.invalidate(&*key);
                 }
                 inner.lift_throttles(now);
+                inner.check_budget(held, shortest);
                 inner.slots.run_pending_tasks();
             }
         }
@@ -451,6 +483,7 @@ impl TokenCache {
             timers: self.timers(),
             throttled: self.inner.throttled(),
             throttles: self.inner.stats.throttles.load(Ordering::Relaxed),
+            budget_shortfall: self.inner.stats.shortfall.load(Ordering::Relaxed),
             bytes: self.inner.slots.weighted_size(),
             soonest_expiry: expiries.first().map(|(_, seconds)| *seconds),
             expiries: expiries

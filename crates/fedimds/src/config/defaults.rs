@@ -67,6 +67,9 @@ pub const DEFAULT_ASSERTION_REQUESTS_PER_SECOND: f64 = 10.0;
 /// Calls to the assertion source at once (`upstream.assertion_burst`): IMDS takes at most 5
 /// managed-identity requests at once per VM.
 pub const DEFAULT_ASSERTION_BURST: u32 = 5;
+/// Start-up prefetch waits a random part of this first, so replicas started together do not
+/// call Entra (and then refresh) in step; short, because `/readyz` waits for the prefetch.
+pub const PREFETCH_SPREAD: Duration = Duration::from_secs(2);
 /// The cache's size bound in bytes (keys and tokens, with moka's own overhead).
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// What an entry weighs besides its key and token: the slot, its timers, moka's bookkeeping.

@@ -101,6 +101,95 @@ impl Budgets {
     }
 }
 
+/// The lifetime the prefetch check assumes: Entra's access tokens live 60 to 90 minutes, and
+/// the shortest gives the shortest refresh window (`docs/entra-exchange.md#refresh`).
+pub const ASSUMED_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Whether `keys` keys, all come due together (as after a start, a rollout, a burst of cold
+/// keys), can be refreshed within the Entra budget inside the refresh window of a token of
+/// `lifetime`: `None` when they can, else the arithmetic, for a warning.
+pub fn shortfall(keys: u64, lifetime: Duration, rate: Rate) -> Option<Shortfall> {
+    let (start, window) = crate::token::refresh_window(lifetime, None);
+    let allowed = rate.calls_within(window).floor();
+    let allowed = if allowed >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        allowed as u64
+    };
+    (keys > allowed).then_some(Shortfall {
+        keys,
+        allowed,
+        rate,
+        lifetime,
+        start,
+        window,
+    })
+}
+
+/// Keys the Entra budget cannot refresh in one refresh window, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shortfall {
+    /// Keys that come due.
+    pub keys: u64,
+    /// Calls the budget allows within the window.
+    pub allowed: u64,
+    /// The budget.
+    pub rate: Rate,
+    /// The token lifetime the window is of.
+    pub lifetime: Duration,
+    /// When the window opens after the token is issued.
+    pub start: Duration,
+    /// How long it lasts.
+    pub window: Duration,
+}
+
+impl Shortfall {
+    /// Keys beyond what the budget can refresh.
+    pub fn beyond(&self) -> u64 {
+        self.keys - self.allowed
+    }
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let minutes = |d: Duration| d.as_secs_f64() / 60.0;
+        write!(
+            f,
+            "{} keys need {} calls to Entra within the {:.1} min refresh window of a {:.0} min token (from {:.1} to {:.1} min after it is issued, when keys fetched together come due together), but upstream.max_requests_per_second = {} with upstream.burst = {} allows {} + {} x {} s = {}: {} keys would be refreshed late or expire first; raise upstream.max_requests_per_second to at least {:.1}",
+            self.keys,
+            self.keys,
+            minutes(self.window),
+            minutes(self.lifetime),
+            minutes(self.start),
+            minutes(self.start + self.window),
+            self.rate.per_second,
+            self.rate.burst,
+            self.rate.burst,
+            self.rate.per_second,
+            self.window.as_secs(),
+            self.allowed,
+            self.beyond(),
+            (self.keys.saturating_sub(u64::from(self.rate.burst))) as f64
+                / self.window.as_secs_f64().max(1.0),
+        )
+    }
+}
+
+/// What start-up, reload and `fedimds check` say about the budget: whether the keys the config
+/// prefetches could all be refreshed within it, each come due in the same window as the others
+/// (they are fetched together at start).
+pub fn warnings(config: &crate::config::Config) -> Vec<String> {
+    let keys: usize = config.targets.iter().map(|t| t.prefetch.len()).sum();
+    shortfall(
+        u64::try_from(keys).unwrap_or(u64::MAX),
+        ASSUMED_LIFETIME,
+        config.upstream.entra_rate,
+    )
+    .map(|s| format!("the budget of Entra calls is too small for what is prefetched: {s}"))
+    .into_iter()
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +229,28 @@ mod tests {
         // The refusal took nothing: the next turn is still at 4 s.
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert_eq!(budget.reserve(Some(Instant::now())), Ok(Instant::now()));
+    }
+
+    #[test]
+    fn the_shortfall_states_its_arithmetic() {
+        let rate = Rate {
+            per_second: 1.0,
+            burst: 40,
+        };
+        // An hour's token: a 5-minute window, 40 + 1 x 300 = 340 calls.
+        assert_eq!(shortfall(340, ASSUMED_LIFETIME, rate), None);
+        let s = shortfall(1000, ASSUMED_LIFETIME, rate).unwrap();
+        assert_eq!((s.allowed, s.beyond()), (340, 660));
+        let text = s.to_string();
+        for part in [
+            "1000 keys need 1000 calls to Entra within the 5.0 min refresh window of a 60 min token",
+            "from 50.0 to 55.0 min",
+            "upstream.max_requests_per_second = 1 with upstream.burst = 40 allows 40 + 1 x 300 s = 340",
+            "660 keys would be refreshed late",
+            "at least 3.2",
+        ] {
+            assert!(text.contains(part), "{part:?} in {text}");
+        }
     }
 
     #[test]

@@ -331,3 +331,148 @@ async fn refreshes_of_five_thousand_keys_spread_within_budget_and_leave_room_for
     }
     assert_eq!(h.sim.counters().entra - exchanges_before, calls);
 }
+
+/// Replicas started together do not prefetch in step: each waits a random part of two
+/// seconds first.
+#[tokio::test(start_paused = true)]
+async fn replicas_started_together_prefetch_apart() {
+    const REPLICAS: usize = 20;
+    let sim = fedimds_sim::Sim::start(SimConfig::demo(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let apps: Vec<_> = (0..REPLICAS)
+        .map(|_| {
+            let mut raw = fedimds::demo::raw_config(&sim.url(), "127.0.0.1:0".parse().unwrap());
+            target(&mut raw, "litware").prefetch = strings(&[GRAPH]);
+            let app = fedimds::app::App::new(load(&raw)).unwrap();
+            tokio::spawn(app.clone().prefetch());
+            app
+        })
+        .collect();
+    let started = Instant::now();
+    let mut ready_at = vec![None; REPLICAS];
+    while ready_at.iter().any(Option::is_none) && started.elapsed() < Duration::from_secs(10) {
+        for (app, at) in apps.iter().zip(&mut ready_at) {
+            if at.is_none() && app.is_ready() {
+                *at = Some(started.elapsed());
+            }
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    let ready_at: Vec<Duration> = ready_at.into_iter().map(Option::unwrap).collect();
+    let (first, last) = (
+        ready_at.iter().min().unwrap(),
+        ready_at.iter().max().unwrap(),
+    );
+    assert!(
+        *last - *first >= Duration::from_millis(500),
+        "{REPLICAS} replicas all ready within {:?}: {ready_at:?}",
+        *last - *first
+    );
+    assert!(*last <= Duration::from_secs(3), "{ready_at:?}");
+    let mut tenths: Vec<u128> = ready_at.iter().map(|d| d.as_millis() / 100).collect();
+    tenths.dedup();
+    tenths.sort_unstable();
+    tenths.dedup();
+    assert!(tenths.len() >= 5, "{ready_at:?}");
+}
+
+/// Start-up and `fedimds check` say when what is prefetched cannot all be refreshed within the
+/// budget, with the arithmetic.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_prefetch_the_budget_cannot_refresh_is_warned_about_with_the_arithmetic() {
+    let sim = fedimds_sim::Sim::start(SimConfig::demo(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut raw = fedimds::demo::raw_config(&sim.url(), "127.0.0.1:0".parse().unwrap());
+    let resources: Vec<String> = (0..400).map(|i| format!("https://r{i}.example")).collect();
+    target(&mut raw, "contoso").prefetch = Some(resources);
+    raw.upstream.max_requests_per_second = Some(0.5);
+    raw.upstream.burst = Some(1);
+    let config = load(&raw);
+    let expected = [
+        "400 keys need 400 calls to Entra within the 5.0 min refresh window of a 60 min token",
+        "upstream.max_requests_per_second = 0.5 with upstream.burst = 1 allows 1 + 0.5 x 300 s = 151",
+        "raise upstream.max_requests_per_second to at least 1.3",
+    ];
+    let (logs, guard) = LogCapture::install();
+    let app = fedimds::app::App::new(config.clone()).unwrap();
+    drop(guard);
+    let logged = logs.text();
+    for part in expected {
+        assert!(
+            logged.contains(part),
+            "{part:?} in the start-up log:\n{logged}"
+        );
+    }
+    drop(app);
+    let mut out = Vec::new();
+    fedimds::check::run(&config, &mut out).await;
+    // The report wraps its lines: compare with the wrapping undone.
+    let report = String::from_utf8(out).unwrap();
+    let flat = report.split_whitespace().collect::<Vec<_>>().join(" ");
+    for part in expected {
+        assert!(flat.contains(part), "{part:?} in the report:\n{report}");
+    }
+    // Within budget, nothing is said.
+    raw.upstream.max_requests_per_second = Some(2.0);
+    let (logs, guard) = LogCapture::install();
+    let _app = fedimds::app::App::new(load(&raw)).unwrap();
+    drop(guard);
+    assert!(!logs.text().contains("too small"), "{}", logs.text());
+}
+
+/// At runtime, a gauge (and one log line) says when the keys held could not all be refreshed
+/// within the budget, and again when they fit.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_keys_held_are_weighed_against_the_budget_at_runtime() {
+    let mut raw = None;
+    let h = start_with(SimConfig::demo(), |r| {
+        r.upstream.max_requests_per_second = Some(1000.0);
+        r.upstream.burst = Some(1000);
+        r.server.new_keys_per_second = Some(1000.0);
+        raw = Some(r.clone());
+    })
+    .await;
+    for i in 0..100 {
+        assert_eq!(ask(&h, &format!("https://r{i}.example")).await.status, 200);
+    }
+    let gauge = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("fedimds_upstream_budget_shortfall ")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("the gauge in {text}"))
+    };
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(gauge(&h.metrics().await), 0.0);
+    // 0.1 calls a second, bursts of 1: 1 + 0.1 x 299 s (the window of the simulator's
+    // 3599 s tokens) = 30 refreshes, for 100 keys.
+    let mut raw = raw.unwrap();
+    raw.upstream.max_requests_per_second = Some(0.1);
+    raw.upstream.burst = Some(1);
+    let (logs, guard) = LogCapture::install();
+    h.app.reload(load(&raw)).unwrap();
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(gauge(&h.metrics().await), 70.0);
+    sleep(Duration::from_secs(30)).await;
+    raw.upstream.max_requests_per_second = Some(10.0);
+    h.app.reload(load(&raw)).unwrap();
+    sleep(Duration::from_secs(11)).await;
+    drop(guard);
+    assert_eq!(gauge(&h.metrics().await), 0.0);
+    let text = logs.text();
+    assert_eq!(
+        text.matches("the budget of Entra calls is too small for the keys held")
+            .count(),
+        1,
+        "logged once while it lasts:\n{text}"
+    );
+    assert!(text.contains("100 keys need 100 calls"), "{text}");
+    assert!(
+        text.contains("fit the budget of Entra calls again"),
+        "{text}"
+    );
+}
