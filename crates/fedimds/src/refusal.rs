@@ -5,8 +5,9 @@
 //! Every `match` here names every variant: a new reason must be given its status on purpose,
 //! never inherit one from a wildcard. The statuses keep the meaning clients give them
 //! (`docs/client-protocols.md#status-codes-and-retries`): 400 for anything permanent, so clients stop
-//! and show the message; 503 with `Retry-After` only for transient upstream trouble (and an
-//! audit log that cannot record, with `audit.fail_closed`); 500 only for a fault on fedimds's
+//! and show the message; 503 with `Retry-After` only for transient upstream trouble (fedimds's
+//! own budget of upstream calls with no turn in time among it, and an audit log that cannot
+//! record, with `audit.fail_closed`); 500 only for a fault on fedimds's
 //! own side.
 
 use std::time::Duration;

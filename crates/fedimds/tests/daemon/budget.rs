@@ -405,6 +405,17 @@ async fn a_prefetch_the_budget_cannot_refresh_is_warned_about_with_the_arithmeti
             "{part:?} in the start-up log:\n{logged}"
         );
     }
+    // A reload says it again.
+    let (logs, guard) = LogCapture::install();
+    app.reload(config.clone()).unwrap();
+    drop(guard);
+    let logged = logs.text();
+    for part in expected {
+        assert!(
+            logged.contains(part),
+            "{part:?} in the reload's log:\n{logged}"
+        );
+    }
     drop(app);
     let mut out = Vec::new();
     fedimds::check::run(&config, &mut out).await;
