@@ -6,6 +6,9 @@ credential chains' IMDS probes and the Rust crate (whose IMDS address is fixed) 
 while the daemon keeps its loopback listener (a non-loopback one would demand a caller secret on
 every request, which IMDS clients never send).
 
+It writes a line to stderr for every connection it accepts, so a test can count a probe that
+only opens a connection and sends nothing (Java azure-identity's).
+
 usage: imds_forward.py LISTEN_HOST LISTEN_PORT TO_HOST TO_PORT
 """
 
@@ -26,6 +29,8 @@ async def pipe(reader, writer):
 
 async def main(listen_host, listen_port, to_host, to_port):
     async def handle(client_reader, client_writer):
+        host, port = client_writer.get_extra_info("peername")[:2]
+        print(f"connection from {host}:{port}", file=sys.stderr, flush=True)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(to_host, to_port)
         except OSError:

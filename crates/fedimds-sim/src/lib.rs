@@ -15,8 +15,8 @@
 //!
 //! - `GET /_sim/counters`: `{"imds": n, "app_service": n, "entra": n}`, the requests per route;
 //! - `GET /_sim/exchanges`: every request Entra's route received, in order, as a JSON array of
-//!   `{"tenant", "client_id", "scope", "access_token"}` (or `"error"` instead of
-//!   `"access_token"`: an `AADSTS…` code, or `fault:<status>`). It exposes issued tokens, which
+//!   `{"tenant", "client_id", "scope", "access_token"}`, with `"claims"` when the request sent
+//!   some (or `"error"` instead of `"access_token"`: an `AADSTS…` code, or `fault:<status>`). It exposes issued tokens, which
 //!   is fine only because the simulator is never a real upstream.
 //!
 //! # Layout

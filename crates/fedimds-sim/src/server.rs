@@ -259,8 +259,9 @@ async fn counters(extract::State(state): extract::State<Arc<State>>) -> Response
     Json(json!({"imds": c.imds, "app_service": c.app_service, "entra": c.entra})).into_response()
 }
 
-/// Every Entra exchange so far, in order: `tenant`, `client_id`, `scope`, and either the issued
-/// `access_token` or the `error` (an AADSTS code, or `fault:<status>`).
+/// Every Entra exchange so far, in order: `tenant`, `client_id`, `scope`, the `claims` sent
+/// (when any), and either the issued `access_token` or the `error` (an AADSTS code, or
+/// `fault:<status>`).
 async fn exchanges(extract::State(state): extract::State<Arc<State>>) -> Response {
     let records: Vec<Value> = state
         .exchanges()
@@ -268,6 +269,9 @@ async fn exchanges(extract::State(state): extract::State<Arc<State>>) -> Respons
         .map(|r| {
             let mut record =
                 json!({"tenant": r.tenant, "client_id": r.client_id, "scope": r.scope});
+            if let Some(claims) = &r.claims {
+                record["claims"] = json!(claims);
+            }
             match &r.outcome {
                 Ok(token) => record["access_token"] = json!(token),
                 Err(error) => record["error"] = json!(error),

@@ -13,7 +13,9 @@ use arc_swap::ArcSwap;
 use crate::audit::Audit;
 use crate::cache::{Lookup, TokenCache};
 use crate::caller::RateLimits;
-use crate::config::{AuditSink, Config, Target, PREFETCH_SPREAD};
+use crate::config::{
+    AuditSink, CallerSecret, Config, SecretFile, Target, PREFETCH_SPREAD, SECRET_FILE_POLL,
+};
 use crate::dialect::arc::ArcKeys;
 use crate::dialect::{Dialect, TokenRequest};
 use crate::fsutil::{self, Private};
@@ -128,7 +130,7 @@ impl App {
             config.server.arc_key_dir.clone(),
             config.server.arc_key_group,
         );
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             settings: ArcSwap::from_pointee(Settings::new(
                 config,
                 identity_header,
@@ -141,7 +143,9 @@ impl App {
             audit,
             ready: AtomicBool::new(ready),
             owners_wanted,
-        }))
+        });
+        tokio::spawn(watch_secret_files(Arc::downgrade(&app)));
+        Ok(app)
     }
 
     /// The settings in force.
@@ -220,6 +224,10 @@ impl App {
                 "admin.listen",
             ),
             (config.audit.sink != old.config.audit.sink, "audit.path"),
+            (
+                config.service_fabric != old.config.service_fabric,
+                "service_fabric",
+            ),
         ] {
             if changed {
                 return Err(StartError::NeedsRestart(key));
@@ -439,6 +447,62 @@ pub(crate) fn selector<'a>(prefix: Option<&'a str>, req: &'a TokenRequest) -> Se
         object_id: req.object_id.as_deref(),
         resource_id: req.resource_id.as_deref(),
         tenant_id: req.tenant_id.as_deref(),
+    }
+}
+
+/// Reads every `callers[].secret_file` of the settings in force again every
+/// [`SECRET_FILE_POLL`], so a rotated secret (a Kubernetes Secret's new value reaching its
+/// mounted file) lets in whom it names, and no longer whom it named, without a restart. A file
+/// that cannot be read accepts no secret until it can. Ends with the `App`.
+async fn watch_secret_files(app: std::sync::Weak<App>) {
+    loop {
+        tokio::time::sleep(SECRET_FILE_POLL).await;
+        let Some(app) = app.upgrade() else { return };
+        let settings = app.settings.load_full();
+        drop(app);
+        let files: Vec<(String, SecretFile)> = settings
+            .config
+            .callers
+            .iter()
+            .filter_map(|rule| match &rule.secret {
+                Some(CallerSecret::File(file)) => Some((rule.name.clone(), file.clone())),
+                _ => None,
+            })
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        // Small files, but file reads all the same: off the runtime's workers.
+        let changes = tokio::task::spawn_blocking(move || {
+            files
+                .into_iter()
+                .map(|(name, file)| {
+                    let (changed, error) = file.reload();
+                    (name, file, changed, error)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (name, file, changed, error) in changes {
+            match (changed, error) {
+                (true, None) => tracing::info!(
+                    caller = %name,
+                    key = %file.key,
+                    path = %file.path.display(),
+                    secrets = file.current.load().len(),
+                    "caller secret file changed: its new secrets are in force"
+                ),
+                (true, Some(why)) => tracing::warn!(
+                    caller = %name,
+                    key = %file.key,
+                    path = %file.path.display(),
+                    error = %why,
+                    "caller secret file cannot be read: the caller is refused until it can"
+                ),
+                (false, _) => {}
+            }
+        }
     }
 }
 

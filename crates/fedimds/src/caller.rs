@@ -154,7 +154,9 @@ pub(crate) fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostRule {
     /// The token endpoints: loopback names, IMDS's address, the listen address, and
-    /// `server.allowed_hosts`.
+    /// `server.allowed_hosts`; with `server.allow_remote`, any IP address too (callers on
+    /// other hosts or pods name the listener by an address, the node's in node mode, and every
+    /// request there carries a secret anyway).
     Token,
     /// The admin listener: the same names, and any IP address. The kubelet probes with the
     /// pod's IP as Host, and an address is no DNS-rebinding attack: a page can make a browser
@@ -191,7 +193,7 @@ pub fn host_allowed(
     name.eq_ignore_ascii_case("localhost")
         || name == "169.254.169.254"
         || ip.is_some_and(|ip| ip.is_loopback() || (!listen_ip.is_unspecified() && ip == listen_ip))
-        || (rule == HostRule::Admin && ip.is_some())
+        || ((rule == HostRule::Admin || config.server.allow_remote) && ip.is_some())
         || config
             .server
             .allowed_hosts
@@ -534,6 +536,23 @@ rate = 2
         assert!(with("10.244.1.7:8182", HostRule::Admin));
         assert!(!with("10.244.1.7:8182", HostRule::Token));
         assert!(!with("rebind.evil.example:8182", HostRule::Admin));
+    }
+
+    #[test]
+    fn a_listener_others_reach_takes_addresses_but_still_no_foreign_names() {
+        use axum::http::{header::HOST, HeaderValue, Version};
+        // Node mode: pods name the node's address.
+        let c = config(
+            "[server]\nlisten = \"0.0.0.0:8181\"\nallow_remote = true\nidentity_header = \"a-secret-of-16-chars-or-more\"\n",
+        );
+        let with = |h: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(HOST, HeaderValue::from_static(h));
+            host_allowed(&m, Version::HTTP_11, &c, HostRule::Token)
+        };
+        assert!(with("10.240.0.4:8181"));
+        assert!(with("[fd00::4]:8181"));
+        assert!(!with("rebind.evil.example:8181"));
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub async fn run(
         token: listener,
         unix: None,
         admin: Some(admin),
+        service_fabric: None,
     };
     http::run(app, listeners, shutdown)
         .await

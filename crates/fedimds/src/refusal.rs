@@ -34,8 +34,12 @@ pub enum Refusal {
     ApiVersion,
     /// A malformed request, with what is wrong.
     BadRequest(String),
-    /// The caller secret is missing or wrong.
+    /// The caller secret is missing (or, on a listener others can reach, not known).
     Unauthorized(&'static str),
+    /// A dialect's secret header was sent, with a value this endpoint does not know.
+    SecretNotKnown(&'static str),
+    /// No `resource` parameter.
+    MissingResource,
     /// The Host header names neither this host nor an allowed name (DNS rebinding).
     ForeignHost,
     /// The caller may not have what it asked for (`[[callers]]` policy).
@@ -63,10 +67,13 @@ impl Refusal {
             | Refusal::Forwarded
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)
+            | Refusal::MissingResource
             | Refusal::Target(_) => (StatusCode::BAD_REQUEST, None),
             Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
             Refusal::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, None),
-            Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+            Refusal::Unauthorized(_) | Refusal::SecretNotKnown(_) => {
+                (StatusCode::UNAUTHORIZED, None)
+            }
             Refusal::ForeignHost | Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             Refusal::RateLimited(wait) => (StatusCode::TOO_MANY_REQUESTS, Some(*wait)),
             Refusal::Upstream(CacheError::Timeout) => {
@@ -102,6 +109,7 @@ impl Refusal {
             | Refusal::Forwarded
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)
+            | Refusal::MissingResource
             | Refusal::RequestTimeout(_) => "invalid_request",
             Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "invalid_resource",
             Refusal::Target(
@@ -116,9 +124,10 @@ impl Refusal {
             },
             Refusal::Upstream(CacheError::Timeout | CacheError::OverBudget { .. })
             | Refusal::AuditUnavailable => "temporarily_unavailable",
-            Refusal::Unauthorized(_) | Refusal::Forbidden(_) | Refusal::ForeignHost => {
-                "unauthorized_client"
-            }
+            Refusal::Unauthorized(_)
+            | Refusal::SecretNotKnown(_)
+            | Refusal::Forbidden(_)
+            | Refusal::ForeignHost => "unauthorized_client",
             Refusal::RateLimited(_) | Refusal::Upstream(CacheError::NewKeysLimited(_)) => {
                 "slow_down"
             }
@@ -135,7 +144,10 @@ impl Refusal {
             Refusal::MethodNotAllowed => "The method is not allowed on this endpoint".to_owned(),
             Refusal::ApiVersion => "Bad request. api-version is invalid or was not specified in the request.".to_owned(),
             Refusal::BadRequest(m) | Refusal::Forbidden(m) | Refusal::Internal(m) => m.clone(),
-            Refusal::Unauthorized(m) => (*m).to_owned(),
+            Refusal::Unauthorized(m) | Refusal::SecretNotKnown(m) => (*m).to_owned(),
+            Refusal::MissingResource => {
+                "Required audience parameter 'resource' not specified".to_owned()
+            }
             Refusal::ForeignHost => "The Host header must name this host (localhost, 127.0.0.1, 169.254.169.254 or a name in server.allowed_hosts)".to_owned(),
             Refusal::RateLimited(wait) => format!("Too many requests from this caller; retry in {} ms", wait.as_millis()),
             Refusal::RequestTimeout(limit) => format!("The request body did not arrive within {} ms (server.header_read_timeout)", limit.as_millis()),
@@ -152,6 +164,47 @@ impl Refusal {
             ),
             Refusal::AuditUnavailable => "The audit log cannot record this token, and audit.fail_closed is set: no token is served until it can. Retry shortly; the operator should check audit.path".to_owned(),
         }
+    }
+}
+
+impl Refusal {
+    /// Service Fabric's status and error code (`docs/client-protocols.md#service-fabric`):
+    /// its own where it has one (an unknown secret is 404 `ManagedIdentityNotFound`, as
+    /// Service Fabric answers it), else the general status under a code of the same form.
+    /// Retry-After is [`Refusal::status`]'s.
+    pub fn service_fabric(&self) -> (StatusCode, &'static str) {
+        let (status, _) = self.status();
+        let code = match self {
+            Refusal::Unauthorized(_) => "SecretHeaderNotFound",
+            Refusal::SecretNotKnown(_) | Refusal::Target(TargetError::IdentityNotFound) => {
+                return (StatusCode::NOT_FOUND, "ManagedIdentityNotFound")
+            }
+            Refusal::MissingResource => "ArgumentNullOrEmpty",
+            Refusal::ApiVersion => "InvalidApiVersion",
+            Refusal::Target(TargetError::ResourceNotAllowed { .. }) => "InvalidResource",
+            Refusal::MissingMetadata
+            | Refusal::Forwarded
+            | Refusal::BadRequest(_)
+            | Refusal::Target(
+                TargetError::TenantNotAnId { .. }
+                | TargetError::Ambiguous { .. }
+                | TargetError::TenantNotAllowed { .. },
+            ) => "BadRequest",
+            Refusal::MethodNotAllowed => "MethodNotAllowed",
+            Refusal::ForeignHost | Refusal::Forbidden(_) => "Forbidden",
+            Refusal::RateLimited(_) | Refusal::Upstream(CacheError::NewKeysLimited(_)) => {
+                "TooManyRequests"
+            }
+            Refusal::RequestTimeout(_) => "RequestTimeout",
+            Refusal::Upstream(CacheError::Upstream { error, .. }) => match error.transience() {
+                Transience::Permanent => "BadRequest",
+                Transience::Transient { .. } => "ServiceUnavailable",
+            },
+            Refusal::Upstream(CacheError::Timeout | CacheError::OverBudget { .. })
+            | Refusal::AuditUnavailable => "ServiceUnavailable",
+            Refusal::Internal(_) => "InternalServerError",
+        };
+        (status, code)
     }
 }
 

@@ -21,6 +21,9 @@ export const FEDIMDS_IMDS_LOG_FILE = env.FEDIMDS_IMDS_LOG_FILE ?? "";
 export const SECRET = env.FEDIMDS_SECRET;
 export const SIM_URL = env.SIM_URL;
 export const ARC = env.FEDIMDS_ARC === "yes";
+// The Service Fabric listener (HTTPS; its certificate is trusted through NODE_EXTRA_CA_CERTS).
+export const SF_URL = env.FEDIMDS_SF_URL;
+export const SF_THUMBPRINT = env.FEDIMDS_SF_THUMBPRINT;
 
 export const TARGET_TENANT = "22222222-2222-4222-8222-222222222222";
 export const OTHER_TENANT = "33333333-3333-4333-8333-333333333333";
@@ -61,6 +64,11 @@ export function useDialect(dialect, { base = FEDIMDS_URL, secret = SECRET } = {}
     legacy: { MSI_ENDPOINT: `${base}/msi/token`, MSI_SECRET: secret },
     cloud_shell: { MSI_ENDPOINT: `${base}/msi/token` },
     arc: { IDENTITY_ENDPOINT: `${base}/arc/metadata/identity/oauth2/token`, IMDS_ENDPOINT: base },
+    service_fabric: {
+      IDENTITY_ENDPOINT: `${SF_URL}/metadata/identity/oauth2/token`,
+      IDENTITY_HEADER: secret,
+      IDENTITY_SERVER_THUMBPRINT: SF_THUMBPRINT,
+    },
     none: {},
   }[dialect];
   assert.ok(vars, dialect);

@@ -25,10 +25,19 @@ FEDIMDS_LOG_FILE = os.environ["FEDIMDS_LOG_FILE"]
 # there is none.
 FEDIMDS_IMDS_URL = os.environ.get("FEDIMDS_IMDS_URL", "")
 FEDIMDS_IMDS_LOG_FILE = os.environ.get("FEDIMDS_IMDS_LOG_FILE", "")
+# A line per connection to 169.254.169.254:80 (tests/conformance/imds_forward.py).
+FEDIMDS_IMDS_FORWARD_LOG_FILE = os.environ.get("FEDIMDS_IMDS_FORWARD_LOG_FILE", "")
 SECRET = os.environ["FEDIMDS_SECRET"]
 SIM_URL = os.environ["SIM_URL"]
 ARC = os.environ.get("FEDIMDS_ARC") == "yes"
 AZURE_IDENTITY_RS = os.environ["AZURE_IDENTITY_RS"]
+# The Go and Java drivers (tests/conformance/go, tests/conformance/java), built by the suite.
+AZURE_IDENTITY_GO = os.environ["AZURE_IDENTITY_GO"]
+AZURE_IDENTITY_JAVA = os.environ["AZURE_IDENTITY_JAVA"]
+# The Service Fabric listener (HTTPS), its certificate's SHA-1 and the certificate itself.
+SF_URL = os.environ["FEDIMDS_SF_URL"]
+SF_THUMBPRINT = os.environ["FEDIMDS_SF_THUMBPRINT"]
+SF_CERT = os.environ["FEDIMDS_SF_CERT"]
 
 # The demo world (crates/fedimds-sim/src/demo.rs) and the suite's config
 # (tests/conformance/daemon_config.py).
@@ -85,6 +94,12 @@ def dialect_env(dialect, base=None, secret=SECRET):
         return {
             "IDENTITY_ENDPOINT": f"{base}/arc/metadata/identity/oauth2/token",
             "IMDS_ENDPOINT": base,
+        }
+    if dialect == "service_fabric":
+        return {
+            "IDENTITY_ENDPOINT": f"{SF_URL}/metadata/identity/oauth2/token",
+            "IDENTITY_HEADER": secret,
+            "IDENTITY_SERVER_THUMBPRINT": SF_THUMBPRINT,
         }
     raise ValueError(dialect)
 
@@ -178,6 +193,12 @@ def probes(log=None):
     )
 
 
+def imds_connections():
+    """Connections made to 169.254.169.254:80 so far, whether or not they sent a request."""
+    with open(FEDIMDS_IMDS_FORWARD_LOG_FILE, encoding="utf-8") as log:
+        return sum(1 for line in log if line.startswith("connection from "))
+
+
 def daemon_has(path):
     """Whether the daemon routes `path` (an unknown path gets its JSON 404 "not_found")."""
     status, body = http_get(f"{FEDIMDS_URL}{path}")
@@ -196,13 +217,24 @@ def require_imds_address():
         pytest.skip("SKIPPED: no network namespace, so no daemon on 169.254.169.254")
 
 
-def rust(scope_, env_, *args):
-    """Runs the Rust client CLI with exactly `env_` (plus PATH); returns the completed process."""
+def run_client(program, scope_, env_, *args):
+    """Runs a client CLI (the Rust, Go or Java one: `program SCOPE [options]`, a JSON line per
+    token on stdout) with exactly `env_` (plus PATH); returns the completed process."""
     environment = {"PATH": os.environ["PATH"], **env_}
     return subprocess.run(
-        [AZURE_IDENTITY_RS, scope_, *args],
+        [program, scope_, *args],
         env=environment,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def rust(scope_, env_, *args):
+    return run_client(AZURE_IDENTITY_RS, scope_, env_, *args)
+
+
+def client_tokens(done):
+    """The {"token", "expires_on"} lines a client CLI printed; it must have succeeded."""
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]

@@ -139,3 +139,25 @@ def test_default_chain_probes_imds_then_gets_the_token(env, chain):
     assert probes(FEDIMDS_IMDS_LOG_FILE) == probes_before + 1
     assert served(res, FEDIMDS_IMDS_LOG_FILE) == served_before + 1
     assert_issued(token, res)
+
+
+@pytest.mark.parametrize("token_credentials,probed", [
+    (None, 1),
+    ("ManagedIdentityCredential", 0),  # the chain is that credential alone: it skips the probe
+    ("prod", 1),  # a subset of the chain with more than one credential still probes
+])
+def test_azure_token_credentials_decides_the_probe(env, monkeypatch, token_credentials, probed):
+    require_imds_address()
+    if token_credentials:
+        monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", token_credentials)
+    res = resource(f"py-async-token-credentials-{token_credentials}")
+    probes_before = probes(FEDIMDS_IMDS_LOG_FILE)
+    served_before = served(res, FEDIMDS_IMDS_LOG_FILE)
+
+    async def main():
+        return await get_token(DefaultAzureCredential(), scope(res))
+
+    token = run(main()).token
+    assert probes(FEDIMDS_IMDS_LOG_FILE) == probes_before + probed
+    assert served(res, FEDIMDS_IMDS_LOG_FILE) == served_before + 1
+    assert_issued(token, res)

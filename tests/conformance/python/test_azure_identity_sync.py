@@ -139,3 +139,21 @@ def test_unknown_identity_in_a_chain_is_unavailable(env):
         ManagedIdentityCredential(client_id=UNKNOWN_CLIENT_ID).get_token(
             scope(resource("py-sync-chain-unknown"))
         )
+
+
+@pytest.mark.parametrize("token_credentials,probed", [
+    (None, 1),
+    ("ManagedIdentityCredential", 0),  # the chain is that credential alone: it skips the probe
+    ("prod", 1),  # a subset of the chain with more than one credential still probes
+])
+def test_azure_token_credentials_decides_the_probe(env, monkeypatch, token_credentials, probed):
+    require_imds_address()
+    if token_credentials:
+        monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", token_credentials)
+    res = resource(f"py-sync-token-credentials-{token_credentials}")
+    probes_before = probes(FEDIMDS_IMDS_LOG_FILE)
+    served_before = served(res, FEDIMDS_IMDS_LOG_FILE)
+    token = DefaultAzureCredential().get_token(scope(res)).token
+    assert probes(FEDIMDS_IMDS_LOG_FILE) == probes_before + probed
+    assert served(res, FEDIMDS_IMDS_LOG_FILE) == served_before + 1
+    assert_issued(token, res)

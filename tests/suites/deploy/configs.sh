@@ -8,6 +8,12 @@ check_configs() {
   cp deploy/compose/fedimds.toml "$WORK/configs/compose.toml"
   for config in "$WORK"/configs/*.toml; do
     name=$(basename "$config")
+    if [ "$name" = k8s-fedimds-node.toml ]; then
+      in_netns serve_node_in_pod "$FEDIMDS" "$config" "$WORK/${name%.toml}.log" "$POD_IP" \
+        || die "fedimds does not serve as deployed with $name, node mode (see its log)"
+      say "ok: fedimds serves with $name: tokens at the node's address to known secrets only, each caller its own grants"
+      continue
+    fi
     case "$name" in
       k8s-*) admin=$POD_IP:8182 ;;
       *) admin=127.0.0.1:8182 ;;
@@ -61,4 +67,35 @@ serve_in_pod() {
   if curl -s -o /dev/null --max-time 2 "http://$pod_ip:8181/healthz"; then
     die "the token port answers at the pod IP $pod_ip:8181"
   fi
+}
+
+# Node mode (deploy/kubernetes/node): the daemon as the DaemonSet runs it, the callers' Secret
+# files where it mounts them. Pods call it at an address (the node's, here the "pod IP"), so
+# every request needs a known secret: none is 401; a caller's secret gets only its own grants
+# (team-a asking for team-b's target is 403); the operator's secret matches no caller (403).
+serve_node_in_pod() {
+  local bin=$1 config=$2 log=$3 pod_ip=$4 code url
+  ip link set lo up
+  if ip link add pod0 type dummy 2>/dev/null; then
+    ip link set pod0 up
+    ip addr add "$pod_ip/32" dev pod0
+  else
+    ip addr add "$pod_ip/32" dev lo
+  fi
+  mount -t tmpfs -o mode=0755 tmpfs /run
+  mkdir -p /run/secrets/fedimds-callers
+  echo "deploy-suite-team-a-secret-0123456789" >/run/secrets/fedimds-callers/team-a
+  echo "deploy-suite-team-b-secret-0123456789" >/run/secrets/fedimds-callers/team-b
+  FEDIMDS_IDENTITY_HEADER=deploy-suite-operator-secret-0123456789 "$bin" serve --config "$config" >"$log" 2>&1 &
+  PIDS+=($!)
+  wait_for "fedimds" "$!" answers "http://$pod_ip:8182/healthz"
+  url="http://$pod_ip:8181/targets/team-b-contoso/msi/token?api-version=2019-08-01&resource=https://graph.microsoft.com"
+  code=$(curl -s -o /dev/null -w "%{http_code}" --max-time 5 "$url")
+  [ "$code" = 401 ] || die "node mode: a request with no secret at $pod_ip:8181 got HTTP $code, expected 401"
+  code=$(curl -s -o /dev/null -w "%{http_code}" --max-time 5 -H "X-IDENTITY-HEADER: deploy-suite-team-a-secret-0123456789" "$url")
+  [ "$code" = 403 ] || die "node mode: team-a's secret for team-b's target got HTTP $code, expected 403"
+  code=$(curl -s -o /dev/null -w "%{http_code}" --max-time 5 -H "X-IDENTITY-HEADER: deploy-suite-operator-secret-0123456789" "$url")
+  [ "$code" = 403 ] || die "node mode: the operator's secret got HTTP $code, expected 403 (no [[callers]] rule)"
+  code=$(curl -s -o /dev/null -w "%{http_code}" --max-time 5 -H "X-IDENTITY-HEADER: not-a-secret-anyone-was-given-0123" "$url")
+  [ "$code" = 401 ] || die "node mode: an unknown secret got HTTP $code, expected 401"
 }

@@ -41,5 +41,19 @@ check_kubernetes() {
               "livenessProbe must use the named port admin"; do
     grep -qF "$want" "$WORK/old.err" || die "the old layout was not refused for: $want"
   done
+  # Negative control for node mode: the host network, a subPath secret, and a grant of all.
+  mkdir -p "$WORK/node-bad/kubernetes" "$WORK/node-bad-configs"
+  cp -r deploy/kubernetes/. "$WORK/node-bad/kubernetes/"
+  sed -i -e 's/hostNetwork: false/hostNetwork: true/' \
+    -e 's#mountPath: /var/run/secrets/fedimds-callers#mountPath: /var/run/secrets/fedimds-callers\n              subPath: team-a#' \
+    "$WORK/node-bad/kubernetes/node/daemonset.yaml"
+  sed -i 's/targets = \["team-a-litware"\]/targets = ["*"]/' "$WORK/node-bad/kubernetes/node/configmap.yaml"
+  if "$PY" tests/suites/deploy/podspecs.py "$WORK/node-bad-configs" "${manifests[@]/#deploy/$WORK/node-bad}" 2>"$WORK/node-bad.err"; then
+    die "a node DaemonSet on the host network passed the pod-spec checks"
+  fi
+  for want in "no hostNetwork" "(a subPath mount is never updated)" "grant named targets, not all"; do
+    grep -qF "$want" "$WORK/node-bad.err" || die "the bad node layout was not refused for: $want"
+  done
   say "ok: pod specs: native sidecar, probes on the admin port, tokens on loopback, restricted, secret shared, capture, workload identity"
+  say "ok: node mode: a DaemonSet on a hostPort (no host network), callers by their Secret files, only their namespaces let in"
 }

@@ -61,7 +61,11 @@ def restricted(f, c, pod_sc, allow_caps=()):
 def env_of(c):
     return {e["name"]: e for e in c.get("env", [])}
 
-workloads = [(f, d) for f, d in docs if d["kind"] in ("Deployment", "Job")]
+def node_caller(d):
+    """An app pod of node mode: it calls the daemon on its node, with no sidecar."""
+    return d["spec"]["template"]["metadata"].get("labels", {}).get("fedimds.io/node-caller") == "true"
+
+workloads = [(f, d) for f, d in docs if d["kind"] in ("Deployment", "Job") and not node_caller(d)]
 need(any(d["kind"] == "Job" for _, d in workloads), "no Job")
 need(any(d["kind"] == "Deployment" for _, d in workloads), "no Deployment")
 variants = set()
@@ -139,5 +143,91 @@ for f, w in workloads:
         need(ref == secret_ref, f"{where}: app IDENTITY_HEADER must come from the same Secret key as fedimds's ({secret_ref}), got {ref}")
 
 need(variants == {"plain", "capture", "workload-identity"}, f"variants found: {sorted(variants)}")
+
+# Node mode (deploy/kubernetes/node): one daemon per node that pods reach at the node's address
+# through a hostPort, never the host network; callers told apart by their own secrets, each a
+# file of a mounted Secret; the app pods need no NET_ADMIN and no host network.
+NODE_MOUNT = "/var/run/secrets/fedimds-callers"
+daemonsets = by_kind.get("DaemonSet", {})
+need(len(daemonsets) == 1, f"expected one DaemonSet (node mode), found {sorted(daemonsets)}")
+for name, (f, ds) in daemonsets.items():
+    where = f"{f}: DaemonSet {name}"
+    spec = ds["spec"]["template"]["spec"]
+    pod_sc = spec.get("securityContext", {})
+    need(spec.get("hostNetwork", False) is False, f"{where}: no hostNetwork (a hostPort reaches it; see the comment)")
+    need(spec.get("automountServiceAccountToken") is False, f"{where}: no service account token (fedimds needs no API access)")
+    need(pod_sc.get("runAsNonRoot") is True, f"{where}: pod runAsNonRoot must be true")
+    fed = [c for c in spec["containers"] if c["name"] == "fedimds"]
+    need(len(fed) == 1 and not spec.get("initContainers"), f"{where}: one container, fedimds")
+    if not fed:
+        continue
+    fed = fed[0]
+    restricted(f, fed, pod_sc)
+    uid = fed.get("securityContext", {}).get("runAsUser")
+    need(isinstance(uid, int) and uid != 0, f"{where}: fedimds runAsUser must be a non-zero uid")
+    ports = {p["name"]: p for p in fed.get("ports", [])}
+    need(set(ports) == {"tokens", "admin"}, f"{where}: ports tokens and admin, got {sorted(ports)}")
+    need(ports.get("tokens", {}).get("containerPort") == 8181 and ports.get("tokens", {}).get("hostPort") == 8181,
+         f"{where}: the token port is 8181 on the node (hostPort 8181)")
+    need("hostPort" not in ports.get("admin", {}), f"{where}: the admin port must not be on the node")
+    for probe_kind, path in (("startupProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        probe = fed.get(probe_kind, {}).get("httpGet", {})
+        need((probe.get("path"), probe.get("port")) == (path, "admin"), f"{where}: {probe_kind} on {path} at the admin port")
+    fenv = env_of(fed)
+    ref = fenv.get("FEDIMDS_IDENTITY_HEADER", {}).get("valueFrom", {}).get("secretKeyRef")
+    need(ref and ref["name"] in secret_names, f"{where}: FEDIMDS_IDENTITY_HEADER from a Secret in the kustomization (allow_remote needs it)")
+    mounts = {m["name"]: m for m in fed.get("volumeMounts", [])}
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    secret_mounts = [m for n, m in mounts.items() if "secret" in vols.get(n, {})]
+    need(len(secret_mounts) == 1 and secret_mounts[0]["mountPath"] == NODE_MOUNT and "subPath" not in secret_mounts[0],
+         f"{where}: the callers' Secret mounted whole at {NODE_MOUNT} (a subPath mount is never updated)")
+    need(all(m.get("readOnly") is True for m in mounts.values()), f"{where}: every mount read-only")
+    cms = [vols[n]["configMap"]["name"] for n in mounts if "configMap" in vols.get(n, {})]
+    need(len(cms) == 1 and cms[0] in by_kind.get("ConfigMap", {}), f"{where}: fedimds must mount its ConfigMap")
+    if not cms or cms[0] not in by_kind.get("ConfigMap", {}):
+        continue
+    config = tomllib.loads(by_kind["ConfigMap"][cms[0]][1]["data"]["fedimds.toml"])
+    server = config.get("server", {})
+    need((server.get("listen"), server.get("allow_remote")) == ("0.0.0.0:8181", True),
+         f"{where}: tokens on 0.0.0.0:8181 with allow_remote (pods call the node's address)")
+    need(config.get("admin", {}).get("listen") == "0.0.0.0:8182", f"{where}: admin.listen 0.0.0.0:8182")
+    callers = config.get("callers", [])
+    need(callers, f"{where}: node mode needs [[callers]] (who may have what)")
+    secret_keys = set(by_kind.get("Secret", {}).get(vols[secret_mounts[0]["name"]]["secret"]["secretName"], (None, {}))[1].get("stringData", {})) if secret_mounts else set()
+    for c in callers:
+        sf = c.get("secret_file", "")
+        need(sf.startswith(NODE_MOUNT + "/") and sf[len(NODE_MOUNT) + 1:] in secret_keys,
+             f"{where}: caller {c.get('name')}: secret_file must be a key of the mounted Secret, got {sf!r}")
+        need(not ({"uid", "gid", "secret"} & set(c)), f"{where}: caller {c.get('name')}: recognised by its secret file only (uids mean nothing across pods)")
+        need(c.get("targets") and "*" not in c["targets"], f"{where}: caller {c.get('name')}: grant named targets, not all")
+
+node_apps = [(f, d) for f, d in docs if d["kind"] in ("Deployment", "Job") and node_caller(d)]
+need(node_apps, "node mode needs an example caller (a Deployment labelled fedimds.io/node-caller)")
+namespaces = by_kind.get("Namespace", {})
+policies = by_kind.get("NetworkPolicy", {})
+for f, d in node_apps:
+    where = f"{f}: {d['kind']} {d['metadata']['name']}"
+    spec = d["spec"]["template"]["spec"]
+    ns = d["metadata"].get("namespace")
+    need(spec.get("hostNetwork", False) is False, f"{where}: no hostNetwork")
+    need(namespaces.get(ns, (None, {}))[1].get("metadata", {}).get("labels", {}).get("fedimds.io/caller") == "true",
+         f"{where}: its namespace {ns} must be labelled fedimds.io/caller=true (the network policy lets only those in)")
+    for c in spec["containers"]:
+        restricted(f, c, spec.get("securityContext", {}))
+        cenv = env_of(c)
+        need(cenv.get("HOST_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.hostIP",
+             f"{where}: HOST_IP from the downward API (status.hostIP)")
+        need(cenv.get("IDENTITY_ENDPOINT", {}).get("value") == "http://$(HOST_IP):8181/msi/token", f"{where}: IDENTITY_ENDPOINT at the node's address")
+        ref = cenv.get("IDENTITY_HEADER", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        theirs = by_kind.get("Secret", {}).get(ref.get("name"))
+        need(theirs is not None and theirs[1]["metadata"].get("namespace") == ns,
+             f"{where}: IDENTITY_HEADER from a Secret of its own namespace {ns}")
+node_policy = [p for _, p in policies.values() if p["metadata"].get("namespace") == "fedimds-system"]
+need(len(node_policy) == 1, "node mode needs one NetworkPolicy in fedimds-system")
+for p in node_policy:
+    rules = p["spec"].get("ingress", [])
+    need(len(rules) == 1 and rules[0].get("ports") == [{"protocol": "TCP", "port": 8181}]
+         and rules[0].get("from") == [{"namespaceSelector": {"matchLabels": {"fedimds.io/caller": "true"}}}],
+         "the node NetworkPolicy must let in only namespaces labelled fedimds.io/caller=true, on 8181")
 if problems:
     sys.exit("\n".join(problems))

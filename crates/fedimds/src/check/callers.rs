@@ -12,7 +12,7 @@ use std::io::Write;
 
 use super::report::{field, wrapped, Report};
 use crate::caller::in_network;
-use crate::config::{CallerRule, Config, Target};
+use crate::config::{CallerRule, CallerSecret, Config, Target};
 
 /// What a caller may have through one target.
 enum Reach<'c> {
@@ -187,8 +187,16 @@ fn grant_warnings(
 /// How the rule recognises a caller, every identifier it states; a secret only by its presence.
 fn recognised_by(rule: &CallerRule) -> String {
     let mut by = Vec::new();
-    if rule.secret.is_some() {
-        by.push("a secret (X-IDENTITY-HEADER or secret; not shown)".to_owned());
+    match &rule.secret {
+        Some(CallerSecret::Value(_)) => {
+            by.push("a secret (X-IDENTITY-HEADER or secret; not shown)".to_owned())
+        }
+        Some(CallerSecret::File(file)) => by.push(format!(
+            "a secret from {} ({} in it now, read again as it changes; not shown)",
+            file.path.display(),
+            file.current.load().len()
+        )),
+        None => {}
     }
     if let Some(uid) = rule.uid {
         by.push(format!("uid {uid}"));
@@ -221,7 +229,10 @@ fn reach<'c>(rule: &'c CallerRule, target: &'c Target) -> Reach<'c> {
 fn shadows(earlier: &CallerRule, later: &CallerRule) -> bool {
     let secret = match (&earlier.secret, &later.secret) {
         (None, _) => true,
-        (Some(a), Some(b)) => a.matches(b.expose().as_bytes()),
+        (Some(a), Some(b)) => b
+            .accepted()
+            .iter()
+            .all(|s| a.matches(s.expose().as_bytes())),
         (Some(_), None) => false,
     };
     let id = |a: Option<u32>, b: Option<u32>| a.is_none() || a == b;
@@ -251,7 +262,7 @@ mod tests {
     fn rule(secret: Option<&str>, uid: Option<u32>, source: Option<&str>) -> CallerRule {
         CallerRule {
             name: "r".to_owned(),
-            secret: secret.map(Secret::new),
+            secret: secret.map(|s| CallerSecret::Value(Secret::new(s))),
             uid,
             gid: None,
             source: source.map(|s| {

@@ -121,6 +121,12 @@ pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Largest form body accepted (Automation's POST carries two short parameters).
 pub const MAX_BODY: usize = 16 * 1024;
+/// The most of a caller secret file read: a few secrets, one per line, with room to spare.
+pub const MAX_SECRET_FILE_BYTES: usize = 4096;
+/// How often caller secret files are read again: a rotated Kubernetes Secret reaches the
+/// mounted file within the kubelet's sync period (about a minute); a few seconds more is
+/// nothing beside it, and reading a few small files that often costs nothing.
+pub const SECRET_FILE_POLL: Duration = Duration::from_secs(2);
 /// How long in-flight requests get to finish after shutdown is asked for: short, so a
 /// Kubernetes Job with fedimds as a sidecar finishes promptly.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -136,3 +142,7 @@ pub const ARC_MAX_KEYS: usize = 256;
 pub const ARC_MAX_KEYS_PER_CALLER: usize = ARC_MAX_KEYS / 4;
 /// The smallest request-head bound that still fits every SDK's request with room to spare.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// `app_service.legacy_expires_on`: chosen per caller, because the clients of the 2017-09-01
+/// dialect disagree: pre-2022 azure-identity (Python 1.5, JS 1.x–2.x) parse only the date App
+/// Service wrote, MSAL-era ones only epoch seconds (`docs/client-protocols.md#app-service-2017`).
+pub const DEFAULT_LEGACY_EXPIRES_ON: super::LegacyExpiresOn = super::LegacyExpiresOn::Auto;

@@ -31,6 +31,10 @@ pub struct Config {
     pub admin: Admin,
     /// The audit log.
     pub audit: Audit,
+    /// The Service Fabric dialect's HTTPS listener.
+    pub service_fabric: ServiceFabric,
+    /// The App Service family's dialects.
+    pub app_service: AppService,
 }
 
 /// The token listener.
@@ -68,6 +72,64 @@ pub struct Server {
     pub max_header_bytes: usize,
 }
 
+/// The Service Fabric dialect's HTTPS listener (`docs/client-protocols.md#service-fabric`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFabric {
+    /// Its address; `None` = no Service Fabric listener.
+    pub listen: Option<SocketAddr>,
+    /// Its certificate.
+    pub certificate: Certificate,
+    /// Where the certificate served is written (PEM) at start, for clients to trust it.
+    pub served_cert_file: Option<PathBuf>,
+    /// Where the certificate's SHA-1 thumbprint is written at start.
+    pub thumbprint_file: Option<PathBuf>,
+}
+
+/// The Service Fabric listener's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Certificate {
+    /// Read from PEM files.
+    Files {
+        /// The certificate chain, leaf first.
+        cert: PathBuf,
+        /// The private key.
+        key: PathBuf,
+    },
+    /// Generated at each start: self-signed, for `localhost` and `127.0.0.1`.
+    Generated,
+}
+
+/// `[app_service]`: how the App Service family of dialects answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppService {
+    /// How the legacy 2017-09-01 dialect writes `expires_on`.
+    pub legacy_expires_on: LegacyExpiresOn,
+}
+
+/// `app_service.legacy_expires_on`: the App Service 2017-09-01 answer's `expires_on`, which
+/// no one form serves every client (`docs/client-protocols.md#app-service-2017`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegacyExpiresOn {
+    /// Chosen per request by the caller's `User-Agent`: the date for the clients that parse
+    /// only it, epoch seconds for every other.
+    Auto,
+    /// Always the date App Service wrote (`MM/DD/YYYY HH:MM:SS +00:00`).
+    Date,
+    /// Always epoch seconds, as every other dialect.
+    Epoch,
+}
+
+impl LegacyExpiresOn {
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegacyExpiresOn::Auto => "auto",
+            LegacyExpiresOn::Date => "date",
+            LegacyExpiresOn::Epoch => "epoch",
+        }
+    }
+}
+
 /// The admin listener.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -100,8 +162,8 @@ pub enum AuditSink {
 pub struct CallerRule {
     /// For audit lines and errors.
     pub name: String,
-    /// The caller's own secret (sent as X-IDENTITY-HEADER or secret).
-    pub secret: Option<Secret>,
+    /// The caller's own secret (sent as X-IDENTITY-HEADER or secret), or a file of them.
+    pub secret: Option<CallerSecret>,
     /// Unix socket peer uid.
     pub uid: Option<u32>,
     /// Unix socket peer gid.
@@ -115,6 +177,104 @@ pub struct CallerRule {
     /// Requests per second (burst of the same size); `None` = unlimited.
     pub rate: Option<f64>,
 }
+
+/// A caller's secret: written in the config, or read from a file (a mounted Kubernetes Secret)
+/// and read again when it changes, so a rotation takes effect without a restart.
+#[derive(Debug, Clone)]
+pub enum CallerSecret {
+    /// `callers[].secret`.
+    Value(Secret),
+    /// `callers[].secret_file`.
+    File(SecretFile),
+}
+
+impl CallerSecret {
+    /// Whether `presented` is this caller's secret (one of the file's, for a file), compared
+    /// in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        match self {
+            CallerSecret::Value(secret) => secret.matches(presented),
+            // Every line is compared, so the time taken says nothing of which one matched.
+            CallerSecret::File(file) => file
+                .current
+                .load()
+                .iter()
+                .fold(false, |any, s| s.matches(presented) | any),
+        }
+    }
+
+    /// The secrets it accepts now.
+    pub fn accepted(&self) -> Vec<Secret> {
+        match self {
+            CallerSecret::Value(secret) => vec![secret.clone()],
+            CallerSecret::File(file) => file.current.load().as_ref().clone(),
+        }
+    }
+}
+
+/// A file of caller secrets, one per line (so a rotation can add the new secret before the old
+/// one is removed), as last read.
+#[derive(Debug, Clone)]
+pub struct SecretFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The config key that names it, for messages.
+    pub key: String,
+    /// The secrets it held when last read; empty when it could not be read.
+    pub current: std::sync::Arc<arc_swap::ArcSwap<Vec<Secret>>>,
+}
+
+impl SecretFile {
+    /// Reads `path`: one secret per non-empty line (trimmed), each at least
+    /// [`MIN_SECRET_LEN`] characters.
+    pub fn read(path: &std::path::Path) -> Result<Vec<Secret>, String> {
+        use std::io::Read as _;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                f.take(super::MAX_SECRET_FILE_BYTES as u64)
+                    .read_to_string(&mut text)
+            })
+            .map_err(|e| e.to_string())?;
+        let secrets: Vec<Secret> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(Secret::new)
+            .collect();
+        if secrets.iter().any(|s| s.expose().len() < MIN_SECRET_LEN) {
+            return Err(format!(
+                "every secret in it must be at least {MIN_SECRET_LEN} characters"
+            ));
+        }
+        if secrets.is_empty() {
+            return Err("it holds no secret".to_owned());
+        }
+        Ok(secrets)
+    }
+
+    /// Reads the file again; returns whether what it holds changed, and the error if it could
+    /// not be read (then no secret of it is accepted until it can).
+    pub fn reload(&self) -> (bool, Option<String>) {
+        let (new, error) = match SecretFile::read(&self.path) {
+            Ok(secrets) => (secrets, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let old = self.current.load();
+        let same = old.len() == new.len()
+            && old
+                .iter()
+                .zip(&new)
+                .all(|(a, b)| a.matches(b.expose().as_bytes()));
+        if !same {
+            self.current.store(std::sync::Arc::new(new));
+        }
+        (!same, error)
+    }
+}
+
+/// The shortest caller secret accepted, in the config or in a file.
+pub const MIN_SECRET_LEN: usize = 16;
 
 /// Where the home-tenant assertion comes from.
 #[derive(Debug, Clone)]

@@ -44,6 +44,12 @@ pub struct RawConfig {
     /// `[audit]`: the audit log.
     #[serde(default, skip_serializing_if = "is_default")]
     pub audit: RawAudit,
+    /// `[service_fabric]`: the Service Fabric dialect's HTTPS listener.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub service_fabric: RawServiceFabric,
+    /// `[app_service]`: the App Service family of dialects.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub app_service: RawAppService,
 }
 
 /// Whether a section is all unset, so it renders as nothing rather than an empty table.
@@ -69,6 +75,30 @@ pub struct RawAudit {
     pub fail_closed: Option<bool>,
 }
 
+/// `[service_fabric]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServiceFabric {
+    /// Address of the HTTPS listener; unset = none.
+    pub listen: Option<String>,
+    /// Its certificate chain (PEM); unset = one generated at start.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Where the certificate served is written (PEM), for `NODE_EXTRA_CA_CERTS`.
+    pub served_cert_file: Option<PathBuf>,
+    /// Where the certificate's SHA-1 thumbprint is written (`IDENTITY_SERVER_THUMBPRINT`).
+    pub thumbprint_file: Option<PathBuf>,
+}
+
+/// `[app_service]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppService {
+    /// `expires_on` in the legacy 2017-09-01 dialect: `"auto"`, `"date"` or `"epoch"`.
+    pub legacy_expires_on: Option<String>,
+}
+
 /// One `[[callers]]` entry.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +107,8 @@ pub struct RawCaller {
     pub name: Option<String>,
     /// The caller's own secret, sent as `X-IDENTITY-HEADER` or `secret`.
     pub secret: Option<RawSecret>,
+    /// A file holding it (one secret per line), read again when it changes.
+    pub secret_file: Option<PathBuf>,
     /// Unix-socket peer uid.
     pub uid: Option<u32>,
     /// Unix-socket peer gid.

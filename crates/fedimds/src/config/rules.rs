@@ -164,23 +164,56 @@ pub(super) fn validate_callers(
             return Err(invalid(key("name"), &name, "a name no other caller uses"));
         }
         let secret = r.secret(&key("secret"), c.secret.map(|s| s.0), None, NONE);
+        let secret_file = r.opt(&key("secret_file"), c.secret_file, NONE);
         let uid = r.opt(&key("uid"), c.uid, NONE);
         let gid = r.opt(&key("gid"), c.gid, NONE);
         let source_text = r.opt(&key("source"), c.source, NONE);
-        if secret.is_none() && uid.is_none() && gid.is_none() && source_text.is_none() {
+        if secret.is_none()
+            && secret_file.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && source_text.is_none()
+        {
             return Err(invalid(
                 key("secret"),
                 "",
-                "at least one of secret, uid, gid or source to recognise the caller by",
+                "at least one of secret, secret_file, uid, gid or source to recognise the caller by",
             ));
         }
-        if secret.as_ref().is_some_and(|s| s.len() < 16) {
+        if secret.as_ref().is_some_and(|s| s.len() < MIN_SECRET_LEN) {
             return Err(invalid(
                 key("secret"),
                 REDACTED,
-                "a secret of at least 16 characters",
+                format!("a secret of at least {MIN_SECRET_LEN} characters"),
             ));
         }
+        let secret = match (secret, secret_file) {
+            (Some(_), Some(path)) => {
+                return Err(invalid(
+                    key("secret_file"),
+                    path.display().to_string(),
+                    format!("unset: {} is given", key("secret")),
+                ))
+            }
+            (Some(value), None) => Some(CallerSecret::Value(Secret::new(value))),
+            (None, Some(path)) => {
+                // Read now, so a file that cannot serve fails the start (or the reload) with
+                // its key named; afterwards it is read again as it changes.
+                let secrets = SecretFile::read(&path).map_err(|why| {
+                    invalid(
+                        key("secret_file"),
+                        path.display().to_string(),
+                        format!("a readable file of caller secrets, one per line ({why})"),
+                    )
+                })?;
+                Some(CallerSecret::File(SecretFile {
+                    path,
+                    key: key("secret_file"),
+                    current: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(secrets)),
+                }))
+            }
+            (None, None) => None,
+        };
         let source = source_text
             .as_deref()
             .map(|text| {
@@ -228,7 +261,7 @@ pub(super) fn validate_callers(
         }
         rules.push(CallerRule {
             name,
-            secret: secret.map(Secret::new),
+            secret,
             uid,
             gid,
             source,

@@ -10,7 +10,8 @@ use url::Url;
 
 use super::provenance::{Entry, Mode, Reader, SecretOrEnv, NONE, REDACTED};
 use super::raw::{
-    RawAdmin, RawAudit, RawCache, RawCloud, RawDuration, RawServer, RawSource, RawUpstream,
+    RawAdmin, RawAppService, RawAudit, RawCache, RawCloud, RawDuration, RawServer,
+    RawServiceFabric, RawSource, RawUpstream,
 };
 use super::rules::{tenants_are_ids, validate_callers, validate_targets};
 use super::*;
@@ -29,6 +30,7 @@ impl RawConfig {
         let source = self.source.validate(&mut r, &cloud)?;
         let upstream = self.upstream.validate(&mut r, &cloud)?;
         let cache = self.cache.validate(&mut r)?;
+        let app_service = self.app_service.validate(&mut r)?;
         let targets = validate_targets(&mut r, self.targets)?;
         let callers = validate_callers(&mut r, self.callers, &targets)?;
         if !callers.is_empty() {
@@ -36,6 +38,7 @@ impl RawConfig {
         }
         let admin = self.admin.validate(&mut r)?;
         let audit = self.audit.validate(&mut r);
+        let service_fabric = self.service_fabric.validate(&mut r, &server)?;
         let config = Config {
             server,
             source,
@@ -46,6 +49,8 @@ impl RawConfig {
             callers,
             admin,
             audit,
+            service_fabric,
+            app_service,
         };
         Ok((config, r.finish()))
     }
@@ -459,6 +464,71 @@ impl RawAdmin {
     }
 }
 
+impl RawServiceFabric {
+    fn validate(self, r: &mut Reader<'_>, server: &Server) -> Result<ServiceFabric, ConfigError> {
+        let listen = match r.opt("service_fabric.listen", self.listen, "off") {
+            None => None,
+            Some(text) => {
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    invalid(
+                        "service_fabric.listen",
+                        &text,
+                        "an IP address and port, e.g. \"127.0.0.1:2377\"",
+                    )
+                })?;
+                // The same door as the token listener's: loopback unless asked otherwise, and
+                // then `server.identity_header` is required (checked with `[server]`).
+                if !addr.ip().is_loopback() && !server.allow_remote {
+                    return Err(invalid(
+                        "service_fabric.listen",
+                        &text,
+                        "a loopback address; to listen elsewhere set server.allow_remote = true and server.identity_header",
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let cert = r.opt(
+            "service_fabric.cert_file",
+            self.cert_file,
+            "(generated at start)",
+        );
+        let key = r.opt("service_fabric.key_file", self.key_file, NONE);
+        let certificate =
+            match (cert, key) {
+                (Some(cert), Some(key)) => Certificate::Files { cert, key },
+                (None, None) => Certificate::Generated,
+                (Some(_), None) => return Err(invalid(
+                    "service_fabric.key_file",
+                    "",
+                    "the certificate's private key (PEM), required with service_fabric.cert_file",
+                )),
+                (None, Some(key)) => {
+                    return Err(invalid(
+                        "service_fabric.cert_file",
+                        "",
+                        format!(
+                            "the certificate (PEM) that goes with service_fabric.key_file = {:?}",
+                            key.display()
+                        ),
+                    ))
+                }
+            };
+        let served_cert_file = r.opt(
+            "service_fabric.served_cert_file",
+            self.served_cert_file,
+            NONE,
+        );
+        let thumbprint_file = r.opt("service_fabric.thumbprint_file", self.thumbprint_file, NONE);
+        Ok(ServiceFabric {
+            listen,
+            certificate,
+            served_cert_file,
+            thumbprint_file,
+        })
+    }
+}
+
 impl RawAudit {
     fn validate(self, r: &mut Reader<'_>) -> Audit {
         let sink = match r.or("audit.path", self.path, "off".to_owned()).as_str() {
@@ -468,6 +538,24 @@ impl RawAudit {
         };
         let fail_closed = r.or("audit.fail_closed", self.fail_closed, false);
         Audit { sink, fail_closed }
+    }
+}
+
+impl RawAppService {
+    fn validate(self, r: &mut Reader<'_>) -> Result<AppService, ConfigError> {
+        const KEY: &str = "app_service.legacy_expires_on";
+        let text = r.or(
+            KEY,
+            self.legacy_expires_on,
+            DEFAULT_LEGACY_EXPIRES_ON.as_str().to_owned(),
+        );
+        let legacy_expires_on = match text.as_str() {
+            "auto" => LegacyExpiresOn::Auto,
+            "date" => LegacyExpiresOn::Date,
+            "epoch" => LegacyExpiresOn::Epoch,
+            other => return Err(invalid(KEY, other, "one of \"auto\", \"date\", \"epoch\"")),
+        };
+        Ok(AppService { legacy_expires_on })
     }
 }
 

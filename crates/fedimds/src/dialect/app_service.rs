@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use serde_json::json;
 
-use super::{error_response, header_is_true, Dialect, Params, Refusal, TokenRequest};
+use super::{error_response, header_is_true, Dialect, ExpiresOn, Params, Refusal, TokenRequest};
+use crate::config::LegacyExpiresOn;
 
 /// The current App Service api-version.
 pub const API_VERSION: &str = "2019-08-01";
@@ -101,6 +102,51 @@ pub fn parse(
     params.token_request()
 }
 
+/// How a 2017-09-01 answer writes `expires_on` for the caller that sent `headers`.
+///
+/// The real App Service wrote a date there; the clients written for it parse that date and
+/// some of them nothing else, while the MSAL-era clients of the same dialect (which call it
+/// "Azure ML") parse only epoch seconds (`docs/client-protocols.md#app-service-2017`). What
+/// tells them apart is the `User-Agent` the old azure-identity libraries send, with their
+/// version: see [`parses_the_date`]. Only this dialect reads it, so the others pay nothing.
+pub fn legacy_expires_on(choice: LegacyExpiresOn, headers: &HeaderMap) -> ExpiresOn {
+    let date = match choice {
+        LegacyExpiresOn::Date => true,
+        LegacyExpiresOn::Epoch => false,
+        LegacyExpiresOn::Auto => headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|ua| ua.to_str().ok())
+            .is_some_and(parses_the_date),
+    };
+    if date {
+        ExpiresOn::AppServiceDate
+    } else {
+        ExpiresOn::Epoch
+    }
+}
+
+/// Whether a `User-Agent` is that of a client that was written for the real App Service's
+/// date, read from each version's own source (`docs/client-protocols.md#app-service-2017`):
+/// - azure-identity for Python 1.0–1.8 (`azsdk-python-identity/1.N`, N < 9): 1.5.0 parses
+///   only the date (an epoch raises `ValueError`); the others parse it as well as epoch
+///   seconds. From 1.9.0 the pair is "Azure ML", whose answer is epoch seconds.
+/// - @azure/identity for JS 1.x and 2.x (`azsdk-js-identity/1.…`, `/2.…`): `Date.parse` of
+///   the value, which gives NaN for epoch seconds. From 3.0.0, epoch seconds.
+///
+/// The product token may stand anywhere: azure-core puts an application id and
+/// `$AZURE_HTTP_USER_AGENT` around it.
+pub fn parses_the_date(user_agent: &str) -> bool {
+    let version = |product: &str| {
+        let at = user_agent.find(product)? + product.len();
+        let mut numbers = user_agent[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().ok());
+        Some((numbers.next()??, numbers.next()??))
+    };
+    matches!(version("azsdk-python-identity/"), Some((1, minor)) if minor < 9)
+        || matches!(version("azsdk-js-identity/"), Some((1 | 2, _)))
+}
+
 fn check_secret(
     headers: &HeaderMap,
     name: &'static str,
@@ -109,7 +155,7 @@ fn check_secret(
     match headers.get(name) {
         None if name == "secret" => Err(Refusal::Unauthorized("The secret header is missing")),
         None => Err(Refusal::Unauthorized("The X-IDENTITY-HEADER header is missing")),
-        Some(v) if !secret_known(v.as_bytes()) => Err(Refusal::Unauthorized(
+        Some(v) if !secret_known(v.as_bytes()) => Err(Refusal::SecretNotKnown(
             "The X-IDENTITY-HEADER (or secret) value is not the one this endpoint expects (IDENTITY_HEADER / MSI_SECRET)",
         )),
         Some(_) => Ok(()),
@@ -197,6 +243,47 @@ mod tests {
     }
 
     #[test]
+    fn old_azure_identity_user_agents_get_the_date() {
+        for ua in [
+            "azsdk-python-identity/1.5.0 Python/3.11.2 (Linux-6.1.0-x86_64-with-glibc2.36)",
+            "azsdk-python-identity/1.0.0 Python/3.7.3 (Windows-10)",
+            "azsdk-python-identity/1.8.0 Python/3.9.1 (Linux)",
+            "myapp/2.0 azsdk-python-identity/1.5.0 Python/3.8.0 (Linux) extra/1",
+            "azsdk-js-identity/1.5.2 core-rest-pipeline/1.1.0 Node/v14.17.0 OS/(x64-Linux-5.4)",
+            "azsdk-js-identity/2.1.0 core-rest-pipeline/1.9.2 Node/v18.0.0 OS/(x64-Linux)",
+        ] {
+            assert!(parses_the_date(ua), "{ua}");
+        }
+        for ua in [
+            "azsdk-python-identity/1.9.0 Python/3.10.0 (Linux)",
+            "azsdk-python-identity/1.27.0 Python/3.11.2 (Linux)",
+            "azsdk-python-identity/2.0.0 Python/3.13.0 (Linux)",
+            "azsdk-js-identity/3.0.0 core-rest-pipeline/1.10.0 Node/v18.0.0",
+            "azsdk-js-identity/4.14.1 core-rest-pipeline/1.24.0 Node/v22.0.0",
+            "python-requests/2.34.2",
+            "azsdk-python-identity/",
+            "azsdk-python-identity/1",
+            "azsdk-python-identity/1.x",
+            "",
+        ] {
+            assert!(!parses_the_date(ua), "{ua}");
+        }
+        let old = headers(&[("user-agent", "azsdk-python-identity/1.5.0 Python/3.11.2")]);
+        let new = headers(&[("user-agent", "python-requests/2.34.2")]);
+        let none = headers(&[]);
+        for (choice, h, want) in [
+            (LegacyExpiresOn::Auto, &old, ExpiresOn::AppServiceDate),
+            (LegacyExpiresOn::Auto, &new, ExpiresOn::Epoch),
+            (LegacyExpiresOn::Auto, &none, ExpiresOn::Epoch),
+            (LegacyExpiresOn::Date, &new, ExpiresOn::AppServiceDate),
+            (LegacyExpiresOn::Date, &none, ExpiresOn::AppServiceDate),
+            (LegacyExpiresOn::Epoch, &old, ExpiresOn::Epoch),
+        ] {
+            assert_eq!(legacy_expires_on(choice, h), want, "{choice:?} {h:?}");
+        }
+    }
+
+    #[test]
     fn legacy_checks_the_secret_header_and_takes_clientid() {
         let secret = |p: &[u8]| p == b"0123456789abcdef";
         let h = headers(&[("secret", "0123456789abcdef")]);
@@ -220,7 +307,7 @@ mod tests {
                 b"",
                 &secret
             ),
-            Err(Refusal::Unauthorized(_))
+            Err(Refusal::SecretNotKnown(_))
         ));
     }
 

@@ -7,6 +7,7 @@
 pub mod app_service;
 pub mod arc;
 pub mod imds;
+pub mod service_fabric;
 
 use std::borrow::Cow;
 
@@ -30,16 +31,19 @@ pub enum Dialect {
     CloudShell,
     /// Azure Arc's challenge flow at `/arc/metadata/identity/oauth2/token`.
     Arc,
+    /// Service Fabric, over HTTPS on its own listener (`[service_fabric]`).
+    ServiceFabric,
 }
 
 impl Dialect {
     /// Every dialect, in [`Dialect::index`] order.
-    pub const ALL: [Dialect; 5] = [
+    pub const ALL: [Dialect; 6] = [
         Dialect::Imds,
         Dialect::AppService,
         Dialect::AppService2017,
         Dialect::CloudShell,
         Dialect::Arc,
+        Dialect::ServiceFabric,
     ];
 
     /// Its position in [`Dialect::ALL`].
@@ -55,6 +59,7 @@ impl Dialect {
             Dialect::AppService2017 => "app-service-2017",
             Dialect::CloudShell => "cloud-shell",
             Dialect::Arc => "arc",
+            Dialect::ServiceFabric => "service-fabric",
         }
     }
 }
@@ -126,9 +131,7 @@ impl<'a> Params<'a> {
 
     /// Builds the dialect-independent request; `resource` is required.
     pub fn token_request(&self) -> Result<TokenRequest, Refusal> {
-        let resource = self.get(&["resource"]).ok_or_else(|| {
-            Refusal::BadRequest("Required audience parameter 'resource' not specified".to_owned())
-        })?;
+        let resource = self.get(&["resource"]).ok_or(Refusal::MissingResource)?;
         let mut req = TokenRequest {
             resource: resource.into_owned(),
             client_id: self.get(id_keys::CLIENT_ID).map(Cow::into_owned),
@@ -257,6 +260,16 @@ mod id_keys {
         &["msi_res_id", "mi_res_id", "resource_id", "msi-res-id"];
 }
 
+/// How a 200 body writes `expires_on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiresOn {
+    /// Unix seconds, as a string: every dialect, every current client.
+    Epoch,
+    /// The date the real App Service 2017-09-01 endpoint wrote, `MM/DD/YYYY HH:MM:SS +00:00`
+    /// (UTC), for the clients that parse nothing else (`docs/client-protocols.md#app-service-2017`).
+    AppServiceDate,
+}
+
 /// Renders the one 200 body every client accepts (`docs/client-protocols.md#token-response`):
 /// all values strings, both `expires_in` and `expires_on`, `resource` echoed exactly,
 /// `token_type`, `client_id`, and the user-assigned id echoed when the caller named one (Arc
@@ -266,6 +279,17 @@ mod id_keys {
 /// needs no JSON escaping (checked once, when the token was stored), so the token, by far the
 /// largest part, is copied rather than scanned.
 pub fn token_response(token: &AccessToken, req: &TokenRequest, client_id: &str) -> Response {
+    token_response_with(token, req, client_id, ExpiresOn::Epoch)
+}
+
+/// [`token_response`] with `expires_on` written as `form` says (only the legacy App Service
+/// dialect asks for anything but epoch seconds); the date is written into the same buffer.
+pub fn token_response_with(
+    token: &AccessToken,
+    req: &TokenRequest,
+    client_id: &str,
+    form: ExpiresOn,
+) -> Response {
     let now = tokio::time::Instant::now();
     let expires_in = token.expires_in(now);
     let secret = token.secret.expose();
@@ -281,7 +305,14 @@ pub fn token_response(token: &AccessToken, req: &TokenRequest, client_id: &str) 
     b.push_str(r#","client_id":"#);
     push_json_str(&mut b, client_id);
     push_number_field(&mut b, "expires_in", expires_in);
-    push_number_field(&mut b, "expires_on", token.expires_on);
+    match form {
+        ExpiresOn::Epoch => push_number_field(&mut b, "expires_on", token.expires_on),
+        ExpiresOn::AppServiceDate => {
+            b.push_str(r#","expires_on":""#);
+            push_app_service_date(&mut b, token.expires_on);
+            b.push('"');
+        }
+    }
     push_number_field(&mut b, "ext_expires_in", expires_in);
     push_number_field(
         &mut b,
@@ -301,6 +332,45 @@ pub fn token_response(token: &AccessToken, req: &TokenRequest, client_id: &str) 
     }
     b.push('}');
     (no_store_json(), b).into_response()
+}
+
+/// Unix seconds as App Service 2017-09-01 wrote them on Linux, `06/20/2019 02:57:58 +00:00`:
+/// zero-padded month, day, 24-hour time, always UTC. The form every client of that dialect
+/// parses (Windows hosts wrote `1/16/2020 5:24:12 AM +00:00`, which only some do).
+fn push_app_service_date(b: &mut String, unix: u64) {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    let two = |b: &mut String, n: u64| {
+        b.push(char::from(b'0' + (n / 10 % 10) as u8));
+        b.push(char::from(b'0' + (n % 10) as u8));
+    };
+    two(b, month);
+    b.push('/');
+    two(b, day);
+    b.push('/');
+    b.push_str(itoa::Buffer::new().format(year));
+    b.push(' ');
+    two(b, secs / 3600);
+    b.push(':');
+    two(b, secs / 60 % 60);
+    b.push(':');
+    two(b, secs % 60);
+    b.push_str(" +00:00");
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01: Howard
+/// Hinnant's `civil_from_days`, for days on or after the epoch.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// `,"name":"123"`: a number as a JSON string, as IMDS sends it (Rust's SDK insists).
@@ -340,12 +410,14 @@ fn push_json_str(b: &mut String, s: &str) {
 }
 
 /// Renders a refusal in `dialect`'s error shape: OAuth-style for IMDS, Cloud Shell and Arc;
-/// `statusCode`/`message` for the App Service family.
+/// `statusCode`/`message` for the App Service family; `{"error":{"code",…}}` for Service
+/// Fabric.
 pub fn error(dialect: Dialect, refusal: &Refusal) -> Response {
     match dialect {
         Dialect::Imds | Dialect::CloudShell => imds::error(refusal),
         Dialect::Arc => arc::error(refusal),
         Dialect::AppService | Dialect::AppService2017 => app_service::error(refusal),
+        Dialect::ServiceFabric => service_fabric::error(refusal),
     }
 }
 
@@ -362,7 +434,16 @@ pub fn no_store_json() -> [(header::HeaderName, HeaderValue); 2] {
 
 /// Renders an error answer: status, Retry-After if any, JSON body.
 pub fn error_response(refusal: &Refusal, body: serde_json::Value) -> Response {
-    let (status, retry_after) = refusal.status();
+    error_response_with(refusal, refusal.status().0, body)
+}
+
+/// [`error_response`] with a dialect's own status for the refusal.
+pub fn error_response_with(
+    refusal: &Refusal,
+    status: axum::http::StatusCode,
+    body: serde_json::Value,
+) -> Response {
+    let (_, retry_after) = refusal.status();
     let mut response = (status, no_store_json(), body.to_string()).into_response();
     if let Some(wait) = retry_after {
         // Whole seconds, rounded up: "0" would invite a hot loop.
@@ -447,6 +528,78 @@ mod tests {
                 .unwrap()
                 .to_vec()
         })
+    }
+
+    #[test]
+    fn app_service_dates_are_utc_in_the_linux_form() {
+        let date = |unix| {
+            let mut b = String::new();
+            push_app_service_date(&mut b, unix);
+            b
+        };
+        // Checked against `date -u -d @N '+%m/%d/%Y %H:%M:%S +00:00'`.
+        assert_eq!(date(0), "01/01/1970 00:00:00 +00:00");
+        assert_eq!(date(1_561_000_678), "06/20/2019 03:17:58 +00:00");
+        assert_eq!(date(1_709_164_800), "02/29/2024 00:00:00 +00:00");
+        assert_eq!(date(1_798_761_599), "12/31/2026 23:59:59 +00:00");
+        assert_eq!(date(4_107_542_400), "03/01/2100 00:00:00 +00:00");
+        // Every day for 200 years: one day after another, months and leap years right.
+        let mut last = (1969, 12, 31);
+        for days in 0..73_000 {
+            let (y, m, d) = civil_from_days(days);
+            let next_day = (y, m, d) == (last.0, last.1, last.2 + 1);
+            let next_month = (y, m, d) == (last.0, last.1 + 1, 1);
+            let next_year = (y, m, d) == (last.0 + 1, 1, 1);
+            assert!(
+                next_day || next_month || next_year,
+                "{last:?} then {y}-{m}-{d}"
+            );
+            let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+            let month_len = [
+                31,
+                28 + u64::from(leap),
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ];
+            assert!(d <= month_len[m as usize - 1], "{y}-{m}-{d}");
+            last = (y, m, d);
+        }
+    }
+
+    #[test]
+    fn the_date_form_changes_expires_on_alone() {
+        use crate::token::Secret;
+        let req = TokenRequest {
+            resource: "https://x".to_owned(),
+            ..Default::default()
+        };
+        let token = AccessToken::new(
+            Secret::new("eyJhbGciOi.eyJzdWIiOi.sig"),
+            tokio::time::Instant::now(),
+            Duration::from_secs(3599),
+            None,
+        );
+        let body = |form| {
+            let response = token_response_with(&token, &req, "c", form);
+            serde_json::from_slice::<serde_json::Value>(&futures_body(response)).unwrap()
+        };
+        let (epoch, dated) = (body(ExpiresOn::Epoch), body(ExpiresOn::AppServiceDate));
+        let mut want = String::new();
+        push_app_service_date(&mut want, token.expires_on);
+        assert_eq!(dated["expires_on"], want.as_str());
+        assert_eq!(epoch["expires_on"], token.expires_on.to_string().as_str());
+        let (mut epoch, mut dated) = (epoch, dated);
+        epoch["expires_on"].take();
+        dated["expires_on"].take();
+        assert_eq!(epoch, dated);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::cache::Lookup;
 use crate::caller::{self, Caller, HostRule, Peer};
 use crate::config::{Target, MAX_BODY};
 use crate::dialect::arc::{ArcRequest, Holder};
-use crate::dialect::{self, app_service, imds, Dialect, TokenRequest};
+use crate::dialect::{self, app_service, imds, service_fabric, Dialect, TokenRequest};
 use crate::refusal::Refusal;
 use crate::target;
 use crate::token::AccessToken;
@@ -81,6 +81,25 @@ pub(super) async fn app_service_token(
     };
     let admitted =
         app_service::parse(dialect, &parts.method, query, &body).and_then(|req| call.admit(req));
+    call.answer(admitted).await
+}
+
+/// Service Fabric's `/metadata/identity/oauth2/token`, on its HTTPS listener.
+pub(super) async fn service_fabric_token(
+    State(app): State<Arc<App>>,
+    name: Option<UrlPath<String>>,
+    req: Request,
+) -> Response {
+    let prefix = name.as_ref().map(|UrlPath(n)| n.as_str());
+    let (parts, _) = req.into_parts();
+    let settings = app.settings();
+    let call = Call::new(&app, &settings, Dialect::ServiceFabric, prefix, &parts);
+    let known = |presented: &[u8]| App::secret_known(&settings, presented);
+    let admitted = call
+        .guard()
+        .and_then(|()| service_fabric::door(&parts.method, &parts.headers, &known))
+        .and_then(|()| service_fabric::parse(parts.uri.query()))
+        .and_then(|req| call.admit(req));
     call.answer(admitted).await
 }
 
@@ -349,7 +368,14 @@ impl<'a> Call<'a> {
         tracing::debug!(dialect = self.dialect.as_str(), target = %served.target.name, resource = %req.resource, cache = served.lookup.as_str(), "token served");
         // Echo the id the caller named (Arc clients insist); else the app's client id.
         let client_id = req.client_id.as_deref().unwrap_or(&served.target.client_id);
-        dialect::token_response(&served.token, req, client_id)
+        let expires_on = match self.dialect {
+            Dialect::AppService2017 => app_service::legacy_expires_on(
+                self.settings.config.app_service.legacy_expires_on,
+                self.headers,
+            ),
+            _ => dialect::ExpiresOn::Epoch,
+        };
+        dialect::token_response_with(&served.token, req, client_id, expires_on)
     }
 
     /// The caller's name for audit lines: the one identified when the call was made.
@@ -360,7 +386,9 @@ impl<'a> Call<'a> {
     /// Logs a refusal once, here where it is handled, audits and counts it, and renders it.
     fn refused(&self, req: Option<&TokenRequest>, refused: &Refused<'_>) -> Response {
         let refusal = &refused.refusal;
-        let (status, _) = refusal.status();
+        // The status the dialect sends is the one logged, counted and audited.
+        let response = dialect::error(self.dialect, refusal);
+        let status = response.status();
         let target = refused.target.map(|t| t.name.as_str()).or(self.prefix);
         let resource = req.map(|r| r.resource.as_str());
         match refusal {
@@ -405,6 +433,6 @@ impl<'a> Call<'a> {
                 reason: Some(&reason),
             });
         }
-        dialect::error(self.dialect, refusal)
+        response
     }
 }

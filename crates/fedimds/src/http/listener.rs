@@ -1,4 +1,4 @@
-//! Accepting connections: TCP and Unix sockets, each connection served by hyper with the
+//! Accepting connections: TCP (plain or TLS) and Unix sockets, each connection served by hyper with the
 //! limits that keep a local daemon alive under abuse (a cap on open connections and one per
 //! peer, a deadline for the request head against slow senders, a bound on its size), the
 //! peer's identity (its socket's owner, for a TCP peer of this host) put on every request,
@@ -45,12 +45,23 @@ pub struct Limits {
 }
 
 /// A bound socket.
-#[derive(Debug)]
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
     /// A Unix socket; peers are identified by their kernel credentials.
     Unix(UnixListener),
+    /// TCP with TLS (the Service Fabric listener).
+    Tls(TcpListener, tokio_rustls::TlsAcceptor),
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listener::Tcp(l) => f.debug_tuple("Tcp").field(l).finish(),
+            Listener::Unix(l) => f.debug_tuple("Unix").field(l).finish(),
+            Listener::Tls(l, _) => f.debug_tuple("Tls").field(l).finish_non_exhaustive(),
+        }
+    }
 }
 
 /// Binds a Unix socket at `path` with `mode`, replacing a stale socket left by a previous run
@@ -155,7 +166,7 @@ pub async fn serve(
             accepted = accept(&listener) => accepted,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let (io, peer, ours) = match accepted {
+        let (conn, peer, ours) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; retrying shortly");
@@ -173,6 +184,10 @@ pub async fn serve(
             owners.uid.load(std::sync::atomic::Ordering::Relaxed),
             owners.gid.load(std::sync::atomic::Ordering::Relaxed),
         );
+        let tls = match &listener {
+            Listener::Tls(_, acceptor) => Some(acceptor.clone()),
+            Listener::Tcp(_) | Listener::Unix(_) => None,
+        };
         tokio::spawn(async move {
             // Who owns the other end, when it is a socket of this host (see `peer.rs`): looked
             // up here, in the connection's own task, so the accept loop never waits on it.
@@ -195,6 +210,27 @@ pub async fn serve(
             let Some(place) = per_peer.enter(&peer, limits.max_connections_per_peer) else {
                 tracing::debug!(peer = ?peer.addr(), uid = ?peer.uid(), "over the per-peer connection cap; closed");
                 return;
+            };
+            // The handshake in the connection's own task, within the head's deadline, so a
+            // client that never finishes it holds only its own place.
+            let io = match (conn, tls) {
+                (Conn::Tcp(stream), Some(acceptor)) => {
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => TokioIo::new(Box::new(stream) as Box<dyn Stream>),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = ?peer.addr(), error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = ?peer.addr(), "TLS handshake not finished in time; closed");
+                            return;
+                        }
+                    }
+                }
+                (Conn::Tcp(stream), None) => TokioIo::new(Box::new(stream) as Box<dyn Stream>),
+                (Conn::Unix(stream), _) => TokioIo::new(Box::new(stream) as Box<dyn Stream>),
             };
             serve_connection(io, peer, router, &http, watcher).await;
             drop(place);
@@ -318,17 +354,23 @@ type Io = TokioIo<Box<dyn Stream>>;
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
+/// An accepted connection, before any TLS handshake.
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
 /// Accepts a connection: its stream, its peer (a TCP peer's owner is looked up later, in the
 /// connection's task), and the address it reached.
-async fn accept(listener: &Listener) -> io::Result<(Io, Peer, Option<std::net::SocketAddr>)> {
+async fn accept(listener: &Listener) -> io::Result<(Conn, Peer, Option<std::net::SocketAddr>)> {
     match listener {
-        Listener::Tcp(l) => {
+        Listener::Tcp(l) | Listener::Tls(l, _) => {
             let (stream, addr) = l.accept().await?;
             // Token answers are small; do not let Nagle hold them back.
             let _ = stream.set_nodelay(true);
             let ours = stream.local_addr().ok();
             let peer = Peer::Tcp { addr, owner: None };
-            Ok((TokioIo::new(Box::new(stream)), peer, ours))
+            Ok((Conn::Tcp(stream), peer, ours))
         }
         Listener::Unix(l) => {
             let (stream, _) = l.accept().await?;
@@ -338,7 +380,7 @@ async fn accept(listener: &Listener) -> io::Result<(Io, Peer, Option<std::net::S
                 gid: cred.gid(),
                 pid: cred.pid(),
             };
-            Ok((TokioIo::new(Box::new(stream)), peer, None))
+            Ok((Conn::Unix(stream), peer, None))
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod call;
 pub mod listener;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,16 +20,20 @@ use crate::app::App;
 use crate::caller::{host_allowed, HostRule};
 use crate::config::{Config, MAX_BODY, RESERVED_FDS, SHUTDOWN_GRACE};
 use crate::dialect;
-use call::{app_service_token, arc_token, imds_token};
+use call::{app_service_token, arc_token, imds_token, service_fabric_token};
 use listener::{Limits, Listener};
+use tls::{CertError, ServerCert};
 
 /// The token router: every dialect's endpoint (also under `/targets/{name}`), and health.
 pub fn router(app: Arc<App>) -> Router {
     let mut router = Router::new();
     for prefix in ["", "/targets/{name}"] {
+        // msal4j joins AZURE_POD_IDENTITY_AUTHORITY_HOST and the path with an extra `/`
+        // (docs/client-protocols.md#java-azure-identity-and-msal4j).
         for path in [
             "/metadata/identity/oauth2/token",
             "/metadata/identity/oauth2/token/",
+            "//metadata/identity/oauth2/token",
         ] {
             router = router.route(&format!("{prefix}{path}"), any(imds_token));
         }
@@ -46,6 +51,23 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// The Service Fabric listener's router: its one token path (also under `/targets/{name}`).
+pub fn service_fabric_router(app: Arc<App>) -> Router {
+    let mut router = Router::new();
+    for prefix in ["", "/targets/{name}"] {
+        for path in [
+            "/metadata/identity/oauth2/token",
+            "/metadata/identity/oauth2/token/",
+        ] {
+            router = router.route(&format!("{prefix}{path}"), any(service_fabric_token));
+        }
+    }
+    router
+        .fallback(service_fabric_not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -133,6 +155,15 @@ async fn not_found() -> Response {
         .into_response()
 }
 
+async fn service_fabric_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        dialect::no_store_json(),
+        r#"{"error":{"code":"NotFound","message":"No such endpoint. The Service Fabric token endpoint is /metadata/identity/oauth2/token"}}"#,
+    )
+        .into_response()
+}
+
 /// Why the listeners could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -156,6 +187,9 @@ pub enum BindError {
         /// Kept free beside the connections.
         reserved: u64,
     },
+    /// The Service Fabric listener's certificate.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
 }
 
 /// Raises the open-file soft limit as far as the hard limit allows, and checks that
@@ -191,6 +225,35 @@ pub struct Listeners {
     pub unix: Option<UnixListener>,
     /// Health, readiness and metrics.
     pub admin: Option<TcpListener>,
+    /// The Service Fabric dialect's HTTPS listener.
+    pub service_fabric: Option<ServiceFabricListener>,
+}
+
+/// The Service Fabric listener: its socket and its certificate.
+#[derive(Debug)]
+pub struct ServiceFabricListener {
+    /// The socket.
+    pub socket: TcpListener,
+    /// The certificate it serves.
+    pub cert: ServerCert,
+}
+
+impl ServiceFabricListener {
+    /// Binds `[service_fabric] listen`, when set, with its certificate (read, or generated and
+    /// written where the config asks).
+    pub async fn bind(config: &Config) -> Result<Option<ServiceFabricListener>, BindError> {
+        let Some(addr) = config.service_fabric.listen else {
+            return Ok(None);
+        };
+        let cert = ServerCert::for_config(&config.service_fabric)?;
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|source| BindError::Socket {
+                address: format!("{addr} (service_fabric.listen)"),
+                source,
+            })?;
+        Ok(Some(ServiceFabricListener { socket, cert }))
+    }
 }
 
 impl Listeners {
@@ -227,7 +290,13 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { token, unix, admin })
+        let service_fabric = ServiceFabricListener::bind(config).await?;
+        Ok(Listeners {
+            token,
+            unix,
+            admin,
+            service_fabric,
+        })
     }
 }
 
@@ -267,6 +336,19 @@ pub async fn run(
             .admin
             .map(|admin| (Listener::Tcp(admin), admin_router(app.clone()))),
     );
+    if let Some(sf) = listeners.service_fabric {
+        // What IDENTITY_SERVER_THUMBPRINT must hold: a certificate's hash, not a secret.
+        tracing::info!(
+            listen = %sf.socket.local_addr()?,
+            thumbprint = %sf.cert.thumbprint,
+            "serving Service Fabric tokens over HTTPS (IDENTITY_SERVER_THUMBPRINT={})",
+            sf.cert.thumbprint
+        );
+        sockets.push((
+            Listener::Tls(sf.socket, sf.cert.acceptor),
+            service_fabric_router(app.clone()),
+        ));
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for (socket, routes) in sockets {
         tasks.spawn(listener::serve(

@@ -15,12 +15,14 @@ use crate::target::TargetError;
 use crate::upstream::exchange::{ExchangeError, Rejection};
 use crate::upstream::FetchError;
 
-/// One row: the refusal, its status, Retry-After seconds, and its OAuth code.
+/// One row: the refusal, its status, Retry-After seconds, its OAuth code, and its Service
+/// Fabric code (`docs/client-protocols.md#service-fabric`).
 struct Row {
     refusal: Refusal,
     status: StatusCode,
     retry_after: Option<&'static str>,
     code: &'static str,
+    service_fabric: &'static str,
 }
 
 fn upstream(error: FetchError, retry_in: Duration) -> Refusal {
@@ -46,11 +48,12 @@ fn rejected(code: u32) -> FetchError {
 
 /// Every variant, each with the row it must produce.
 fn every_refusal() -> Vec<Row> {
-    let row = |refusal: Refusal, status, retry_after, code| Row {
+    let row = |refusal: Refusal, status, retry_after, code, service_fabric| Row {
         refusal,
         status,
         retry_after,
         code,
+        service_fabric,
     };
     let rows = vec![
         row(
@@ -58,54 +61,77 @@ fn every_refusal() -> Vec<Row> {
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
+            "BadRequest",
         ),
         row(
             Refusal::Forwarded,
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
+            "BadRequest",
         ),
         row(
             Refusal::MethodNotAllowed,
             StatusCode::METHOD_NOT_ALLOWED,
             None,
             "method_not_allowed",
+            "MethodNotAllowed",
         ),
         row(
             Refusal::ApiVersion,
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
+            "InvalidApiVersion",
         ),
         row(
             Refusal::BadRequest("bad".to_owned()),
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
+            "BadRequest",
         ),
         row(
             Refusal::Unauthorized("no secret"),
             StatusCode::UNAUTHORIZED,
             None,
             "unauthorized_client",
+            "SecretHeaderNotFound",
+        ),
+        row(
+            Refusal::SecretNotKnown("wrong secret"),
+            StatusCode::UNAUTHORIZED,
+            None,
+            "unauthorized_client",
+            "ManagedIdentityNotFound",
+        ),
+        row(
+            Refusal::MissingResource,
+            StatusCode::BAD_REQUEST,
+            None,
+            "invalid_request",
+            "ArgumentNullOrEmpty",
         ),
         row(
             Refusal::ForeignHost,
             StatusCode::FORBIDDEN,
             None,
             "unauthorized_client",
+            "Forbidden",
         ),
         row(
             Refusal::Forbidden("not yours".to_owned()),
             StatusCode::FORBIDDEN,
             None,
             "unauthorized_client",
+            "Forbidden",
         ),
         row(
             Refusal::RateLimited(Duration::from_millis(1500)),
             StatusCode::TOO_MANY_REQUESTS,
             Some("2"),
             "slow_down",
+            "TooManyRequests",
         ),
         row(
             Refusal::Target(TargetError::TenantNotAnId {
@@ -114,12 +140,14 @@ fn every_refusal() -> Vec<Row> {
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
+            "BadRequest",
         ),
         row(
             Refusal::Target(TargetError::IdentityNotFound),
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
+            "ManagedIdentityNotFound",
         ),
         row(
             Refusal::Target(TargetError::Ambiguous {
@@ -129,6 +157,7 @@ fn every_refusal() -> Vec<Row> {
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
+            "BadRequest",
         ),
         row(
             Refusal::Target(TargetError::TenantNotAllowed {
@@ -138,6 +167,7 @@ fn every_refusal() -> Vec<Row> {
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
+            "BadRequest",
         ),
         row(
             Refusal::Target(TargetError::ResourceNotAllowed {
@@ -148,12 +178,14 @@ fn every_refusal() -> Vec<Row> {
             StatusCode::BAD_REQUEST,
             None,
             "invalid_resource",
+            "InvalidResource",
         ),
         row(
             Refusal::Upstream(CacheError::Timeout),
             StatusCode::SERVICE_UNAVAILABLE,
             Some("5"),
             "temporarily_unavailable",
+            "ServiceUnavailable",
         ),
         row(
             upstream(
@@ -163,6 +195,7 @@ fn every_refusal() -> Vec<Row> {
             StatusCode::SERVICE_UNAVAILABLE,
             Some("7"),
             "temporarily_unavailable",
+            "ServiceUnavailable",
         ),
         // A transient failure remembered for less than a second still asks for a second.
         row(
@@ -173,24 +206,28 @@ fn every_refusal() -> Vec<Row> {
             StatusCode::SERVICE_UNAVAILABLE,
             Some("1"),
             "temporarily_unavailable",
+            "ServiceUnavailable",
         ),
         row(
             upstream(rejected(700016), Duration::from_secs(30)),
             StatusCode::BAD_REQUEST,
             None,
             "invalid_request",
+            "BadRequest",
         ),
         row(
             Refusal::RequestTimeout(Duration::from_secs(5)),
             StatusCode::REQUEST_TIMEOUT,
             None,
             "invalid_request",
+            "RequestTimeout",
         ),
         row(
             Refusal::Upstream(CacheError::NewKeysLimited(Duration::from_millis(200))),
             StatusCode::TOO_MANY_REQUESTS,
             Some("1"),
             "slow_down",
+            "TooManyRequests",
         ),
         // fedimds's own budget of upstream calls had no turn: 503 with the wait, the key and
         // the budget's keys named.
@@ -210,18 +247,21 @@ fn every_refusal() -> Vec<Row> {
             StatusCode::SERVICE_UNAVAILABLE,
             Some("12"),
             "temporarily_unavailable",
+            "ServiceUnavailable",
         ),
         row(
             Refusal::Internal("cannot write a key file".to_owned()),
             StatusCode::INTERNAL_SERVER_ERROR,
             None,
             "server_error",
+            "InternalServerError",
         ),
         row(
             Refusal::AuditUnavailable,
             StatusCode::SERVICE_UNAVAILABLE,
             Some("5"),
             "temporarily_unavailable",
+            "ServiceUnavailable",
         ),
     ];
     // Exhaustive on purpose: a new variant stops this compiling until it has a row above.
@@ -233,6 +273,8 @@ fn every_refusal() -> Vec<Row> {
             | Refusal::ApiVersion
             | Refusal::BadRequest(_)
             | Refusal::Unauthorized(_)
+            | Refusal::SecretNotKnown(_)
+            | Refusal::MissingResource
             | Refusal::ForeignHost
             | Refusal::Forbidden(_)
             | Refusal::RateLimited(_)
@@ -287,10 +329,31 @@ fn every_refusal_has_its_status_code_and_shape_in_every_dialect() {
         for dialect in Dialect::ALL {
             let (status, retry_after, body) = body_of(dialect::error(dialect, &row.refusal));
             let case = format!("{:?} in {}", row.refusal, dialect.as_str());
-            assert_eq!(status, row.status, "{case}");
+            // Service Fabric answers a secret or identity it does not know with 404.
+            let expected = match dialect {
+                Dialect::ServiceFabric if row.service_fabric == "ManagedIdentityNotFound" => {
+                    StatusCode::NOT_FOUND
+                }
+                _ => row.status,
+            };
+            assert_eq!(status, expected, "{case}");
             assert_eq!(retry_after.as_deref(), row.retry_after, "{case}");
             let object = body.as_object().expect("an object");
             match dialect {
+                Dialect::ServiceFabric => {
+                    // `{"error":{"correlationId","code","message"}}`, as Service Fabric sends.
+                    assert_eq!(object.keys().collect::<Vec<_>>(), ["error"], "{case}");
+                    let error = body["error"].as_object().expect("an error object");
+                    let mut keys: Vec<&str> = error.keys().map(String::as_str).collect();
+                    keys.sort_unstable();
+                    assert_eq!(keys, ["code", "correlationId", "message"], "{case}");
+                    assert_eq!(body["error"]["code"], row.service_fabric, "{case}");
+                    assert_eq!(
+                        body["error"]["message"],
+                        row.refusal.message().as_str(),
+                        "{case}"
+                    );
+                }
                 Dialect::AppService | Dialect::AppService2017 => {
                     // `statusCode`/`message`/`correlationId`, as App Service sends.
                     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();

@@ -362,3 +362,26 @@ async fn imds_v2_paths_get_imds_s_own_not_found_never_a_400() {
     }
     assert_eq!(h.sim.counters().entra, 0);
 }
+
+#[tokio::test]
+async fn msal4j_double_slash_after_the_pod_host_is_imds() {
+    // msal4j builds `AZURE_POD_IDENTITY_AUTHORITY_HOST + "/" + "/metadata/identity/oauth2/token"`,
+    // so Java's IMDS requests arrive with an empty first path segment, also under a prefix.
+    let h = start().await;
+    for (prefix, tenant) in [
+        ("", demo::TARGET_TENANT),
+        ("/targets/contoso", demo::OTHER_TARGET_TENANT),
+    ] {
+        let (status, body) = h
+            .imds(&format!(
+                "{prefix}//metadata/identity/oauth2/token?api-version=2018-02-01&resource={GRAPH}"
+            ))
+            .await;
+        assert_eq!(status, 200, "{prefix}: {body}");
+        assert_eq!(
+            claims(body["access_token"].as_str().unwrap())["tid"],
+            tenant,
+            "{prefix}"
+        );
+    }
+}

@@ -434,7 +434,7 @@ async fn a_reload_refuses_each_key_it_cannot_apply_and_names_it() {
     let h = start().await;
     let base = fedimds::demo::raw_config(&h.sim.url(), h.app.settings().config.server.listen);
     type Edit = fn(&mut RawConfig);
-    let cases: [(&str, Edit); 7] = [
+    let cases: [(&str, Edit); 8] = [
         ("server.max_connections", |r| {
             r.server.max_connections = Some(7)
         }),
@@ -454,6 +454,9 @@ async fn a_reload_refuses_each_key_it_cannot_apply_and_names_it() {
             r.upstream.max_concurrent_fetches = Some(3)
         }),
         ("cache", |r| r.cache.max_keys = Some(10)),
+        ("service_fabric", |r| {
+            r.service_fabric.listen = Some("127.0.0.1:2377".to_owned())
+        }),
     ];
     for (key, edit) in cases {
         let mut raw = base.clone();

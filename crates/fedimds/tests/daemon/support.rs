@@ -23,6 +23,8 @@ pub struct Harness {
     pub url: String,
     pub admin_url: String,
     pub http: reqwest::Client,
+    /// `https://127.0.0.1:PORT` of the Service Fabric listener, when the config turns it on.
+    pub service_fabric_url: Option<String>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -58,6 +60,12 @@ pub async fn start_with_env(
         fedimds::http::listener::bind_unix(path, config.server.unix_socket_mode)
             .expect("unix socket binds")
     });
+    let service_fabric = http::ServiceFabricListener::bind(&config)
+        .await
+        .expect("the Service Fabric listener binds");
+    let service_fabric_url = service_fabric
+        .as_ref()
+        .map(|sf| format!("https://{}", sf.socket.local_addr().unwrap()));
     let app = App::new(config).expect("daemon state builds");
     let admin = tokio::net::TcpListener::bind(loopback()).await.unwrap();
     let admin_url = format!("http://{}", admin.local_addr().unwrap());
@@ -66,6 +74,7 @@ pub async fn start_with_env(
         token: listener,
         unix,
         admin: Some(admin),
+        service_fabric,
     };
     tokio::spawn(http::run(app.clone(), listeners, async move {
         let _ = stopped.await;
@@ -82,6 +91,7 @@ pub async fn start_with_env(
             .pool_max_idle_per_host(0)
             .build()
             .expect("an HTTP client"),
+        service_fabric_url,
         _stop: stop,
     }
 }

@@ -216,6 +216,13 @@ fn newer_keys_show_their_defaults() {
             ("server.max_header_bytes", "16384", Origin::Default),
             ("admin.listen", "\"127.0.0.1:8182\"", Origin::Default),
             ("audit.path", "\"off\"", Origin::Default),
+            ("service_fabric.listen", "off", Origin::Default),
+            (
+                "service_fabric.cert_file",
+                "(generated at start)",
+                Origin::Default,
+            ),
+            ("service_fabric.thumbprint_file", "(none)", Origin::Default),
         ],
     );
     assert!(!e.iter().any(|e| e.key.starts_with("callers")), "{e:#?}");
@@ -279,7 +286,8 @@ fn newer_keys_from_the_file() {
     assert!(at("cloud.authority_host") < at("source.kind"));
     assert!(at("targets[0].prefetch") < at("callers[0].name"));
     assert_eq!(at("admin.listen"), at("callers[1].rate") + 1);
-    assert_eq!(at("audit.fail_closed"), keys.len() - 1);
+    assert_eq!(at("audit.fail_closed"), at("service_fabric.listen") - 1);
+    assert_eq!(at("service_fabric.thumbprint_file"), keys.len() - 1);
 }
 
 #[test]
@@ -311,7 +319,10 @@ fn caller_secrets_are_never_rendered() {
     assert_eq!(text.matches("[[callers]]\n").count(), 2, "{text}");
     assert!(text.contains("\n[admin]\n"), "{text}");
     assert!(text.contains("\n[audit]\n"), "{text}");
-    let secrets: Vec<&str> = text.lines().filter(|l| l.starts_with("secret")).collect();
+    let secrets: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some("secret"))
+        .collect();
     assert_eq!(secrets.len(), 2, "{text}");
     for line in secrets {
         assert!(
@@ -482,8 +493,10 @@ fn load_as_kind<'k>(
                 .map(|(_, v)| (*v).to_owned())
         }) {
             Ok((_, entries)) => return (kept, entries),
+            // A key its kind does not read, or one of two keys that exclude each other
+            // (callers[].secret and secret_file).
             Err(ConfigError::Invalid { key, expected, .. })
-                if expected.contains("applies only to kind") =>
+                if expected.contains("applies only to kind") || expected.starts_with("unset: ") =>
             {
                 kept.retain(|k| k.dotted() != key);
             }
@@ -541,6 +554,34 @@ fn every_key_of_the_example_is_reported_with_the_origin_it_had() {
             );
         }
     }
+    // callers[].secret_file excludes callers[].secret, and is read at load: the example's once
+    // more with the file in place of the secret.
+    let dir = std::env::temp_dir().join(format!("fedimds-provenance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("caller");
+    std::fs::write(&secret_file, format!("{DUMMY_SECRET}\n")).unwrap();
+    let with_file: Vec<ExampleKey> = keys
+        .iter()
+        .filter(|k| !(k.section == "callers" && k.name == "secret"))
+        .map(|k| match k.name.as_str() {
+            "secret_file" => ExampleKey {
+                value: toml::Value::String(secret_file.display().to_string()).to_string(),
+                ..k.clone()
+            },
+            _ => k.clone(),
+        })
+        .collect();
+    let (kept, entries) = load_as_kind(
+        &with_file.iter().collect::<Vec<_>>(),
+        "imds",
+        &env_for_kinds,
+    );
+    assert!(kept.iter().any(|k| k.dotted() == "callers[0].secret_file"));
+    let e = get(&entries, "callers[0].secret_file");
+    assert_eq!(e.origin, Origin::File);
+    reported.insert(e.key.clone());
+    let _ = std::fs::remove_dir_all(&dir);
+
     for k in &keys {
         assert!(
             reported.contains(&k.dotted()),
