@@ -13,7 +13,9 @@ use arc_swap::ArcSwap;
 use crate::audit::Audit;
 use crate::cache::{Lookup, TokenCache};
 use crate::caller::RateLimits;
-use crate::config::{AuditSink, CallerSecret, Config, SecretFile, Target, SECRET_FILE_POLL};
+use crate::config::{
+    AuditSink, CallerSecret, Config, SecretFile, Target, PREFETCH_SPREAD, SECRET_FILE_POLL,
+};
 use crate::dialect::arc::ArcKeys;
 use crate::dialect::{Dialect, TokenRequest};
 use crate::fsutil::{self, Private};
@@ -239,7 +241,7 @@ impl App {
         }
         // Every step that can fail comes first, so a failed reload leaves the old config wholly
         // in force; only then is anything swapped.
-        let upstream = Upstream::with_metrics(&config, self.metrics.clone())?;
+        let upstream = Upstream::reloaded(&config, self.metrics.clone(), &self.cache.upstream())?;
         // A secret removed from the config is no longer the secret: a leaked one must stop
         // working when it is taken out. A generated one stays across reloads.
         let (identity_header, generated) = match (&config.server.identity_header, old.generated) {
@@ -341,6 +343,9 @@ impl App {
     pub async fn prefetch(self: Arc<Self>) {
         /// Between rounds of failed prefetches: the fetch itself already retried.
         const PAUSE: Duration = Duration::from_secs(5);
+        // Replicas started together (a rollout, a node pool coming up) would otherwise all
+        // ask Entra in the same instant, and then refresh in step.
+        tokio::time::sleep(PREFETCH_SPREAD.mul_f64(fastrand::f64())).await;
         let mut done: std::collections::HashSet<(String, String)> = Default::default();
         loop {
             // The settings in force this round: a reload that fixes or drops a broken
@@ -374,7 +379,8 @@ impl App {
                 }
             }
             if failed {
-                tokio::time::sleep(PAUSE).await;
+                // Jittered too, so replicas that failed together do not retry together.
+                tokio::time::sleep(PAUSE.mul_f64(0.5 + fastrand::f64())).await;
             }
         }
         self.ready.store(true, Ordering::Release);
@@ -428,9 +434,14 @@ fn wants_owners(config: &Config, wanted: &crate::peer::Wanted) {
     wanted.gid.store(gid, Ordering::Relaxed);
 }
 
-/// Says, once per start or reload, what in the config is valid but probably not meant.
+/// Says, once per start or reload, what in the config is valid but probably not meant, and
+/// whether what it prefetches fits the upstream budget.
 fn warn_about(config: &Config) {
-    for warning in config.warnings() {
+    for warning in config
+        .warnings()
+        .into_iter()
+        .chain(crate::upstream::budget::warnings(config))
+    {
         tracing::warn!(%warning, "config");
     }
 }

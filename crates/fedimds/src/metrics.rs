@@ -31,6 +31,8 @@ pub struct CacheFigures {
     pub throttled: u64,
     /// Throttles opened since start.
     pub throttles: u64,
+    /// Keys held beyond what the Entra budget can refresh in one refresh window.
+    pub budget_shortfall: u64,
     /// What they weigh, in bytes.
     pub bytes: u64,
     /// Seconds until the soonest cached token expires.
@@ -119,6 +121,7 @@ pub struct Metrics {
     lookups: Family<LookupLabels, Counter>,
     upstream_calls: Family<UpstreamLabels, Counter>,
     upstream_latency: Family<UpstreamKind, Histogram>,
+    over_budget: Family<UpstreamKind, Counter>,
     build: Family<BuildLabels, Gauge>,
     passthrough: Family<PassthroughLabels, Counter>,
     audit_failures: Counter,
@@ -141,6 +144,7 @@ impl Default for Metrics {
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 ])
             }),
+            over_budget: Family::default(),
             build: Family::default(),
             passthrough: Family::default(),
             audit_failures: Counter::default(),
@@ -208,6 +212,15 @@ impl Metrics {
             .inc();
     }
 
+    /// One call not made: the upstream's budget had no turn free before the caller's deadline.
+    pub fn over_budget(&self, upstream: UpstreamName) {
+        self.over_budget
+            .get_or_create(&UpstreamKind {
+                upstream: upstream.as_str(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text: the standing metrics, plus the cache's figures read now.
     pub fn render(&self, cache: &CacheFigures) -> String {
         let mut registry = Registry::with_prefix("fedimds");
@@ -230,6 +243,11 @@ impl Metrics {
             "upstream_duration_seconds",
             "Upstream call latency",
             self.upstream_latency.clone(),
+        );
+        registry.register(
+            "upstream_budget_refusals",
+            "Upstream calls not made because fedimds's budget of calls to that upstream (upstream.max_requests_per_second, upstream.assertion_requests_per_second) had no turn free before the caller's deadline",
+            self.over_budget.clone(),
         );
         self.build
             .get_or_create(&BuildLabels {
@@ -281,6 +299,13 @@ impl Metrics {
             "upstream_throttles",
             "Throttles opened: an Entra 429 for an app, or an IMDS 429 for the assertion source",
             throttles,
+        );
+        let shortfall = Gauge::<i64>::default();
+        shortfall.set(i64::try_from(cache.budget_shortfall).unwrap_or(i64::MAX));
+        registry.register(
+            "upstream_budget_shortfall",
+            "Keys held beyond what the budget of Entra calls (upstream.max_requests_per_second, upstream.burst) can refresh in one refresh window, were they to come due together",
+            shortfall,
         );
         let timers = Gauge::<i64>::default();
         timers.set(i64::try_from(cache.timers).unwrap_or(i64::MAX));

@@ -5,8 +5,9 @@
 //! Every `match` here names every variant: a new reason must be given its status on purpose,
 //! never inherit one from a wildcard. The statuses keep the meaning clients give them
 //! (`docs/client-protocols.md#status-codes-and-retries`): 400 for anything permanent, so clients stop
-//! and show the message; 503 with `Retry-After` only for transient upstream trouble (and an
-//! audit log that cannot record, with `audit.fail_closed`); 500 only for a fault on fedimds's
+//! and show the message; 503 with `Retry-After` only for transient upstream trouble (fedimds's
+//! own budget of upstream calls with no turn in time among it, and an audit log that cannot
+//! record, with `audit.fail_closed`); 500 only for a fault on fedimds's
 //! own side.
 
 use std::time::Duration;
@@ -100,6 +101,12 @@ impl Refusal {
             Refusal::Upstream(CacheError::NewKeysLimited(wait)) => {
                 (StatusCode::TOO_MANY_REQUESTS, Some(*wait))
             }
+            // The caller did nothing wrong: fedimds spaces its own upstream calls, and the
+            // SDK's retry after Retry-After gets the next turn.
+            Refusal::Upstream(CacheError::OverBudget { retry_in, .. }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some((*retry_in).max(Duration::from_secs(1))),
+            ),
             Refusal::Upstream(CacheError::Upstream { error, retry_in }) => match error.transience()
             {
                 Transience::Transient { .. } => (
@@ -141,7 +148,7 @@ impl Refusal {
                 Transience::Permanent => "invalid_request",
                 Transience::Transient { .. } => "temporarily_unavailable",
             },
-            Refusal::Upstream(CacheError::Timeout)
+            Refusal::Upstream(CacheError::Timeout | CacheError::OverBudget { .. })
             | Refusal::AuditUnavailable
             | Refusal::PassthroughBusy => "temporarily_unavailable",
             Refusal::NotForwarded(_) => "not_found",
@@ -186,7 +193,9 @@ impl Refusal {
             Refusal::Upstream(CacheError::Timeout) => {
                 "The upstream has not answered yet; the token is still being fetched. Retry shortly.".to_owned()
             }
-            Refusal::Upstream(CacheError::Upstream { error, .. }) => error.to_string(),
+            Refusal::Upstream(
+                CacheError::Upstream { error, .. } | CacheError::OverBudget { error, .. },
+            ) => error.to_string(),
             Refusal::Upstream(CacheError::NewKeysLimited(wait)) => format!(
                 "This caller asked for too many tokens fedimds did not hold (new resources or tenants) too fast; retry in {} ms (server.new_keys_per_second)",
                 wait.as_millis()
@@ -231,7 +240,7 @@ impl Refusal {
                 Transience::Permanent => "BadRequest",
                 Transience::Transient { .. } => "ServiceUnavailable",
             },
-            Refusal::Upstream(CacheError::Timeout)
+            Refusal::Upstream(CacheError::Timeout | CacheError::OverBudget { .. })
             | Refusal::AuditUnavailable
             | Refusal::PassthroughBusy => "ServiceUnavailable",
             Refusal::Internal(_) => "InternalServerError",

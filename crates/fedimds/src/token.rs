@@ -135,16 +135,28 @@ const MIN_REFRESH_HINT: Duration = Duration::from_secs(60);
 /// Longest lifetime believed: upstream values beyond it are clamped (CAE tokens live 28 h).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Jitter added on top of the refresh point, so keys fetched together do not refresh together.
-pub const MAX_REFRESH_JITTER: Duration = Duration::from_secs(60);
-
-/// How long after issue a token should be refreshed, as `docs/entra-exchange.md#refresh` sets it:
+/// How long after issue a token's refresh is due, as `docs/entra-exchange.md#refresh` sets it:
 /// `refresh_in` when Entra sent it; else half the lifetime when that is 2 h or more; else
-/// 5 min before expiry (but not before half of it for very short tokens). Then up to
-/// [`MAX_REFRESH_JITTER`] of jitter (scaled by `jitter` in `[0, 1)`): later when there is room
-/// before the 5-minute buffer, else earlier, so keys fetched together refresh apart.
+/// 5 min before expiry (but not before half of it for very short tokens). The refresh itself
+/// is spread over [`refresh_window`], `jitter` in `[0, 1)` choosing where.
 pub fn refresh_delay(lifetime: Duration, refresh_in: Option<Duration>, jitter: f64) -> Duration {
-    let base = match refresh_in {
+    let (start, length) = refresh_window(lifetime, refresh_in);
+    start + length.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// The stretch of a token's life over which its refresh is spread, as (start, length) after
+/// issue, so that keys fetched together (a start-up, a rollout) do not come due together and
+/// their refreshes fit the upstream budget (`docs/entra-exchange.md#refresh`).
+///
+/// It never reaches into the last [`CLIENT_EXPIRY_BUFFER`], which clients treat as expired:
+/// that is the safe margin before expiry. Where the refresh point leaves room before it (long
+/// tokens, an early `refresh_in`), the window starts at the point and runs for up to a
+/// quarter of the lifetime (24 h tokens: from 12 h to 18 h, hours of slack for a refresh that
+/// fails). Where the point is the margin already (the common 60-90 minute tokens, due 5 min
+/// before expiry), the window ends there and starts a twelfth of the lifetime earlier (from
+/// 50 to 55 min of an hour's token): a refresh costs a little token life, never a client.
+pub fn refresh_window(lifetime: Duration, refresh_in: Option<Duration>) -> (Duration, Duration) {
+    let point = match refresh_in {
         // A hint of zero (or nearly) would refresh a busy key without pause.
         Some(hint) if hint < lifetime => hint.max(MIN_REFRESH_HINT.min(lifetime / 2)),
         _ if lifetime >= Duration::from_secs(2 * 3600) => lifetime / 2,
@@ -155,15 +167,12 @@ pub fn refresh_delay(lifetime: Duration, refresh_in: Option<Duration>, jitter: f
     let latest = lifetime
         .saturating_sub(CLIENT_EXPIRY_BUFFER)
         .max(lifetime / 2);
-    let spread = MAX_REFRESH_JITTER
-        .mul_f64(jitter.clamp(0.0, 1.0))
-        .min(latest / 4);
-    // Later by the jitter when there is room before the latest point; else earlier by it, so
-    // the common 60-90 minute tokens (refreshed 5 minutes before expiry) are spread too.
-    if base + spread <= latest {
-        base + spread
+    let shortest = lifetime / 12;
+    if latest.saturating_sub(point) >= shortest {
+        (point, (latest - point).min(lifetime / 4))
     } else {
-        latest.saturating_sub(spread)
+        let start = latest.saturating_sub(shortest).max(lifetime / 2).min(point);
+        (start, latest.max(point) - start)
     }
 }
 
@@ -241,21 +250,27 @@ mod tests {
     #[test]
     fn refresh_rule() {
         let h = |s: u64| Duration::from_secs(s);
-        // Entra's hint wins.
+        // Entra's hint wins: the window starts there, a quarter of the lifetime long.
         assert_eq!(refresh_delay(h(86400), Some(h(3600)), 0.0), h(3600));
-        // Long tokens: half-life.
-        assert_eq!(refresh_delay(h(7200), None, 0.0), h(3600));
-        // Short tokens: five minutes before expiry.
-        assert_eq!(refresh_delay(h(3599), None, 0.0), h(3299));
-        // Jitter never pushes past the five-minute buffer: it spreads short tokens earlier.
-        let d = refresh_delay(h(3599), None, 0.5);
-        assert_eq!(d, h(3299 - 30));
+        assert_eq!(refresh_window(h(86400), Some(h(3600))), (h(3600), h(21600)));
+        // Long tokens: from half-life, for up to a quarter of the lifetime.
+        assert_eq!(refresh_window(h(7200), None), (h(3600), h(1800)));
+        assert_eq!(refresh_delay(h(7200), None, 0.5), h(4500));
+        // Short tokens: the window ends five minutes before expiry and starts a twelfth of
+        // the lifetime earlier; never in the clients' five-minute buffer.
+        assert_eq!(refresh_window(h(3600), None), (h(3000), h(300)));
+        assert_eq!(refresh_delay(h(3600), None, 0.5), h(3150));
         assert!(refresh_delay(h(3599), None, 0.999) < h(3299));
-        assert!(refresh_delay(h(7200), None, 0.5) > h(3600));
+        assert!(refresh_delay(h(3599), None, 0.0) >= h(2999));
         // A zero hint does not make a busy key refresh without pause.
         assert_eq!(refresh_delay(h(3600), Some(h(0)), 0.0), h(60));
         // Very short tokens refresh at half-life rather than immediately.
         assert_eq!(refresh_delay(h(400), None, 0.0), h(200));
+        assert_eq!(refresh_delay(h(400), None, 0.9), h(200));
+        // A hint past the buffer: the window ends there.
+        let (start, length) = refresh_window(h(3600), Some(h(3500)));
+        assert_eq!(start + length, h(3500));
+        assert!(length >= h(300), "{length:?}");
     }
 
     #[test]

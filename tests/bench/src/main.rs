@@ -465,6 +465,12 @@ client_id = "{MI_CLIENT_ID}"
 name = "public"
 authority_host = "{sim_url}"
 
+[upstream]
+# The same fill, and the stampede, measure the cache against the simulator, which has no
+# limit of its own: fedimds's budget of Entra calls would make them measure the budget.
+max_requests_per_second = 100000.0
+burst = 100000
+
 [[targets]]
 name = "litware"
 tenant_id = "{TARGET_TENANT}"

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::*;
+use crate::upstream::exchange::Turn;
 use crate::upstream::failure_ttl;
 
 pub(super) fn start_refresh(inner: &Arc<Inner>, key: &TokenKey, slot: &Arc<Slot>, now: Instant) {
@@ -18,7 +19,10 @@ pub(super) fn start_refresh(inner: &Arc<Inner>, key: &TokenKey, slot: &Arc<Slot>
         .is_some_and(|(_, until)| now < *until);
     if state.inflight.is_none() && !backing_off {
         inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
-        spawn_fetch(inner, key.clone(), slot.clone(), &mut state);
+        // A refresh may wait for its turn in the budget while the token it replaces is valid;
+        // past that it is a cold miss's job.
+        let deadline = slot.token.load().as_ref().map_or(now, |t| t.expires_at);
+        spawn_fetch(inner, key.clone(), slot.clone(), &mut state, deadline);
     }
 }
 
@@ -27,6 +31,7 @@ pub(super) fn spawn_fetch(
     key: TokenKey,
     slot: Arc<Slot>,
     state: &mut SlotState,
+    deadline: Instant,
 ) -> watch::Receiver<Option<Outcome>> {
     let (tx, rx) = watch::channel(None);
     state.inflight = Some(rx.clone());
@@ -35,23 +40,37 @@ pub(super) fn spawn_fetch(
     let task = async move {
         // The timer below decides on "used since this fetch", so clear the flag first.
         slot.used.store(false, Ordering::Relaxed);
-        // Wait for a place among the fetches in flight; the callers' own wait bound holds
-        // meanwhile. (The semaphore is never closed.)
-        let _place = inner.fetches.acquire().await.ok();
+        // The first Entra call's turn in the budget comes first: a turn past the deadline is
+        // refused at once, and a fetch waiting for its turn holds no place among the fetches.
+        // A throttled app or source takes no turn at all.
         let upstream = inner.upstream.load_full();
-        let parked = inner.parked_for(&key, Instant::now());
-        // The fetch runs in a task of its own, so that even a panic in it ends here as a
-        // failure; otherwise this key's in-flight marker would never clear.
-        let fetched = {
-            let key = key.clone();
-            tokio::spawn(async move {
-                match parked {
-                    Some(parked) => Err(parked),
-                    None => upstream.fetch(&key).await,
-                }
-            })
+        let turn = match inner.parked_for(&key, Instant::now()) {
+            Some(parked) => Err(parked),
+            None => upstream
+                .entra_turn(Some(deadline))
+                .map_err(|wait| upstream.refused_turn(&key, wait)),
         };
-        let fetched = match fetched.await {
+        let fetched = match turn {
+            Err(refused) => Ok(Err(refused)),
+            Ok(when) => {
+                tokio::time::sleep_until(when).await;
+                // Wait for a place among the fetches in flight; the callers' own wait bound
+                // holds meanwhile. (The semaphore is never closed.)
+                let _place = inner.fetches.acquire().await.ok();
+                let parked = inner.parked_for(&key, Instant::now());
+                // The fetch runs in a task of its own, so that even a panic in it ends here as
+                // a failure; otherwise this key's in-flight marker would never clear.
+                let key = key.clone();
+                tokio::spawn(async move {
+                    match parked {
+                        Some(parked) => Err(parked),
+                        None => upstream.fetch(&key, Some(deadline), Turn::Taken).await,
+                    }
+                })
+                .await
+            }
+        };
+        let fetched = match fetched {
             Ok(result) => result,
             Err(join) => Err(FetchError::Internal(if join.is_panic() {
                 "the fetch task panicked".to_owned()
@@ -71,20 +90,18 @@ pub(super) fn spawn_fetch(
                 tracing::debug!(tenant = %key.tenant, resource = %key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");
                 Ok(token)
             }
-            Err(error) => {
-                inner.park_on(&key, &error, Instant::now());
-                Err(Arc::new(error))
-            }
+            Err(error) => Err(Arc::new(error)),
         };
         let next_attempt = {
             let mut state = slot.state();
             state.inflight = None;
             state.failure = match &outcome {
                 Ok(_) => None,
-                Err(e) => Some((
-                    e.clone(),
-                    Instant::now() + failure_ttl(e, inner.error_ttl, state.failures_in_a_row),
-                )),
+                Err(e) => {
+                    let ttl = failure_ttl(e, inner.error_ttl, state.failures_in_a_row);
+                    inner.park_on(&key, e, ttl, Instant::now());
+                    Some((e.clone(), Instant::now() + ttl))
+                }
             };
             state.failures_in_a_row = if outcome.is_ok() {
                 0

@@ -71,12 +71,33 @@ pub enum CacheError {
     },
     /// Upstream did not answer within the caller's wait bound; the fetch goes on.
     Timeout,
+    /// fedimds's own budget of upstream calls had no turn free for this key before the caller's
+    /// wait would end: no call was made (now, or recently enough that it is remembered).
+    OverBudget {
+        /// The refusal, naming the budget and the key.
+        error: Arc<FetchError>,
+        /// Until a turn would come: the caller's Retry-After.
+        retry_in: Duration,
+    },
     /// The caller asked for too many keys the cache did not hold, too fast; try again after
     /// this. No key was made.
     NewKeysLimited(Duration),
 }
 
 type Outcome = Result<Arc<AccessToken>, Arc<FetchError>>;
+
+/// The part of a caller's wait (`server.miss_timeout`) a cold miss may spend waiting for its
+/// turn in the Entra budget; the rest is for the assertion and the exchange themselves.
+const MISS_TURN_SHARE: f64 = 0.75;
+
+/// The refusal for a failed fetch: an over-budget one is told apart, so it reads as such.
+fn failed(error: Arc<FetchError>, retry_in: Duration) -> CacheError {
+    if matches!(*error, FetchError::OverBudget { .. }) {
+        CacheError::OverBudget { error, retry_in }
+    } else {
+        CacheError::Upstream { error, retry_in }
+    }
+}
 
 /// One key's state.
 #[derive(Default)]
@@ -177,10 +198,15 @@ struct CacheStats {
     timers: Arc<std::sync::atomic::AtomicI64>,
     /// Throttles opened (an app's, or the assertion source's).
     throttles: std::sync::atomic::AtomicU64,
+    /// Keys held beyond what the Entra budget can refresh in one refresh window.
+    shortfall: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
     slots: moka::sync::Cache<TokenKey, Arc<Slot>>,
+    /// Each cold miss waits for its first turn in the Entra budget at most this part of the
+    /// caller's wait, leaving the rest for the calls themselves.
+    miss_turn_share: f64,
     /// Upstream fetches in flight at most; the rest wait their turn.
     fetches: tokio::sync::Semaphore,
     /// Swapped on reload; each fetch uses the one in force when it starts.
@@ -191,6 +217,29 @@ struct Inner {
     /// Apps (and the assertion source) the upstream throttles, until when.
     parked: Mutex<Parked>,
     stats: CacheStats,
+}
+
+impl Inner {
+    /// Whether the `keys` holding a token could all be refreshed within the Entra budget if
+    /// they came due together, in one refresh window of the shortest-lived of them (`shortest`;
+    /// housekeeping): the gauge, and a log line when that changes, with the arithmetic.
+    fn check_budget(&self, keys: u64, shortest: Option<Duration>) {
+        let rate = self.upstream.load().budgets.entra.rate();
+        let short =
+            shortest.and_then(|lifetime| crate::upstream::budget::shortfall(keys, lifetime, rate));
+        let beyond = short.as_ref().map_or(0, |s| s.beyond());
+        let was = self.stats.shortfall.swap(beyond, Ordering::Relaxed);
+        match short {
+            Some(s) if was == 0 => tracing::warn!(
+                shortfall = %s,
+                "the budget of Entra calls is too small for the keys held: refreshes will queue for their turn, and cold keys with them"
+            ),
+            None if was > 0 => {
+                tracing::info!(keys, "the keys held fit the budget of Entra calls again")
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The cache of target-tenant tokens. Cheap to clone.
@@ -227,6 +276,7 @@ impl TokenCache {
                         }
                     })
                     .build(),
+                miss_turn_share: MISS_TURN_SHARE,
                 fetches: tokio::sync::Semaphore::new(max_fetches),
                 upstream: arc_swap::ArcSwap::new(upstream),
                 error_ttl: settings.error_ttl,
@@ -250,16 +300,23 @@ impl TokenCache {
                 tick.tick().await;
                 let Some(inner) = inner.upgrade() else { return };
                 let now = Instant::now();
-                let idle: Vec<_> = inner
-                    .slots
-                    .iter()
-                    .filter(|(_, slot)| slot.idle_past(inner.idle_ttl, now))
-                    .map(|(key, _)| key)
-                    .collect();
+                // One pass over the keys: the idle ones, and what the others hold (for the
+                // budget check).
+                let mut idle = Vec::new();
+                let (mut held, mut shortest) = (0u64, None::<Duration>);
+                for (key, slot) in inner.slots.iter() {
+                    if slot.idle_past(inner.idle_ttl, now) {
+                        idle.push(key);
+                    } else if let Some(token) = slot.token.load().as_ref() {
+                        held += 1;
+                        shortest = Some(shortest.map_or(token.lifetime, |s| s.min(token.lifetime)));
+                    }
+                }
                 for key in idle {
                     inner.slots.invalidate(&*key);
                 }
                 inner.lift_throttles(now);
+                inner.check_budget(held, shortest);
                 inner.slots.run_pending_tasks();
             }
         }
@@ -322,15 +379,15 @@ impl TokenCache {
             let mut state = slot.state();
             if let Some((error, until)) = &state.failure {
                 if now < *until {
-                    return Err(CacheError::Upstream {
-                        error: error.clone(),
-                        retry_in: *until - now,
-                    });
+                    return Err(failed(error.clone(), *until - now));
                 }
             }
             match &state.inflight {
                 Some(rx) => rx.clone(),
-                None => spawn_fetch(&self.inner, key.clone(), slot.clone(), &mut state),
+                None => {
+                    let deadline = now + wait.mul_f64(self.inner.miss_turn_share);
+                    spawn_fetch(&self.inner, key.clone(), slot.clone(), &mut state, deadline)
+                }
             }
         };
         let outcome = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
@@ -345,12 +402,12 @@ impl TokenCache {
                 Some(Ok(_)) => Err(CacheError::Timeout),
                 Some(Err(error)) => {
                     let until = slot.state().failure.as_ref().map(|(_, until)| *until);
-                    Err(CacheError::Upstream {
-                        error: error.clone(),
-                        retry_in: until.map_or(Duration::from_secs(1), |u| {
+                    Err(failed(
+                        error.clone(),
+                        until.map_or(Duration::from_secs(1), |u| {
                             u.saturating_duration_since(Instant::now())
                         }),
-                    })
+                    ))
                 }
                 None => Err(CacheError::Timeout),
             },
@@ -426,6 +483,7 @@ impl TokenCache {
             timers: self.timers(),
             throttled: self.inner.throttled(),
             throttles: self.inner.stats.throttles.load(Ordering::Relaxed),
+            budget_shortfall: self.inner.stats.shortfall.load(Ordering::Relaxed),
             bytes: self.inner.slots.weighted_size(),
             soonest_expiry: expiries.first().map(|(_, seconds)| *seconds),
             expiries: expiries

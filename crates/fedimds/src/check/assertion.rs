@@ -66,7 +66,7 @@ pub(super) async fn check_assertion(
         );
     }
 
-    let assertion = match upstream.assertion.get().await {
+    let assertion = match upstream.assertion.get(None).await {
         Ok(a) => a,
         Err(e) => {
             report.fail(out, &e);
@@ -255,6 +255,8 @@ fn assertion_hint(error: &AssertionError, config: &Config) -> Option<String> {
         AssertionError::Stale { .. } => "the token is too close to expiry: the file is not \
                                          being rotated, or the host clock is wrong"
             .to_owned(),
+        // check waits for its turn as long as it takes: this is never its answer.
+        AssertionError::OverBudget { .. } => return None,
     })
 }
 

@@ -75,7 +75,11 @@ pub async fn run(config: &Config, out: &mut impl Write) -> bool {
             config.cloud.authority_host.as_str().trim_end_matches('/'),
         ),
     );
-    for warning in config.warnings() {
+    for warning in config
+        .warnings()
+        .into_iter()
+        .chain(crate::upstream::budget::warnings(config))
+    {
         report.warn(out, warning);
     }
 

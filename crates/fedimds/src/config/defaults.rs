@@ -50,6 +50,26 @@ pub const RESERVED_FDS: u64 = 64;
 /// Upstream fetches in flight at most: cold keys beyond this wait their turn (within
 /// `server.miss_timeout`), so a flood of new keys cannot open a connection to Entra each.
 pub const DEFAULT_MAX_CONCURRENT_FETCHES: usize = 16;
+/// Calls to Entra per second, sustained (`upstream.max_requests_per_second`). Entra publishes
+/// no limit for workforce tenants; 20 a second per client address is the one figure Microsoft
+/// states (External ID tenants), and it answers 429 with `Retry-After: 60` to clients that send
+/// more (`docs/entra-exchange.md#entra-retries`). A sidecar needs a handful of calls an hour; a
+/// node daemon holding thousands of keys is told at start whether they fit.
+pub const DEFAULT_MAX_REQUESTS_PER_SECOND: f64 = 20.0;
+/// Calls to Entra at once after a quiet spell (`upstream.burst`): two seconds' worth, so a
+/// sidecar's few cold keys at start all go at once.
+pub const DEFAULT_BURST: u32 = 40;
+/// Calls to the assertion source per second (`upstream.assertion_requests_per_second`): half of
+/// IMDS's own limit for managed-identity requests (20 a second per VM,
+/// `docs/entra-exchange.md#assertion-source`), which every process on the VM shares; the assertion
+/// is cached for hours, so fedimds rarely needs one a minute.
+pub const DEFAULT_ASSERTION_REQUESTS_PER_SECOND: f64 = 10.0;
+/// Calls to the assertion source at once (`upstream.assertion_burst`): IMDS takes at most 5
+/// managed-identity requests at once per VM.
+pub const DEFAULT_ASSERTION_BURST: u32 = 5;
+/// Start-up prefetch waits a random part of this first, so replicas started together do not
+/// call Entra (and then refresh) in step; short, because `/readyz` waits for the prefetch.
+pub const PREFETCH_SPREAD: Duration = Duration::from_secs(2);
 /// The cache's size bound in bytes (keys and tokens, with moka's own overhead).
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// What an entry weighs besides its key and token: the slot, its timers, moka's bookkeeping.

@@ -331,17 +331,39 @@ pub struct Cloud {
     pub authority_host: Url,
 }
 
-/// Timeouts and concurrency of upstream calls.
+/// Timeouts, concurrency and budgets of upstream calls.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// Fetches in flight at most.
     pub max_concurrent_fetches: usize,
+    /// Calls to Entra: `upstream.max_requests_per_second`, `upstream.burst`.
+    pub entra_rate: Rate,
+    /// Calls to the assertion source: `upstream.assertion_requests_per_second`,
+    /// `upstream.assertion_burst`.
+    pub assertion_rate: Rate,
     /// TCP+TLS connect.
     pub connect_timeout: Duration,
     /// One whole attempt.
     pub request_timeout: Duration,
     /// How Entra calls leave the host (the assertion leg always goes direct).
     pub entra_route: EntraRoute,
+}
+
+/// A budget of calls: a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Calls per second, sustained.
+    pub per_second: f64,
+    /// Calls at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Rate {
+    /// Calls this budget allows within `window`, starting full: the burst, plus the rate for
+    /// the rest.
+    pub fn calls_within(&self, window: Duration) -> f64 {
+        f64::from(self.burst) + self.per_second * window.as_secs_f64()
+    }
 }
 
 /// How Entra calls leave the host.

@@ -206,6 +206,14 @@ pub struct RawCloud {
 pub struct RawUpstream {
     /// Fetches in flight at most.
     pub max_concurrent_fetches: Option<usize>,
+    /// Calls to Entra per second, sustained.
+    pub max_requests_per_second: Option<f64>,
+    /// Calls to Entra at once after a quiet spell.
+    pub burst: Option<u32>,
+    /// Calls to the assertion source (IMDS, the identity endpoint) per second, sustained.
+    pub assertion_requests_per_second: Option<f64>,
+    /// Calls to the assertion source at once after a quiet spell.
+    pub assertion_burst: Option<u32>,
     /// TCP and TLS connect.
     pub connect_timeout: Option<RawDuration>,
     /// One whole attempt.

@@ -84,6 +84,18 @@ fn at_least<T: PartialOrd + Copy + std::fmt::Display>(
     Ok(value)
 }
 
+/// A rate of calls: a positive, finite number per second.
+fn per_second(key: &str, rate: f64) -> Result<f64, ConfigError> {
+    if !(rate >= 0.1 && rate.is_finite()) {
+        return Err(invalid(
+            key,
+            format!("{rate:?}"),
+            "a positive number of calls per second (0.1 or more)",
+        ));
+    }
+    Ok(rate)
+}
+
 impl RawServer {
     fn validate(self, r: &mut Reader<'_>) -> Result<Server, ConfigError> {
         let listen_text = r.or("server.listen", self.listen, DEFAULT_LISTEN.to_owned());
@@ -362,6 +374,42 @@ impl RawUpstream {
                 1,
                 "with none, no token is ever fetched",
             )?,
+            entra_rate: Rate {
+                per_second: per_second(
+                    "upstream.max_requests_per_second",
+                    r.or(
+                        "upstream.max_requests_per_second",
+                        self.max_requests_per_second,
+                        DEFAULT_MAX_REQUESTS_PER_SECOND,
+                    ),
+                )?,
+                burst: at_least(
+                    "upstream.burst",
+                    r.or("upstream.burst", self.burst, DEFAULT_BURST),
+                    1,
+                    "with none, no call to Entra is ever made",
+                )?,
+            },
+            assertion_rate: Rate {
+                per_second: per_second(
+                    "upstream.assertion_requests_per_second",
+                    r.or(
+                        "upstream.assertion_requests_per_second",
+                        self.assertion_requests_per_second,
+                        DEFAULT_ASSERTION_REQUESTS_PER_SECOND,
+                    ),
+                )?,
+                burst: at_least(
+                    "upstream.assertion_burst",
+                    r.or(
+                        "upstream.assertion_burst",
+                        self.assertion_burst,
+                        DEFAULT_ASSERTION_BURST,
+                    ),
+                    1,
+                    "with none, no assertion is ever fetched",
+                )?,
+            },
             connect_timeout: duration(
                 r,
                 "upstream.connect_timeout",

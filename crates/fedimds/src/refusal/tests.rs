@@ -243,6 +243,26 @@ fn every_refusal() -> Vec<Row> {
             "slow_down",
             "TooManyRequests",
         ),
+        // fedimds's own budget of upstream calls had no turn: 503 with the wait, the key and
+        // the budget's keys named.
+        row(
+            Refusal::Upstream(CacheError::OverBudget {
+                error: Arc::new(FetchError::OverBudget {
+                    upstream: crate::metrics::UpstreamName::Entra,
+                    rate: crate::config::Rate {
+                        per_second: 20.0,
+                        burst: 40,
+                    },
+                    key: "app a in tenant t for resource https://r.example".to_owned(),
+                    wait: Duration::from_secs(12),
+                }),
+                retry_in: Duration::from_secs(12),
+            }),
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("12"),
+            "temporarily_unavailable",
+            "ServiceUnavailable",
+        ),
         row(
             Refusal::Internal("cannot write a key file".to_owned()),
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -304,7 +324,12 @@ fn every_refusal() -> Vec<Row> {
             | Refusal::RateLimited(_)
             | Refusal::RequestTimeout(_)
             | Refusal::Target(_)
-            | Refusal::Upstream(_)
+            | Refusal::Upstream(
+                CacheError::Timeout
+                | CacheError::Upstream { .. }
+                | CacheError::NewKeysLimited(_)
+                | CacheError::OverBudget { .. },
+            )
             | Refusal::Internal(_)
             | Refusal::AuditUnavailable
             | Refusal::NotForwarded(_)
@@ -407,5 +432,25 @@ fn every_refusal_has_its_status_code_and_shape_in_every_dialect() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn an_over_budget_refusal_names_the_key_the_budget_and_the_wait() {
+    let rows = every_refusal();
+    let refusal = rows
+        .iter()
+        .map(|r| &r.refusal)
+        .find(|r| matches!(r, Refusal::Upstream(CacheError::OverBudget { .. })))
+        .expect("a row for it");
+    let message = refusal.message();
+    for part in [
+        "budget of calls to Entra",
+        "20 a second, bursts of 40",
+        "upstream.max_requests_per_second",
+        "app a in tenant t for resource https://r.example",
+        "in 12 s",
+    ] {
+        assert!(message.contains(part), "{part:?} in {message}");
     }
 }

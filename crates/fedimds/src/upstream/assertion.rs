@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::budget::Budgets;
 use super::wire::{MiTokenResponse, NumberOrString};
 use crate::config::{Source, SourceKind};
 use crate::metrics::{Metrics, UpstreamName};
@@ -63,6 +64,15 @@ pub enum AssertionError {
         /// Missing or empty (the kubelet may be about to write it), rather than unreadable.
         transient: bool,
     },
+    /// fedimds's own budget of calls to the source has no turn free before the caller's
+    /// deadline: the call was not made.
+    #[error("no turn is free in fedimds's budget of calls to the {source_name} before this request's deadline; the next comes in {} s", .wait.as_secs().max(1))]
+    OverBudget {
+        /// Which source.
+        source_name: &'static str,
+        /// Until the next turn would come.
+        wait: Duration,
+    },
     /// The token there has already expired (or nearly): the file is stale.
     #[error(
         "the assertion from the {source_name} expires in {remaining_s} s; a fresher one is needed"
@@ -88,6 +98,9 @@ impl AssertionError {
                     retry_after: *retry_after,
                 },
                 _ => Transience::Permanent,
+            },
+            AssertionError::OverBudget { wait, .. } => Transience::Transient {
+                retry_after: Some(*wait),
             },
             AssertionError::Unreachable { .. } | AssertionError::Stale { .. } => {
                 Transience::Transient { retry_after: None }
@@ -156,6 +169,7 @@ pub struct AssertionProvider {
     source: Source,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
+    budgets: Arc<Budgets>,
     /// One lock for fetch and cache: concurrent exchanges all wait on the one fetch in flight,
     /// so a stampede costs one upstream call.
     cached: Mutex<Option<Assertion>>,
@@ -163,11 +177,17 @@ pub struct AssertionProvider {
 
 impl AssertionProvider {
     /// A provider for this source, using the shared upstream HTTP client.
-    pub fn new(source: Source, http: reqwest::Client, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        source: Source,
+        http: reqwest::Client,
+        metrics: Arc<Metrics>,
+        budgets: Arc<Budgets>,
+    ) -> Self {
         AssertionProvider {
             source,
             http,
             metrics,
+            budgets,
             cached: Mutex::new(None),
         }
     }
@@ -177,8 +197,9 @@ impl AssertionProvider {
         source_name(&self.source.kind)
     }
 
-    /// The cached assertion if it is still good, else a fresh one.
-    pub async fn get(&self) -> Result<Assertion, AssertionError> {
+    /// The cached assertion if it is still good, else a fresh one, each call to the source
+    /// waiting for its turn in the budget until `deadline` (`None`: as long as it takes).
+    pub async fn get(&self, deadline: Option<Instant>) -> Result<Assertion, AssertionError> {
         let mut cached = self.cached.lock().await;
         let now = Instant::now();
         if let Some(a) = cached.as_ref() {
@@ -192,7 +213,7 @@ impl AssertionProvider {
                 return Ok(a.clone());
             }
         }
-        let fresh = self.fetch().await;
+        let fresh = self.fetch(deadline).await;
         match fresh {
             Ok(a) => {
                 *cached = Some(a.clone());
@@ -214,7 +235,7 @@ impl AssertionProvider {
         *self.cached.lock().await = None;
     }
 
-    async fn fetch(&self) -> Result<Assertion, AssertionError> {
+    async fn fetch(&self, deadline: Option<Instant>) -> Result<Assertion, AssertionError> {
         let name = self.source_name();
         // Over HTTP, or the token file to read.
         let http = match &self.source.kind {
@@ -241,8 +262,12 @@ impl AssertionProvider {
             Ok(source) => {
                 retry::run(
                     retry::IMDS_SCHEDULE,
-                    |_| self.fetch_once(source),
-                    |e| e.transience(),
+                    |_| self.fetch_once(source, deadline),
+                    // A turn refused is not retried: waiting longer is what the budget refused.
+                    |e| match e {
+                        AssertionError::OverBudget { .. } => Transience::Permanent,
+                        e => e.transience(),
+                    },
                 )
                 .await?
             }
@@ -260,7 +285,19 @@ impl AssertionProvider {
         Ok(assertion)
     }
 
-    async fn fetch_once(&self, source: HttpSource<'_>) -> Attempt<Assertion, AssertionError> {
+    async fn fetch_once(
+        &self,
+        source: HttpSource<'_>,
+        deadline: Option<Instant>,
+    ) -> Attempt<Assertion, AssertionError> {
+        self.budgets
+            .assertion
+            .turn(deadline)
+            .await
+            .map_err(|wait| AssertionError::OverBudget {
+                source_name: self.source_name(),
+                wait,
+            })?;
         let started = Instant::now();
         let result = self.fetch_once_unmeasured(source).await;
         self.metrics

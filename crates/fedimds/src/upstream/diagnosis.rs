@@ -194,11 +194,11 @@ pub fn diagnose(code: Option<u32>, cx: &Context<'_>) -> Diagnosis {
         ),
         Some(50196) => (
             "Entra detected a request loop: the same token request came too often within minutes, and Entra blocks it for a while.",
-            format!("fedimds asks no more for this token (tenant {tenant}, app {app}, scope \"{scope}\") for {block_min} min, longer while the block lasts, and answers 503 with Retry-After meanwhile; find what else sends this request in a loop (another fedimds, a client of app {app} without a token cache, a restart loop): a token lasts at least 10 minutes, so nothing needs it more often."),
+            format!("fedimds asks no more for this token (tenant {tenant}, app {app}, scope \"{scope}\"), nor for any other resource of the app in this tenant, for {block_min} min, longer while the block lasts, and answers 503 with Retry-After meanwhile (tokens it holds are still served); find what else sends this request in a loop (another fedimds, a client of app {app} without a token cache, a restart loop): a token lasts at least 10 minutes, so nothing needs it more often."),
         ),
         Some(90055) => (
             "Entra is throttling the tenant: too many requests for it (Entra also answers this for a blocked tenant).",
-            format!("fedimds asks tenant {tenant} no more for this token for {block_min} min, longer while it lasts, and answers 503 with Retry-After meanwhile; cut what is sent to Entra for tenant {tenant} (other clients of app {app} included). If it lasts for hours, the tenant may be blocked: open a Microsoft support case with the trace_id and correlation_id."),
+            format!("fedimds asks tenant {tenant} no more for this token, nor for any other resource of app {app} there, for {block_min} min, longer while it lasts, and answers 503 with Retry-After meanwhile (tokens it holds are still served); cut what is sent to Entra for tenant {tenant} (other clients of app {app} included). If it lasts for hours, the tenant may be blocked: open a Microsoft support case with the trace_id and correlation_id."),
         ),
         Some(90024) | Some(50033) | Some(90033) | Some(90006) | Some(90090) => (
             "Entra failed transiently (a service or directory error on its side).",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use url::Url;
 
+use super::budget::Budgets;
 use super::wire::{ErrorResponse, TokenResponse};
 use crate::config::MIN_TOKEN_LIFETIME;
 use crate::metrics::{Metrics, UpstreamName};
@@ -76,6 +77,13 @@ pub enum ExchangeError {
         /// failed (no connection: it may be back soon).
         refused: bool,
     },
+    /// fedimds's own budget of Entra calls has no turn free before the caller's deadline: the
+    /// call was not made. Never retried within the exchange (waiting is what was refused).
+    #[error("no turn is free in fedimds's budget of Entra calls before this request's deadline; the next comes in {} s", .wait.as_secs().max(1))]
+    OverBudget {
+        /// Until the next turn would come.
+        wait: Duration,
+    },
     /// A 200 without a usable token, or another status without Entra's error JSON.
     #[error("Entra sent an unusable answer (HTTP {status}): {detail}")]
     Malformed {
@@ -119,6 +127,9 @@ impl ExchangeError {
                 retry_after: *retry_after,
             },
             ExchangeError::Unreachable { .. } => Transience::Transient { retry_after: None },
+            ExchangeError::OverBudget { wait } => Transience::Transient {
+                retry_after: Some(*wait),
+            },
             ExchangeError::Proxy { refused: true, .. } => Transience::Permanent,
             ExchangeError::Proxy { refused: false, .. } => {
                 Transience::Transient { retry_after: None }
@@ -158,6 +169,17 @@ pub struct Exchange {
     /// The proxy's `host:port`, when Entra calls go through one.
     proxy: Option<String>,
     metrics: Arc<Metrics>,
+    budgets: Arc<Budgets>,
+}
+
+/// How a call to Entra takes its turn in the budget.
+#[derive(Debug, Clone, Copy)]
+pub enum Turn {
+    /// Already taken (the cache takes a cold miss's first turn before it waits for a place
+    /// among the fetches, so a turn past the deadline is refused at once).
+    Taken,
+    /// Wait for one, at most until the deadline (`None`: as long as it takes).
+    Until(Option<Instant>),
 }
 
 /// What an exchange is for.
@@ -180,12 +202,14 @@ impl Exchange {
         authority_host: Url,
         proxy: Option<String>,
         metrics: Arc<Metrics>,
+        budgets: Arc<Budgets>,
     ) -> Self {
         Exchange {
             http,
             authority_host,
             proxy,
             metrics,
+            budgets,
         }
     }
 
@@ -221,26 +245,47 @@ impl Exchange {
     }
 
     /// A token for `req`: the exchange, retried on 429/5xx/timeouts per
-    /// [`retry::ENTRA_SCHEDULE`].
+    /// [`retry::ENTRA_SCHEDULE`]; the first attempt takes `turn`, each retry waits for one
+    /// until the deadline.
     pub async fn token(
         &self,
         req: ExchangeRequest<'_>,
         assertion: &Secret,
+        turn: Turn,
     ) -> Result<AccessToken, ExchangeError> {
+        let deadline = match turn {
+            Turn::Taken => None,
+            Turn::Until(deadline) => deadline,
+        };
         retry::run(
             retry::ENTRA_SCHEDULE,
-            |_| self.token_once(req, assertion),
-            ExchangeError::transience,
+            |n| {
+                let turn = if n == 0 { turn } else { Turn::Until(deadline) };
+                self.token_once(req, assertion, turn)
+            },
+            // A turn refused is not retried: waiting longer is what the budget refused.
+            |e| match e {
+                ExchangeError::OverBudget { .. } => Transience::Permanent,
+                e => e.transience(),
+            },
         )
         .await
     }
 
-    /// A single request to Entra, no retries, measured.
+    /// A single request to Entra, no retries, measured, once it has its turn in the budget.
     pub async fn token_once(
         &self,
         req: ExchangeRequest<'_>,
         assertion: &Secret,
+        turn: Turn,
     ) -> Result<AccessToken, ExchangeError> {
+        if let Turn::Until(deadline) = turn {
+            self.budgets
+                .entra
+                .turn(deadline)
+                .await
+                .map_err(|wait| ExchangeError::OverBudget { wait })?;
+        }
         let started = Instant::now();
         let result = self.token_once_unmeasured(req, assertion).await;
         self.metrics

@@ -6,18 +6,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod assertion;
+pub mod budget;
 pub mod diagnosis;
 pub mod exchange;
 mod wire;
 
 use crate::cloud::CloudName;
 use crate::config::Config;
+use crate::config::Rate;
 use crate::metrics::Metrics;
+use crate::metrics::UpstreamName;
 use crate::retry::Transience;
 use crate::token::{AccessToken, Claims};
 use assertion::{AssertionError, AssertionProvider};
+use budget::Budgets;
 use diagnosis::Diagnosis;
-use exchange::{Exchange, ExchangeError, ExchangeRequest};
+use exchange::{Exchange, ExchangeError, ExchangeRequest, Turn};
+use tokio::time::Instant;
 
 /// User agent on every upstream call, so Entra and IMDS logs show who asked.
 const USER_AGENT: &str = concat!("fedimds/", env!("CARGO_PKG_VERSION"));
@@ -78,11 +83,27 @@ pub enum FetchError {
     },
     /// fedimds itself failed (a bug): treated as transient, and logged.
     Internal(String),
+    /// Not asked: fedimds's own budget of calls to that upstream had no turn free before the
+    /// caller's deadline (`server.miss_timeout` for a cold miss, the token's expiry for a
+    /// refresh).
+    OverBudget {
+        /// Which upstream.
+        upstream: UpstreamName,
+        /// The budget, for the message.
+        rate: Rate,
+        /// The key, in words: "app … in tenant … for resource …".
+        key: String,
+        /// Until a turn would come.
+        wait: Duration,
+    },
     /// Not asked: the upstream throttles this app (or the assertion source) for a while, and
     /// no call is made for any of its keys until it lapses.
     Parked {
         /// What is throttled, for the message: "Entra, for app … in tenant …" or the source.
         what: String,
+        /// What it said: "answered 429 (too many requests)", "blocked a request loop
+        /// (AADSTS50196)", "throttles the tenant (AADSTS90055)".
+        why: &'static str,
         /// Until the throttle lapses.
         retry_after: Duration,
     },
@@ -100,9 +121,37 @@ impl fmt::Display for FetchError {
                 diagnosis: None,
             } => write!(f, "{error}"),
             FetchError::Internal(what) => write!(f, "internal error: {what}"),
-            FetchError::Parked { what, retry_after } => write!(
+            FetchError::OverBudget {
+                upstream,
+                rate,
+                key,
+                wait,
+            } => {
+                let (whom, keys) = match upstream {
+                    UpstreamName::Entra => (
+                        "Entra",
+                        "upstream.max_requests_per_second and upstream.burst",
+                    ),
+                    UpstreamName::Assertion => (
+                        "the assertion source",
+                        "upstream.assertion_requests_per_second and upstream.assertion_burst",
+                    ),
+                };
+                write!(
+                    f,
+                    "fedimds's budget of calls to {whom} ({} a second, bursts of {}; {keys}) has no turn free for the token of {key} within this request's wait; the next turn comes in {} s: retry then, or raise the budget if this is no passing burst",
+                    rate.per_second,
+                    rate.burst,
+                    wait.as_secs().max(1)
+                )
+            }
+            FetchError::Parked {
+                what,
+                why,
+                retry_after,
+            } => write!(
                 f,
-                "{what} answered 429 (too many requests) and is not asked again for {} s; cached tokens are still served",
+                "{what} {why} and is not asked again, for any resource, for {} s; cached tokens are still served",
                 retry_after.as_secs().max(1)
             ),
         }
@@ -118,6 +167,9 @@ impl FetchError {
             FetchError::Assertion(e) => e.transience(),
             FetchError::Exchange { error, .. } => error.transience(),
             FetchError::Internal(_) => Transience::Transient { retry_after: None },
+            FetchError::OverBudget { wait, .. } => Transience::Transient {
+                retry_after: Some(*wait),
+            },
             FetchError::Parked { retry_after, .. } => Transience::Transient {
                 retry_after: Some(*retry_after),
             },
@@ -139,7 +191,10 @@ impl FetchError {
     pub fn code(&self) -> Option<u32> {
         match self {
             FetchError::Exchange { error, .. } => error.code(),
-            FetchError::Assertion(_) | FetchError::Internal(_) | FetchError::Parked { .. } => None,
+            FetchError::Assertion(_)
+            | FetchError::Internal(_)
+            | FetchError::OverBudget { .. }
+            | FetchError::Parked { .. } => None,
         }
     }
 
@@ -158,6 +213,10 @@ pub struct Upstream {
     pub exchange: Exchange,
     audience: String,
     cloud: CloudName,
+    /// The budgets of calls to Entra and to the assertion source, which every call takes its
+    /// turn from; kept across a reload that does not change them.
+    pub budgets: Arc<Budgets>,
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
@@ -171,6 +230,29 @@ impl Upstream {
         config: &Config,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, reqwest::Error> {
+        Upstream::build(config, metrics, None)
+    }
+
+    /// The upstream of a reloaded config: the budgets of `old` carry over when their rates are
+    /// unchanged, so a reload hands out no fresh burst.
+    pub fn reloaded(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        old: &Upstream,
+    ) -> Result<Upstream, reqwest::Error> {
+        Upstream::build(config, metrics, Some(old.budgets.clone()))
+    }
+
+    fn build(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        old_budgets: Option<Arc<Budgets>>,
+    ) -> Result<Upstream, reqwest::Error> {
+        let (entra_rate, assertion_rate) =
+            (config.upstream.entra_rate, config.upstream.assertion_rate);
+        let budgets = old_budgets
+            .filter(|b| b.entra.rate() == entra_rate && b.assertion.rate() == assertion_rate)
+            .unwrap_or_else(|| Arc::new(Budgets::new(entra_rate, assertion_rate)));
         let client = || {
             reqwest::Client::builder()
                 .user_agent(USER_AGENT)
@@ -199,21 +281,62 @@ impl Upstream {
                 config.source.clone(),
                 assertion_http,
                 metrics.clone(),
+                budgets.clone(),
             ),
             exchange: Exchange::new(
                 entra_http,
                 config.cloud.authority_host.clone(),
                 config.upstream.entra_route.proxy().map(|p| p.shown.clone()),
-                metrics,
+                metrics.clone(),
+                budgets.clone(),
             ),
             audience: config.source.audience.clone(),
             cloud: config.cloud.name,
+            budgets,
+            metrics,
         })
     }
 
+    /// Reserves `key`'s first turn in the Entra budget, before its fetch waits for a place
+    /// among the fetches in flight: `Ok(when)` it may go, or, when that would be after
+    /// `deadline`, `Err(wait)` (then [`Upstream::refused_turn`] is the answer to give at once).
+    pub fn entra_turn(&self, deadline: Option<Instant>) -> Result<Instant, Duration> {
+        self.budgets.entra.reserve(deadline)
+    }
+
+    /// The refusal for `key`'s first Entra call, which the budget had no turn for within `wait`.
+    pub fn refused_turn(&self, key: &TokenKey, wait: Duration) -> FetchError {
+        self.over_budget(UpstreamName::Entra, key, wait)
+    }
+
+    /// The refusal for a call the budget had no turn for, counted.
+    fn over_budget(&self, upstream: UpstreamName, key: &TokenKey, wait: Duration) -> FetchError {
+        self.metrics.over_budget(upstream);
+        let rate = match upstream {
+            UpstreamName::Entra => self.budgets.entra.rate(),
+            UpstreamName::Assertion => self.budgets.assertion.rate(),
+        };
+        FetchError::OverBudget {
+            upstream,
+            rate,
+            key: format!(
+                "app {} in tenant {} for resource {}",
+                key.client_id, key.tenant, key.resource
+            ),
+            wait,
+        }
+    }
+
     /// Gets a token for `key`: assertion, then exchange; one retry with a fresh assertion when
-    /// Entra says the assertion was expired or badly signed.
-    pub async fn fetch(&self, key: &TokenKey) -> Result<AccessToken, FetchError> {
+    /// Entra says the assertion was expired or badly signed. Every call waits for its turn in
+    /// the budgets until `deadline`; the first exchange's turn is `first` (taken already by
+    /// the cache, or to wait for).
+    pub async fn fetch(
+        &self,
+        key: &TokenKey,
+        deadline: Option<Instant>,
+        first: Turn,
+    ) -> Result<AccessToken, FetchError> {
         let (scope, claims) = (key.scope(), key.claims());
         let req = ExchangeRequest {
             tenant: &key.tenant,
@@ -222,10 +345,21 @@ impl Upstream {
             claims: claims.as_deref(),
         };
         let (mut fresh_retry_left, mut fic_retry_left) = (true, true);
+        let mut turn = first;
         loop {
-            let assertion = self.assertion.get().await.map_err(FetchError::Assertion)?;
-            match self.exchange.token(req, &assertion.token).await {
+            let assertion = self.assertion.get(deadline).await.map_err(|e| match e {
+                AssertionError::OverBudget { wait, .. } => {
+                    self.over_budget(UpstreamName::Assertion, key, wait)
+                }
+                e => FetchError::Assertion(e),
+            })?;
+            let exchanged = self.exchange.token(req, &assertion.token, turn).await;
+            turn = Turn::Until(deadline);
+            match exchanged {
                 Ok(token) => return Ok(token),
+                Err(ExchangeError::OverBudget { wait }) => {
+                    return Err(self.over_budget(UpstreamName::Entra, key, wait))
+                }
                 Err(e)
                     if fresh_retry_left
                         && e.code().is_some_and(|c| FRESH_ASSERTION_CODES.contains(&c)) =>

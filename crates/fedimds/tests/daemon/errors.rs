@@ -101,13 +101,13 @@ fn rows(sim_url: &str) -> Vec<Row> {
             50196,
             503,
             "Entra detected a request loop: the same token request came too often within minutes, and Entra blocks it for a while.",
-            vec![format!("fedimds asks no more for this token (tenant {tenant}, app {app}, scope \"{GRAPH_SCOPE}\") for 5 min")],
+            vec![format!("fedimds asks no more for this token (tenant {tenant}, app {app}, scope \"{GRAPH_SCOPE}\"), nor for any other resource of the app in this tenant, for 5 min")],
         ),
         row(
             90055,
             503,
             "Entra is throttling the tenant: too many requests for it (Entra also answers this for a blocked tenant).",
-            vec![format!("fedimds asks tenant {tenant} no more for this token for 5 min, longer while it lasts")],
+            vec![format!("fedimds asks tenant {tenant} no more for this token, nor for any other resource of app {app} there, for 5 min, longer while it lasts")],
         ),
         row(
             7000112,

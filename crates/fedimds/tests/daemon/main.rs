@@ -7,6 +7,7 @@
 mod support;
 
 mod bounds;
+mod budget;
 mod check;
 mod dialects;
 mod door;
