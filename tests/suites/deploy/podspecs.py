@@ -119,6 +119,8 @@ for f, w in workloads:
         cenv = env_of(cap)
         need(cenv.get("FEDIMDS_UID", {}).get("value") == str(fed_uid), f"{where}: FEDIMDS_UID must be fedimds's uid {fed_uid}")
         need(cenv.get("FEDIMDS_PORT", {}).get("value") == "8181", f"{where}: FEDIMDS_PORT must be 8181")
+        need(config.get("imds", {}).get("passthrough") is True,
+             f"{where}: a captured pod's fedimds must pass the rest of IMDS through ([imds] passthrough = true), or the app loses its instance metadata")
     if labels.get("azure.workload.identity/use") == "true":
         variants.add("workload-identity")
         need(kind == "token-file", f"{where}: workload identity needs source kind token-file, got {kind}")
