@@ -84,6 +84,12 @@ struct ExpiryLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TargetLabels {
+    target: Shared,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -95,6 +101,8 @@ pub enum UpstreamName {
     Assertion,
     /// Entra's token endpoint.
     Entra,
+    /// The assertion source asked for a home-identity target's own token (`exchange = false`).
+    Home,
 }
 
 impl UpstreamName {
@@ -102,6 +110,7 @@ impl UpstreamName {
         match self {
             UpstreamName::Assertion => "assertion",
             UpstreamName::Entra => "entra",
+            UpstreamName::Home => "home",
         }
     }
 }
@@ -114,6 +123,8 @@ pub struct Metrics {
     upstream_calls: Family<UpstreamLabels, Counter>,
     upstream_latency: Family<UpstreamKind, Histogram>,
     build: Family<BuildLabels, Gauge>,
+    /// One series per configured target, replaced whole on reload.
+    targets: Family<TargetLabels, Gauge>,
     audit_failures: Counter,
     /// The lookup counters, resolved once: a hit then costs one atomic add.
     by_lookup: [Counter; 4],
@@ -135,6 +146,7 @@ impl Default for Metrics {
                 ])
             }),
             build: Family::default(),
+            targets: Family::default(),
             audit_failures: Counter::default(),
         }
     }
@@ -171,6 +183,20 @@ impl Metrics {
                 status: 200,
             })
             .clone()
+    }
+
+    /// The targets in force, each with its kind: `exchange` (a target-tenant token) or `home`
+    /// (the home identity's own, `exchange = false`). Replaces the set before (reload).
+    pub fn set_targets<'t>(&self, targets: impl IntoIterator<Item = (&'t Arc<str>, bool)>) {
+        self.targets.clear();
+        for (target, exchange) in targets {
+            self.targets
+                .get_or_create(&TargetLabels {
+                    target: Shared(target.clone()),
+                    kind: if exchange { "exchange" } else { "home" },
+                })
+                .set(1);
+        }
     }
 
     /// The counter of audit lines not recorded, for the audit writer to keep and bump.
@@ -221,6 +247,11 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "The running version", self.build.clone());
+        registry.register(
+            "target_info",
+            "The targets in force: kind exchange serves a target-tenant token, kind home the home identity's own token (exchange = false)",
+            self.targets.clone(),
+        );
         registry.register(
             "audit_failures",
             "Audit lines not recorded: the queue was full, or the log could not be written or reopened",

@@ -31,7 +31,12 @@ impl Inner {
     pub(super) fn parked_for(&self, key: &TokenKey, now: Instant) -> Option<FetchError> {
         let parked = self.parked();
         let app = (key.cloud, key.tenant.clone(), key.client_id.clone());
-        if let Some(until) = parked.apps.get(&app).filter(|until| now < **until) {
+        // A home key asks no app of Entra: only the source's throttle holds it.
+        if let Some(until) = parked
+            .apps
+            .get(&app)
+            .filter(|until| !key.home && now < **until)
+        {
             return Some(FetchError::Parked {
                 what: format!("Entra, for app {} in tenant {},", key.client_id, key.tenant),
                 retry_after: *until - now,
@@ -62,7 +67,16 @@ impl Inner {
                 status: 429,
                 retry_after,
                 ..
-            }) => (None, Some(retry_after.unwrap_or(PARK_WITHOUT_RETRY_AFTER))),
+            })
+            | FetchError::Home {
+                error:
+                    AssertionError::Status {
+                        status: 429,
+                        retry_after,
+                        ..
+                    },
+                ..
+            } => (None, Some(retry_after.unwrap_or(PARK_WITHOUT_RETRY_AFTER))),
             _ => (None, None),
         };
         let mut parked = self.parked();

@@ -214,7 +214,7 @@ fn warn_traps(config: &Config, claims: &Claims, report: &mut Report, out: &mut i
 }
 
 /// What to do about an assertion failure.
-fn assertion_hint(error: &AssertionError, config: &Config) -> Option<String> {
+pub(super) fn assertion_hint(error: &AssertionError, config: &Config) -> Option<String> {
     let client_id = match &config.source.kind {
         SourceKind::Imds { client_id, .. } | SourceKind::AppService { client_id, .. } => {
             client_id.as_deref()
@@ -261,7 +261,7 @@ fn assertion_hint(error: &AssertionError, config: &Config) -> Option<String> {
 /// `app X (a, b) and app Y (c)`: each distinct app with the targets that use it.
 fn apps_and_targets(targets: &[Target]) -> String {
     let mut apps: Vec<(&str, Vec<&str>)> = Vec::new();
-    for t in targets {
+    for t in targets.iter().filter(|t| t.exchange) {
         match apps.iter_mut().find(|(app, _)| *app == t.client_id) {
             Some((_, names)) => names.push(&t.name),
             None => apps.push((&t.client_id, vec![&t.name])),

@@ -27,7 +27,7 @@ mod target;
 use assertion::check_assertion;
 use callers::check_callers;
 use report::{field, Report};
-use target::check_target;
+use target::{check_home_target, check_target};
 
 /// Checks `config` read from `path`: a heading naming the file, then [`run`].
 pub async fn run_file(path: &Path, config: &Config, out: &mut impl Write) -> bool {
@@ -94,24 +94,38 @@ pub async fn run(config: &Config, out: &mut impl Write) -> bool {
         }
     };
 
-    say!(out);
-    say!(out, "Home-tenant assertion");
-    let assertion = check_assertion(config, &upstream, &mut report, out).await;
+    // The assertion is what exchanging targets need; home-identity targets ask the source
+    // for their own resource instead.
+    let exchanging = config.targets.iter().any(|t| t.exchange);
+    let assertion = if exchanging {
+        say!(out);
+        say!(out, "Home-tenant assertion");
+        check_assertion(config, &upstream, &mut report, out).await
+    } else {
+        None
+    };
 
     say!(out);
-    say!(out, "Targets (one exchange each, no retries)");
-    match &assertion {
-        Some(assertion) => {
-            for target in &config.targets {
-                check_target(config, &upstream, target, assertion, &mut report, out).await;
+    if config.targets.iter().all(|t| t.exchange) {
+        say!(out, "Targets (one exchange each, no retries)");
+    } else {
+        say!(out, "Targets (one exchange or home token each, no retries)");
+    }
+    let mut unchecked = false;
+    for target in &config.targets {
+        match (&assertion, target.exchange) {
+            (_, false) => check_home_target(config, &upstream, target, &mut report, out).await,
+            (Some(assertion), true) => {
+                check_target(config, &upstream, target, assertion, &mut report, out).await
             }
+            (None, true) => unchecked = true,
         }
-        None => {
-            report.fail(
-                out,
-                "not checked: there is no assertion to exchange (see above)",
-            );
-        }
+    }
+    if unchecked {
+        report.fail(
+            out,
+            "not checked: there is no assertion to exchange (see above)",
+        );
     }
     report.summary(out, config)
 }

@@ -203,7 +203,8 @@ impl Config {
         let mut warnings = Vec::new();
         for (i, a) in self.targets.iter().enumerate() {
             for b in self.targets.iter().skip(i + 1) {
-                let same_app = a.client_id.eq_ignore_ascii_case(&b.client_id);
+                let same_app =
+                    a.exchange == b.exchange && a.client_id.eq_ignore_ascii_case(&b.client_id);
                 if same_app && a.tenant_id.eq_ignore_ascii_case(&b.tenant_id) {
                     warnings.push(format!(
                         "targets '{}' and '{}' are the same tenant and app: they hand out the same tokens, so a grant of either is a grant of both",

@@ -180,6 +180,24 @@ pub struct Source {
     pub audience: String,
 }
 
+impl Source {
+    /// The user-assigned identity's client id, when the source names one.
+    pub fn client_id(&self) -> Option<&str> {
+        match &self.kind {
+            SourceKind::Imds { client_id, .. } | SourceKind::AppService { client_id, .. } => {
+                client_id.as_deref()
+            }
+            SourceKind::TokenFile { .. } => None,
+        }
+    }
+
+    /// Whether the source can be asked for a token for any resource (a managed-identity
+    /// endpoint), not only for the one audience its file was minted for.
+    pub fn serves_any_resource(&self) -> bool {
+        !matches!(self.kind, SourceKind::TokenFile { .. })
+    }
+}
+
 /// The cloud profile in force.
 #[derive(Debug, Clone)]
 pub struct Cloud {
@@ -277,6 +295,10 @@ pub struct Target {
     pub resource_id: Option<String>,
     /// Resources to fetch at start, before `/readyz` says ready.
     pub prefetch: Vec<String>,
+    /// `true`: the home assertion is exchanged for a token of `tenant_id` and `client_id`.
+    /// `false`: the home identity's own token for the resource is served as it comes
+    /// (`tenant_id` is then the home tenant, `client_id` the identity's).
+    pub exchange: bool,
 }
 
 /// Tenants other than its own that a target may be asked for.
@@ -291,6 +313,15 @@ pub enum AllowedTenants {
 }
 
 impl Target {
+    /// What it hands out, as audit lines and `fedimds check` name it: `exchange` or `home`.
+    pub fn kind(&self) -> &'static str {
+        if self.exchange {
+            "exchange"
+        } else {
+            "home"
+        }
+    }
+
     /// Whether `tenant` may be asked for through this target.
     pub fn allows_tenant(&self, tenant: &str) -> bool {
         tenant.eq_ignore_ascii_case(&self.tenant_id)

@@ -228,6 +228,8 @@ pub struct RawTarget {
     pub resource_id: Option<String>,
     /// Resources fetched at start.
     pub prefetch: Option<Vec<String>>,
+    /// `false`: serve the home identity's own token for the resource, with no exchange.
+    pub exchange: Option<bool>,
 }
 
 /// A secret as the file writes it: serialized as itself (a rendered config must keep it), but

@@ -30,7 +30,7 @@ impl RawConfig {
         let source = self.source.validate(&mut r, &cloud)?;
         let upstream = self.upstream.validate(&mut r, &cloud)?;
         let cache = self.cache.validate(&mut r)?;
-        let targets = validate_targets(&mut r, self.targets)?;
+        let targets = validate_targets(&mut r, self.targets, &source)?;
         let callers = validate_callers(&mut r, self.callers, &targets)?;
         if !callers.is_empty() {
             tenants_are_ids(&targets)?;

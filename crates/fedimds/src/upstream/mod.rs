@@ -47,6 +47,10 @@ pub struct TokenKey {
     /// separated), sent to Entra as the `claims` parameter; `None` for none. Tokens with and
     /// without capabilities are different tokens.
     pub capabilities: Option<Arc<str>>,
+    /// The home identity's own token for the resource, no exchange (`targets[].exchange =
+    /// false`; `tenant` is then the home tenant, `client_id` the identity's): never the same
+    /// key as a target-tenant token for the same resource.
+    pub home: bool,
 }
 
 impl TokenKey {
@@ -69,6 +73,13 @@ impl TokenKey {
 pub enum FetchError {
     /// The assertion source failed.
     Assertion(AssertionError),
+    /// The source failed to give the home identity's own token (`exchange = false`).
+    Home {
+        /// The resource asked for.
+        resource: Box<str>,
+        /// Why.
+        error: AssertionError,
+    },
     /// Entra refused or failed; the diagnosis says what to do.
     Exchange {
         /// Entra's answer.
@@ -92,6 +103,10 @@ impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FetchError::Assertion(e) => write!(f, "could not get the home-tenant assertion: {e}"),
+            FetchError::Home { resource, error } => write!(
+                f,
+                "could not get the home identity's own token for {resource}: {error}"
+            ),
             FetchError::Exchange {
                 diagnosis: Some(d), ..
             } => write!(f, "{d}"),
@@ -115,7 +130,7 @@ impl FetchError {
     /// Whether trying again may succeed, and when.
     pub fn transience(&self) -> Transience {
         match self {
-            FetchError::Assertion(e) => e.transience(),
+            FetchError::Assertion(e) | FetchError::Home { error: e, .. } => e.transience(),
             FetchError::Exchange { error, .. } => error.transience(),
             FetchError::Internal(_) => Transience::Transient { retry_after: None },
             FetchError::Parked { retry_after, .. } => Transience::Transient {
@@ -139,7 +154,10 @@ impl FetchError {
     pub fn code(&self) -> Option<u32> {
         match self {
             FetchError::Exchange { error, .. } => error.code(),
-            FetchError::Assertion(_) | FetchError::Internal(_) | FetchError::Parked { .. } => None,
+            FetchError::Assertion(_)
+            | FetchError::Home { .. }
+            | FetchError::Internal(_)
+            | FetchError::Parked { .. } => None,
         }
     }
 
@@ -212,8 +230,19 @@ impl Upstream {
     }
 
     /// Gets a token for `key`: assertion, then exchange; one retry with a fresh assertion when
-    /// Entra says the assertion was expired or badly signed.
+    /// Entra says the assertion was expired or badly signed. A home key (`exchange = false`)
+    /// is the source's own token for the resource, with no exchange.
     pub async fn fetch(&self, key: &TokenKey) -> Result<AccessToken, FetchError> {
+        if key.home {
+            return self
+                .assertion
+                .home_token(&key.resource)
+                .await
+                .map_err(|error| FetchError::Home {
+                    resource: key.resource.clone(),
+                    error,
+                });
+        }
         let (scope, claims) = (key.scope(), key.claims());
         let req = ExchangeRequest {
             tenant: &key.tenant,

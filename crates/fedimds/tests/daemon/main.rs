@@ -13,6 +13,7 @@ mod end_to_end;
 mod errors;
 mod files;
 mod hardening;
+mod home;
 mod leaks;
 mod operations;
 mod proxy;
