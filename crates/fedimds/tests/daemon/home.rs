@@ -221,3 +221,81 @@ async fn check_fetches_each_home_target_token_and_says_what_it_hands_out() {
         "{text}"
     );
 }
+
+/// The manual flow a runbook does by itself: the endpoint's token for the exchange audience
+/// presented to Entra as a client assertion for `app` in `tenant`. Entra's status and body.
+async fn runbook_exchange(h: &Harness, assertion: &str) -> (u16, Value) {
+    let r = h
+        .http
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            h.sim.authority_host(),
+            demo::TARGET_TENANT
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", demo::APP_CLIENT_ID),
+            ("scope", "https://graph.microsoft.com/.default"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+        ])
+        .send()
+        .await
+        .unwrap();
+    status_json(r).await
+}
+
+/// The runbook, unchanged: the endpoint's token for the exchange audience (naming the
+/// identity with `extra`, as runbooks for a user-assigned identity do), exchanged by itself.
+async fn runbook(h: &Harness, extra: &str) -> (u16, Value) {
+    let (status, body) = h.imds_token(demo::EXCHANGE_AUDIENCE, extra).await;
+    assert_eq!(status, 200, "{body}");
+    runbook_exchange(h, token(&body)).await
+}
+
+#[tokio::test]
+async fn a_runbook_that_exchanges_by_itself_keeps_working_beside_the_daemon() {
+    let by_identity = format!("&client_id={}", demo::MI_CLIENT_ID);
+
+    // Without a home-identity target the endpoint answers with a target-tenant token for that
+    // audience (or, naming the identity, refuses it: it is no target's), and Entra refuses
+    // that token as an assertion: the runbook breaks.
+    let plain = start().await;
+    let (status, body) = plain
+        .imds_token(demo::EXCHANGE_AUDIENCE, &by_identity)
+        .await;
+    assert_eq!(status, 400, "the identity is no target's: {body}");
+    let (status, body) = runbook(&plain, "").await;
+    assert_eq!(
+        status, 401,
+        "a target-tenant token is no home assertion: {body}"
+    );
+    assert_eq!(body["error_codes"][0], 700211, "{body}");
+
+    // The config routes the exchange audience to the home identity: the runbook, unchanged,
+    // gets the home assertion and its own exchange succeeds.
+    let routed = start_with(SimConfig::demo(), |raw| {
+        raw.targets
+            .push(home_target("runbook-home", &[demo::EXCHANGE_AUDIENCE]));
+    })
+    .await;
+    for extra in [by_identity.as_str(), ""] {
+        let (status, body) = runbook(&routed, extra).await;
+        assert_eq!(status, 200, "{body}");
+        let issued = claims(token(&body));
+        assert_eq!(issued["tid"], demo::TARGET_TENANT);
+        assert_eq!(issued["appid"], demo::APP_CLIENT_ID);
+    }
+    assert_eq!(
+        routed.sim.counters().entra,
+        2,
+        "the runbook's own exchanges; fedimds made none"
+    );
+    // The other apps on the host still get target-tenant tokens from the default target.
+    let (status, body) = routed.imds_token(GRAPH, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(claims(token(&body))["tid"], demo::TARGET_TENANT);
+}
