@@ -72,6 +72,8 @@ pub(crate) struct TargetIds {
     exchange: bool,
     tenant: Arc<str>,
     client_id: Arc<str>,
+    /// The name of its source, for its cache keys and `fedimds_target_info`.
+    pub(crate) source: Arc<str>,
     /// Its "answered 200" counter per dialect, in `Dialect::ALL` order.
     pub(crate) served: Vec<prometheus_client::metrics::counter::Counter>,
 }
@@ -326,6 +328,7 @@ impl App {
                 .filter(|_| target.exchange)
                 .map(Arc::from),
             home: !target.exchange,
+            source: ids.map_or_else(|| target.source.as_str().into(), |ids| ids.source.clone()),
         };
         self.cache
             .get(
@@ -404,11 +407,15 @@ impl Settings {
                     exchange: t.exchange,
                     tenant: t.tenant_id.as_str().into(),
                     client_id: t.client_id.as_str().into(),
+                    source: t.source.as_str().into(),
                 };
                 (t.name.clone(), ids)
             })
             .collect::<HashMap<String, TargetIds>>();
-        metrics.set_targets(ids.values().map(|ids| (&ids.label, ids.exchange)));
+        metrics.set_targets(
+            ids.values()
+                .map(|ids| (&ids.label, ids.exchange, &ids.source)),
+        );
         Settings {
             rate_limits: RateLimits::new(&config),
             new_keys: crate::caller::NewKeys::new(config.server.new_keys_per_second),

@@ -58,6 +58,9 @@ pub struct Entry<'a> {
     /// identity's own token, `exchange = false`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
+    /// The source whose identity the token came from ("default" is `[source]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'a str>,
     /// The resource.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<&'a str>,

@@ -87,6 +87,7 @@ struct ExpiryLabels {
 struct TargetLabels {
     target: Shared,
     kind: &'static str,
+    source: Shared,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -187,13 +188,18 @@ impl Metrics {
 
     /// The targets in force, each with its kind: `exchange` (a target-tenant token) or `home`
     /// (the home identity's own, `exchange = false`). Replaces the set before (reload).
-    pub fn set_targets<'t>(&self, targets: impl IntoIterator<Item = (&'t Arc<str>, bool)>) {
+    /// The name of the source whose identity it uses is its `source` label.
+    pub fn set_targets<'t>(
+        &self,
+        targets: impl IntoIterator<Item = (&'t Arc<str>, bool, &'t Arc<str>)>,
+    ) {
         self.targets.clear();
-        for (target, exchange) in targets {
+        for (target, exchange, source) in targets {
             self.targets
                 .get_or_create(&TargetLabels {
                     target: Shared(target.clone()),
                     kind: if exchange { "exchange" } else { "home" },
+                    source: Shared(source.clone()),
                 })
                 .set(1);
         }
@@ -249,7 +255,7 @@ impl Metrics {
         registry.register("build_info", "The running version", self.build.clone());
         registry.register(
             "target_info",
-            "The targets in force: kind exchange serves a target-tenant token, kind home the home identity's own token (exchange = false)",
+            "The targets in force: kind exchange serves a target-tenant token, kind home the home identity's own token (exchange = false); source names the home identity used",
             self.targets.clone(),
         );
         registry.register(

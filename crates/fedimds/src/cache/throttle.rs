@@ -15,7 +15,8 @@ use crate::upstream::exchange::ExchangeError;
 #[derive(Debug, Default)]
 pub(super) struct Parked {
     apps: std::collections::HashMap<(CloudName, Arc<str>, Arc<str>), Instant>,
-    source: Option<Instant>,
+    /// Per source (by name): each identity endpoint counts on its own.
+    sources: std::collections::HashMap<Arc<str>, Instant>,
 }
 
 /// How long an app is left alone after a 429 that names no `Retry-After`.
@@ -43,11 +44,12 @@ impl Inner {
             });
         }
         parked
-            .source
-            .filter(|until| now < *until)
+            .sources
+            .get(&key.source)
+            .filter(|until| now < **until)
             .map(|until| FetchError::Parked {
-                what: "the assertion source".to_owned(),
-                retry_after: until - now,
+                what: format!("the assertion source '{}'", key.source),
+                retry_after: *until - now,
             })
     }
 
@@ -88,9 +90,13 @@ impl Inner {
             }
         }
         if let Some(wait) = source_wait {
-            if parked.source.replace(now + wait).is_none() {
+            if parked
+                .sources
+                .insert(key.source.clone(), now + wait)
+                .is_none()
+            {
                 self.stats.throttles.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(wait_s = wait.as_secs(), "the assertion source throttles: no assertion is fetched until the wait is over");
+                tracing::warn!(source = %key.source, wait_s = wait.as_secs(), "the assertion source throttles: no assertion is fetched from it until the wait is over");
             }
         }
     }
@@ -105,15 +111,18 @@ impl Inner {
             }
             !lapsed
         });
-        if parked.source.is_some_and(|until| now >= until) {
-            parked.source = None;
-            tracing::info!("the assertion source's throttle lapsed");
-        }
+        parked.sources.retain(|source, until| {
+            let lapsed = now >= *until;
+            if lapsed {
+                tracing::info!(%source, "the assertion source's throttle lapsed");
+            }
+            !lapsed
+        });
     }
 
     /// Apps (and the source) throttled now.
     pub(super) fn throttled(&self) -> u64 {
         let parked = self.parked();
-        u64::try_from(parked.apps.len()).unwrap_or(u64::MAX) + u64::from(parked.source.is_some())
+        u64::try_from(parked.apps.len() + parked.sources.len()).unwrap_or(u64::MAX)
     }
 }

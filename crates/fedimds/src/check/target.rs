@@ -7,7 +7,7 @@ use super::report::{duration, field, or_none, Report, KEY_WIDTH};
 use crate::cloud::CloudName;
 use crate::config::{Config, Target};
 use crate::token::Claims;
-use crate::upstream::assertion::Assertion;
+use crate::upstream::assertion::{Assertion, AssertionProvider};
 use crate::upstream::diagnosis::home_tenant;
 use crate::upstream::exchange::{self, ExchangeError, ExchangeRequest};
 use crate::upstream::Upstream;
@@ -15,6 +15,7 @@ use crate::upstream::Upstream;
 pub(super) async fn check_target(
     config: &Config,
     upstream: &Upstream,
+    provider: &AssertionProvider,
     target: &Target,
     assertion: &Assertion,
     report: &mut Report,
@@ -51,7 +52,7 @@ pub(super) async fn check_target(
     };
     match &error {
         ExchangeError::Rejected(r) => {
-            let d = upstream.diagnose(r.code, req, Some(&assertion.claims));
+            let d = upstream.diagnose(r.code, req, Some(&assertion.claims), provider);
             let code = r.code.map_or_else(String::new, |c| format!("AADSTS{c} "));
             field(
                 out,
@@ -135,13 +136,13 @@ pub(super) async fn check_target(
 /// resource, its issuer's tenant beside the configured `tenant_id`.
 pub(super) async fn check_home_target(
     config: &Config,
-    upstream: &Upstream,
+    provider: &AssertionProvider,
     target: &Target,
     report: &mut Report,
     out: &mut impl Write,
 ) {
     let (resource, why) = resource_for(target, config.cloud.name);
-    let outcome = upstream.assertion.home_token(resource).await;
+    let outcome = provider.home_token(resource).await;
     report.target(out, &target.name, outcome.is_ok());
     field(
         out,
@@ -150,7 +151,12 @@ pub(super) async fn check_home_target(
         "home identity's own token (exchange = false): no exchange, served to any caller that may use this target",
     );
     field(out, 6, "tenant", format!("{} (home)", target.tenant_id));
-    field(out, 6, "identity", &target.client_id);
+    field(
+        out,
+        6,
+        "identity",
+        format!("{} (source '{}')", target.client_id, target.source),
+    );
     field(out, 6, "resource", format!("{resource} ({why})"));
     match outcome {
         Ok(token) => {
@@ -180,7 +186,7 @@ pub(super) async fn check_home_target(
         }
         Err(e) => {
             field(out, 6, "error", &e);
-            if let Some(hint) = super::assertion::assertion_hint(&e, config) {
+            if let Some(hint) = super::assertion::assertion_hint(&e, provider.source()) {
                 field(out, 6, "fix", hint);
             }
         }

@@ -116,3 +116,6 @@ pub const ARC_MAX_KEYS: usize = 256;
 pub const ARC_MAX_KEYS_PER_CALLER: usize = ARC_MAX_KEYS / 4;
 /// The smallest request-head bound that still fits every SDK's request with room to spare.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// The name of the `[source]` table among the sources: what a target that names no source uses.
+pub const DEFAULT_SOURCE: &str = "default";

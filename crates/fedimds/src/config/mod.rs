@@ -120,6 +120,18 @@ impl Config {
         raw.validate_recorded(env)
     }
 
+    /// The source with this name: `[source]` for "default", else a `[[sources]]` entry.
+    pub fn source_named(&self, name: &str) -> Option<&Source> {
+        std::iter::once(&self.source)
+            .chain(&self.sources)
+            .find(|s| s.name == name)
+    }
+
+    /// Every source, `[source]` first, then `[[sources]]` in file order.
+    pub fn all_sources(&self) -> impl Iterator<Item = &Source> {
+        std::iter::once(&self.source).chain(&self.sources)
+    }
+
     /// The target with this name.
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)

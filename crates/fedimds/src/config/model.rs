@@ -15,8 +15,10 @@ use crate::token::Secret;
 pub struct Config {
     /// The token listener.
     pub server: Server,
-    /// Where the home-tenant assertion comes from.
+    /// Where the home-tenant assertion comes from: `[source]`, the source named "default".
     pub source: Source,
+    /// The `[[sources]]` entries, in file order: more home identities, by name.
+    pub sources: Vec<Source>,
     /// Which Azure cloud.
     pub cloud: Cloud,
     /// Timeouts for every upstream call.
@@ -174,6 +176,8 @@ pub enum SourceKind {
 /// The assertion source and the audience it is asked for.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// Its name: "default" for `[source]`, else its `[[sources]]` entry's.
+    pub name: String,
     /// Which source.
     pub kind: SourceKind,
     /// The resource the managed-identity token is requested for.
@@ -299,6 +303,8 @@ pub struct Target {
     /// `false`: the home identity's own token for the resource is served as it comes
     /// (`tenant_id` is then the home tenant, `client_id` the identity's).
     pub exchange: bool,
+    /// The name of the source whose identity it uses (its assertion, or its own token).
+    pub source: String,
 }
 
 /// Tenants other than its own that a target may be asked for.

@@ -48,7 +48,7 @@ pub(super) fn tenants_are_ids(targets: &[Target]) -> Result<(), ConfigError> {
 pub(super) fn validate_targets(
     r: &mut Reader<'_>,
     raw: Vec<RawTarget>,
-    source: &Source,
+    sources: &[&Source],
 ) -> Result<Vec<Target>, ConfigError> {
     if raw.is_empty() {
         return Err(invalid("targets", "[]", "at least one [[targets]] entry"));
@@ -62,6 +62,18 @@ pub(super) fn validate_targets(
             let v = v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
             r.opt(&key(k), v, NONE)
                 .ok_or_else(|| invalid(key(k), "", what))
+        };
+        let source_name = r.or(&key("source"), t.source, DEFAULT_SOURCE.to_owned());
+        let Some(source) = sources.iter().find(|s| s.name == source_name) else {
+            let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+            return Err(invalid(
+                key("source"),
+                &source_name,
+                format!(
+                    "the name of a source: one of {} (\"default\" is [source], the others [[sources]] entries)",
+                    known.join(", ")
+                ),
+            ));
         };
         let exchange = r.or(&key("exchange"), t.exchange, true);
         if !exchange && !source.serves_any_resource() {
@@ -82,7 +94,7 @@ pub(super) fn validate_targets(
                 return Err(invalid(
                     key("client_id"),
                     given,
-                    format!("the client id of the identity it serves, {id} (source.client_id): with exchange = false the target hands out that identity's own tokens"),
+                    format!("the client id of the identity it serves, {id} (source '{}'): with exchange = false the target hands out that identity's own tokens", source.name),
                 ));
             }
         }
@@ -180,6 +192,7 @@ pub(super) fn validate_targets(
             resource_id,
             prefetch,
             exchange,
+            source: source_name,
         });
     }
     if targets.iter().filter(|t| t.default).count() > 1 {

@@ -477,3 +477,40 @@ fn home_targets_take_no_other_tenants_and_list_each_resource_once() {
         "targets.home2.resources"
     );
 }
+
+#[test]
+fn targets_name_their_source_and_the_source_table_is_the_default() {
+    let second =
+        "[[sources]]\nname = \"second\"\nclient_id = \"e1e1e1e1-5555-4555-8555-0000000000e1\"\n";
+    let c = parse(&format!("{second}{MINIMAL}source = \"second\"\n")).unwrap();
+    assert_eq!(c.targets[0].source, "second");
+    assert_eq!(c.source.name, "default");
+    let s = c.source_named("second").unwrap();
+    assert_eq!(s.client_id(), Some("e1e1e1e1-5555-4555-8555-0000000000e1"));
+    assert_eq!(s.audience, "api://AzureADTokenExchange");
+    assert_eq!(parse(MINIMAL).unwrap().targets[0].source, "default");
+    // An unknown name, a name used twice, and "default" (the [source] table's) are errors.
+    assert_eq!(
+        invalid_key(&format!("{second}{MINIMAL}source = \"third\"\n")),
+        "targets[0].source"
+    );
+    assert_eq!(
+        invalid_key(&format!("{second}{second}{MINIMAL}")),
+        "sources[1].name"
+    );
+    assert_eq!(
+        invalid_key(&format!("[[sources]]\nname = \"default\"\n{MINIMAL}")),
+        "sources[0].name"
+    );
+    assert_eq!(
+        invalid_key(&format!("[[sources]]\nkind = \"imds\"\n{MINIMAL}")),
+        "sources[0].name"
+    );
+    // Each entry is read as a [source] table is, its keys named by their entry.
+    assert_eq!(
+        invalid_key(&format!(
+            "[[sources]]\nname = \"k8s\"\nkind = \"token-file\"\npath = \"/t\"\nclient_id = \"x\"\n{MINIMAL}"
+        )),
+        "sources[0].client_id"
+    );
+}

@@ -172,6 +172,11 @@ impl AssertionProvider {
         }
     }
 
+    /// The source it fetches from.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
     /// A short name of the source for messages and metrics.
     pub fn source_name(&self) -> &'static str {
         source_name(&self.source.kind)

@@ -47,6 +47,9 @@ pub struct TokenKey {
     /// separated), sent to Entra as the `claims` parameter; `None` for none. Tokens with and
     /// without capabilities are different tokens.
     pub capabilities: Option<Arc<str>>,
+    /// The name of the source whose identity the token comes from: its assertion, or its own
+    /// token (`home`).
+    pub source: Arc<str>,
     /// The home identity's own token for the resource, no exchange (`targets[].exchange =
     /// false`; `tenant` is then the home tenant, `client_id` the identity's): never the same
     /// key as a target-tenant token for the same resource.
@@ -167,14 +170,14 @@ impl FetchError {
     }
 }
 
-/// The upstream: one assertion provider shared by every exchange.
+/// The upstream: one assertion provider per source (each with its own assertion cache),
+/// shared by every exchange of the targets that use it.
 #[derive(Debug)]
 pub struct Upstream {
-    /// The assertion source, with its cache.
-    pub assertion: AssertionProvider,
+    /// The sources, `[source]` ("default") first, then `[[sources]]` in file order.
+    sources: Vec<AssertionProvider>,
     /// Entra.
     pub exchange: Exchange,
-    audience: String,
     cloud: CloudName,
 }
 
@@ -213,29 +216,41 @@ impl Upstream {
                 .build()?,
         };
         Ok(Upstream {
-            assertion: AssertionProvider::new(
-                config.source.clone(),
-                assertion_http,
-                metrics.clone(),
-            ),
+            sources: config
+                .all_sources()
+                .map(|source| {
+                    AssertionProvider::new(source.clone(), assertion_http.clone(), metrics.clone())
+                })
+                .collect(),
             exchange: Exchange::new(
                 entra_http,
                 config.cloud.authority_host.clone(),
                 config.upstream.entra_route.proxy().map(|p| p.shown.clone()),
                 metrics,
             ),
-            audience: config.source.audience.clone(),
             cloud: config.cloud.name,
         })
+    }
+
+    /// The source with this name ("default" is `[source]`).
+    pub fn source(&self, name: &str) -> Option<&AssertionProvider> {
+        self.sources.iter().find(|s| s.source().name == name)
     }
 
     /// Gets a token for `key`: assertion, then exchange; one retry with a fresh assertion when
     /// Entra says the assertion was expired or badly signed. A home key (`exchange = false`)
     /// is the source's own token for the resource, with no exchange.
     pub async fn fetch(&self, key: &TokenKey) -> Result<AccessToken, FetchError> {
+        // The config names only sources it has; a reload that dropped one fetches no more
+        // for a key of it.
+        let Some(source) = self.source(&key.source) else {
+            return Err(FetchError::Internal(format!(
+                "the source '{}' is not in the config in force",
+                key.source
+            )));
+        };
         if key.home {
-            return self
-                .assertion
+            return source
                 .home_token(&key.resource)
                 .await
                 .map_err(|error| FetchError::Home {
@@ -252,7 +267,7 @@ impl Upstream {
         };
         let (mut fresh_retry_left, mut fic_retry_left) = (true, true);
         loop {
-            let assertion = self.assertion.get().await.map_err(FetchError::Assertion)?;
+            let assertion = source.get().await.map_err(FetchError::Assertion)?;
             match self.exchange.token(req, &assertion.token).await {
                 Ok(token) => return Ok(token),
                 Err(e)
@@ -261,7 +276,7 @@ impl Upstream {
                 {
                     tracing::warn!(error = %e, "Entra refused the assertion; retrying once with a fresh one");
                     fresh_retry_left = false;
-                    self.assertion.invalidate().await;
+                    source.invalidate().await;
                 }
                 Err(e) if fic_retry_left && e.code().is_some_and(|c| FIC_CODES.contains(&c)) => {
                     tracing::warn!(error = %e, retry_in_s = FIC_RETRY_AFTER.as_secs(), "no federated credential matched; retrying once in case one was just added");
@@ -271,7 +286,7 @@ impl Upstream {
                 Err(error) => {
                     let diagnosis = match &error {
                         ExchangeError::Rejected(r) => {
-                            Some(self.diagnose(r.code, req, Some(&assertion.claims)))
+                            Some(self.diagnose(r.code, req, Some(&assertion.claims), source))
                         }
                         _ => None,
                     };
@@ -287,6 +302,7 @@ impl Upstream {
         code: Option<u32>,
         req: ExchangeRequest<'_>,
         claims: Option<&Claims>,
+        source: &AssertionProvider,
     ) -> Diagnosis {
         diagnosis::diagnose(
             code,
@@ -297,7 +313,7 @@ impl Upstream {
                 client_id: req.client_id,
                 scope: req.scope,
                 claims,
-                audience: &self.audience,
+                audience: &source.source().audience,
             },
         )
     }

@@ -80,11 +80,13 @@ async fn a_home_target_serves_the_identity_own_token_cached_apart_from_target_to
     // Shown as such in metrics and audit lines.
     let metrics = h.metrics().await;
     assert!(
-        metrics.contains(r#"fedimds_target_info{target="home",kind="home"} 1"#),
+        metrics.contains(r#"fedimds_target_info{target="home",kind="home",source="default"} 1"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"fedimds_target_info{target="litware",kind="exchange"} 1"#),
+        metrics.contains(
+            r#"fedimds_target_info{target="litware",kind="exchange",source="default"} 1"#
+        ),
         "{metrics}"
     );
     assert!(
@@ -119,6 +121,7 @@ async fn a_home_target_serves_the_identity_own_token_cached_apart_from_target_to
     );
     assert_eq!(lines[0]["tenant"], demo::HOME_TENANT);
     assert_eq!(lines[0]["app"], demo::MI_CLIENT_ID);
+    assert_eq!(lines[0]["source"], "default");
     let _ = std::fs::remove_dir_all(dir);
 }
 
