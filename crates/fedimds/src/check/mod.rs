@@ -116,16 +116,6 @@ pub async fn run(config: &Config, out: &mut impl Write) -> bool {
     // Each source's assertion is what its exchanging targets need; home-identity targets ask
     // their source for their own resource instead.
     let used = used_sources(config);
-    for source in config
-        .sources
-        .iter()
-        .filter(|s| !used.iter().any(|u| u.name == s.name))
-    {
-        report.warn(
-            out,
-            format!("[[sources]] entry '{}' is used by no target", source.name),
-        );
-    }
     let mut assertions = Vec::new();
     for source in &used {
         let exchanging: Vec<&Target> = config

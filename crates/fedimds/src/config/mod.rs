@@ -208,11 +208,19 @@ impl Config {
         widened
     }
 
-    /// What is valid but probably not meant, for start-up, reload and `check` to say: targets
-    /// whose tenants overlap with the same app, and `allowed_tenants = ["*"]` beside per-caller
-    /// grants.
+    /// What is valid but probably not meant, for start-up, reload and `check` to say: a
+    /// `[[sources]]` entry no target uses, targets whose tenants overlap with the same app, and
+    /// `allowed_tenants = ["*"]` beside per-caller grants.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        for source in &self.sources {
+            if !self.targets.iter().any(|t| t.source == source.name) {
+                warnings.push(format!(
+                    "[[sources]] entry '{}' is used by no target (targets[].source names it)",
+                    source.name
+                ));
+            }
+        }
         for (i, a) in self.targets.iter().enumerate() {
             for b in self.targets.iter().skip(i + 1) {
                 let same_app =
