@@ -245,6 +245,62 @@ expect_tenant "curl for a cached token with the real IMDS down" "$TARGET_TENANT"
 say "ok: real IMDS down -> 502 in ${took}s"
 start_sim
 
+# --- home-identity targets and several home identities (issue 13) --------------------------
+# A reload adds a home-identity target (the identity's own Key Vault token, no exchange) and a
+# second source (the system-assigned identity) for a second target; a captured curl gets the
+# untouched home token, and each target's token comes from the identity it names, which
+# `fedimds check` shows by the assertion's subject.
+reloaded_since() { [ "$(grep -c "config reloaded" "$WORK/fedimds.log" || true)" -gt "$1" ]; }
+home_sources_cases() {
+  local vault=https://vault.azure.net other_tenant=33333333-3333-4333-8333-333333333333
+  local system_object_id=cccccccc-0000-4000-8000-00000000c002
+  cat >>"$WORK/fedimds.toml" <<EOF
+
+[[sources]]
+name = "system"
+kind = "imds"
+endpoint = "http://169.254.169.254"
+
+[[targets]]
+name = "home"
+tenant_id = "$HOME_TENANT"
+exchange = false
+resources = ["$vault"]
+
+[[targets]]
+name = "contoso"
+tenant_id = "$other_tenant"
+client_id = "$APP_CLIENT_ID"
+source = "system"
+EOF
+  # Earlier cases reloaded too: wait for one more "config reloaded" than there were.
+  local reloads
+  reloads=$(grep -c "config reloaded" "$WORK/fedimds.log" || true)
+  kill -HUP "$fedimds_pid"
+  wait_for "the reload" "$fedimds_pid" reloaded_since "$reloads"
+  local got out report
+  got=$(claims access_token <<<"$(bare curl -sS --max-time 30 -H Metadata:true \
+    "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=$vault")")
+  [ "$got" = "$(printf 'tid=%s\naud=%s' "$HOME_TENANT" "$vault")" ] \
+    || die "the home-identity target gave: $got"
+  say "ok: captured curl, a resource of the home-identity target -> the home token ($vault)"
+  out=$(bare curl -sS --max-time 30 -H Metadata:true "$IMDS_URL&client_id=contoso")
+  expect_tenant "captured curl, the target on the second source" "$other_tenant" \
+    "$(claims access_token <<<"$out")"
+  out=$(bare curl -sS --max-time 30 -H Metadata:true "$IMDS_URL")
+  expect_tenant "captured curl, the default target after the reload" "$TARGET_TENANT" \
+    "$(claims access_token <<<"$out")"
+  report=$(in_ns setpriv --reuid="$FEDIMDS_UID" --regid="$FEDIMDS_UID" --clear-groups \
+    "$WORK/fedimds" check --config "$WORK/fedimds.toml") || die "fedimds check failed: $report"
+  grep -q "Home-tenant assertion · source 'system'" <<<"$report" \
+    || die "check names no second source: $report"
+  grep -q "sub  *$system_object_id" <<<"$report" \
+    || die "the second source's assertion is not the system identity's: $report"
+  grep -q "✔ home" <<<"$report" || die "check did not fetch the home token: $report"
+  say "ok: fedimds check walks both sources and the home-identity target"
+}
+home_sources_cases
+
 # --- removal ---------------------------------------------------------------------------------
 in_ns sh deploy/capture/capture-imds.sh --uid "$FEDIMDS_UID" --port 8181 --remove >/dev/null
 if in_ns sh deploy/capture/capture-imds.sh --uid "$FEDIMDS_UID" --port 8181 --check; then

@@ -70,8 +70,12 @@ pub struct Settings {
 pub(crate) struct TargetIds {
     /// The target's name as a metric label.
     pub(crate) label: Arc<str>,
+    /// Whether the target exchanges (false: it serves the home identity's own tokens).
+    exchange: bool,
     tenant: Arc<str>,
     client_id: Arc<str>,
+    /// The name of its source, for its cache keys and `fedimds_target_info`.
+    pub(crate) source: Arc<str>,
     /// Its "answered 200" counter per dialect, in `Dialect::ALL` order.
     pub(crate) served: Vec<prometheus_client::metrics::counter::Counter>,
 }
@@ -326,7 +330,15 @@ impl App {
                 |ids| ids.client_id.clone(),
             ),
             resource: resource.into(),
-            capabilities: req.capabilities.as_deref().map(Arc::from),
+            // Client capabilities are Entra's; IMDS takes none, so a home token has none, and
+            // asking for some makes no key of its own.
+            capabilities: req
+                .capabilities
+                .as_deref()
+                .filter(|_| target.exchange)
+                .map(Arc::from),
+            home: !target.exchange,
+            source: ids.map_or_else(|| target.source.as_str().into(), |ids| ids.source.clone()),
         };
         self.cache
             .get(
@@ -406,12 +418,18 @@ impl Settings {
                         .map(|d| metrics.served_counter(d.as_str(), &label))
                         .collect(),
                     label,
+                    exchange: t.exchange,
                     tenant: t.tenant_id.as_str().into(),
                     client_id: t.client_id.as_str().into(),
+                    source: t.source.as_str().into(),
                 };
                 (t.name.clone(), ids)
             })
-            .collect();
+            .collect::<HashMap<String, TargetIds>>();
+        metrics.set_targets(
+            ids.values()
+                .map(|ids| (&ids.label, ids.exchange, &ids.source)),
+        );
         Settings {
             rate_limits: RateLimits::new(&config),
             new_keys: crate::caller::NewKeys::new(config.server.new_keys_per_second),

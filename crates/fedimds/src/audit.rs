@@ -54,6 +54,13 @@ pub struct Entry<'a> {
     /// The app (client id) whose token was served (or asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<&'a str>,
+    /// What the target hands out: `exchange` (a target-tenant token) or `home` (the home
+    /// identity's own token, `exchange = false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// The source whose identity the token came from ("default" is `[source]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'a str>,
     /// The resource.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<&'a str>,

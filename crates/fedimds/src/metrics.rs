@@ -92,6 +92,13 @@ struct PassthroughLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TargetLabels {
+    target: Shared,
+    kind: &'static str,
+    source: Shared,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -103,6 +110,8 @@ pub enum UpstreamName {
     Assertion,
     /// Entra's token endpoint.
     Entra,
+    /// The assertion source asked for a home-identity target's own token (`exchange = false`).
+    Home,
 }
 
 impl UpstreamName {
@@ -110,6 +119,7 @@ impl UpstreamName {
         match self {
             UpstreamName::Assertion => "assertion",
             UpstreamName::Entra => "entra",
+            UpstreamName::Home => "home",
         }
     }
 }
@@ -124,6 +134,8 @@ pub struct Metrics {
     over_budget: Family<UpstreamKind, Counter>,
     build: Family<BuildLabels, Gauge>,
     passthrough: Family<PassthroughLabels, Counter>,
+    /// One series per configured target, replaced whole on reload.
+    targets: Family<TargetLabels, Gauge>,
     audit_failures: Counter,
     /// The lookup counters, resolved once: a hit then costs one atomic add.
     by_lookup: [Counter; 4],
@@ -147,6 +159,7 @@ impl Default for Metrics {
             over_budget: Family::default(),
             build: Family::default(),
             passthrough: Family::default(),
+            targets: Family::default(),
             audit_failures: Counter::default(),
         }
     }
@@ -183,6 +196,25 @@ impl Metrics {
                 status: 200,
             })
             .clone()
+    }
+
+    /// The targets in force, each with its kind: `exchange` (a target-tenant token) or `home`
+    /// (the home identity's own, `exchange = false`). Replaces the set before (reload).
+    /// The name of the source whose identity it uses is its `source` label.
+    pub fn set_targets<'t>(
+        &self,
+        targets: impl IntoIterator<Item = (&'t Arc<str>, bool, &'t Arc<str>)>,
+    ) {
+        self.targets.clear();
+        for (target, exchange, source) in targets {
+            self.targets
+                .get_or_create(&TargetLabels {
+                    target: Shared(target.clone()),
+                    kind: if exchange { "exchange" } else { "home" },
+                    source: Shared(source.clone()),
+                })
+                .set(1);
+        }
     }
 
     /// The counter of audit lines not recorded, for the audit writer to keep and bump.
@@ -259,6 +291,11 @@ impl Metrics {
             "passthrough_requests",
             "Requests to IMDS paths other than tokens, by path class and the HTTP status answered (the real IMDS's, or fedimds's own when it did not forward or the real IMDS failed)",
             self.passthrough.clone(),
+        );
+        registry.register(
+            "target_info",
+            "The targets in force: kind exchange serves a target-tenant token, kind home the home identity's own token (exchange = false); source names the home identity used",
+            self.targets.clone(),
         );
         registry.register(
             "audit_failures",

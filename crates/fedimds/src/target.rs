@@ -80,7 +80,7 @@ pub fn resolve<'c: 'r, 'r>(
     sel: &Selector<'r>,
     resource: &'r str,
 ) -> Result<Resolved<'c, 'r>, TargetError> {
-    let target = pick(config, sel)?;
+    let target = pick(config, sel, resource)?;
     // The tenant as the config spells it, when the config names it: one key, one Entra URL,
     // whatever spelling the caller used.
     let tenant = match sel.tenant_id {
@@ -126,7 +126,11 @@ pub fn resolve<'c: 'r, 'r>(
     })
 }
 
-fn pick<'c>(config: &'c Config, sel: &Selector<'_>) -> Result<&'c Target, TargetError> {
+fn pick<'c>(
+    config: &'c Config,
+    sel: &Selector<'_>,
+    resource: &str,
+) -> Result<&'c Target, TargetError> {
     if let Some(name) = sel.prefix {
         return config.target(name).ok_or(TargetError::IdentityNotFound);
     }
@@ -134,7 +138,7 @@ fn pick<'c>(config: &'c Config, sel: &Selector<'_>) -> Result<&'c Target, Target
         (Some(id), _, _) => Id::Client(id),
         (None, Some(id), _) => Id::Object(id),
         (None, None, Some(id)) => Id::Resource(id),
-        (None, None, None) => return default_target(config).ok_or(TargetError::IdentityNotFound),
+        (None, None, None) => return routed(config, resource),
     };
     let candidates: Vec<&Target> = config.targets.iter().filter(|t| id.matches(t)).collect();
     match candidates.as_slice() {
@@ -153,6 +157,15 @@ fn pick<'c>(config: &'c Config, sel: &Selector<'_>) -> Result<&'c Target, Target
                 if let [one] = allowing.as_slice() {
                     return Ok(one);
                 }
+            }
+            // Home-identity targets of one identity share its client id; their resource lists
+            // tell them apart.
+            let listing: Vec<_> = several
+                .iter()
+                .filter(|t| !t.exchange && t.resources.is_some() && t.allows_resource(resource))
+                .collect();
+            if let [one] = listing.as_slice() {
+                return Ok(one);
             }
             Err(TargetError::Ambiguous {
                 id: id.value().to_owned(),
@@ -198,16 +211,30 @@ impl<'a> Id<'a> {
     }
 }
 
-/// The target marked `default = true`, or the only one.
-pub fn default_target(config: &Config) -> Option<&Target> {
+/// A request that names no target: a resource on a home-identity target's `resources` list
+/// goes to that target (`exchange = false`: the runbook that asks for the exchange audience
+/// itself gets the home assertion it expects); anything else to the default target.
+fn routed<'c>(config: &'c Config, resource: &str) -> Result<&'c Target, TargetError> {
+    // At most one lists it: the config refuses two home-identity targets listing one resource.
     config
         .targets
         .iter()
-        .find(|t| t.default)
-        .or(match config.targets.as_slice() {
-            [only] => Some(only),
+        .find(|t| !t.exchange && t.resources.is_some() && t.allows_resource(resource))
+        .or_else(|| default_target(config))
+        .ok_or(TargetError::IdentityNotFound)
+}
+
+/// The target marked `default = true`, or the only one that exchanges: a home-identity target
+/// (`exchange = false`) is the default only when the config says so, and adding one to a
+/// config of one target leaves that target the default.
+pub fn default_target(config: &Config) -> Option<&Target> {
+    config.targets.iter().find(|t| t.default).or_else(|| {
+        let mut exchanging = config.targets.iter().filter(|t| t.exchange);
+        match (exchanging.next(), exchanging.next()) {
+            (Some(only), None) => Some(only),
             _ => None,
-        })
+        }
+    })
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ type App = (CloudName, Arc<str>, Arc<str>);
 pub(super) struct Parked {
     /// Per (cloud, tenant, app): until when, and what Entra said, for the message.
     apps: std::collections::HashMap<App, (Instant, &'static str)>,
-    source: Option<Instant>,
+    /// Per source (by name): each identity endpoint counts on its own.
+    sources: std::collections::HashMap<Arc<str>, Instant>,
 }
 
 /// What Entra said, for the message of every key the throttle refuses.
@@ -43,7 +44,12 @@ impl Inner {
     pub(super) fn parked_for(&self, key: &TokenKey, now: Instant) -> Option<FetchError> {
         let parked = self.parked();
         let app = (key.cloud, key.tenant.clone(), key.client_id.clone());
-        if let Some((until, why)) = parked.apps.get(&app).filter(|(until, _)| now < *until) {
+        // A home key asks no app of Entra: only the source's throttle holds it.
+        if let Some((until, why)) = parked
+            .apps
+            .get(&app)
+            .filter(|(until, _)| !key.home && now < *until)
+        {
             return Some(FetchError::Parked {
                 what: format!("Entra, for app {} in tenant {},", key.client_id, key.tenant),
                 why,
@@ -51,12 +57,13 @@ impl Inner {
             });
         }
         parked
-            .source
-            .filter(|until| now < *until)
+            .sources
+            .get(&key.source)
+            .filter(|until| now < **until)
             .map(|until| FetchError::Parked {
-                what: "the assertion source".to_owned(),
+                what: format!("the assertion source '{}'", key.source),
                 why: TOO_MANY,
-                retry_after: until - now,
+                retry_after: *until - now,
             })
     }
 
@@ -94,7 +101,16 @@ impl Inner {
                 status: 429,
                 retry_after,
                 ..
-            }) => (None, Some(retry_after.unwrap_or(PARK_WITHOUT_RETRY_AFTER))),
+            })
+            | FetchError::Home {
+                error:
+                    AssertionError::Status {
+                        status: 429,
+                        retry_after,
+                        ..
+                    },
+                ..
+            } => (None, Some(retry_after.unwrap_or(PARK_WITHOUT_RETRY_AFTER))),
             _ => (None, None),
         };
         let mut parked = self.parked();
@@ -106,9 +122,13 @@ impl Inner {
             }
         }
         if let Some(wait) = source_wait {
-            if parked.source.replace(now + wait).is_none() {
+            if parked
+                .sources
+                .insert(key.source.clone(), now + wait)
+                .is_none()
+            {
                 self.stats.throttles.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(wait_s = wait.as_secs(), "the assertion source throttles: no assertion is fetched until the wait is over");
+                tracing::warn!(source = %key.source, wait_s = wait.as_secs(), "the assertion source throttles: no assertion is fetched from it until the wait is over");
             }
         }
     }
@@ -123,15 +143,18 @@ impl Inner {
             }
             !lapsed
         });
-        if parked.source.is_some_and(|until| now >= until) {
-            parked.source = None;
-            tracing::info!("the assertion source's throttle lapsed");
-        }
+        parked.sources.retain(|source, until| {
+            let lapsed = now >= *until;
+            if lapsed {
+                tracing::info!(%source, "the assertion source's throttle lapsed");
+            }
+            !lapsed
+        });
     }
 
     /// Apps (and the source) throttled now.
     pub(super) fn throttled(&self) -> u64 {
         let parked = self.parked();
-        u64::try_from(parked.apps.len()).unwrap_or(u64::MAX) + u64::from(parked.source.is_some())
+        u64::try_from(parked.apps.len() + parked.sources.len()).unwrap_or(u64::MAX)
     }
 }

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use super::report::{date, field, time_left, wrapped, Report};
 use crate::cloud::CloudName;
-use crate::config::{Config, SourceKind, Target};
+use crate::config::{Config, Source, SourceKind, Target};
 use crate::token::{unix_now, Claims};
-use crate::upstream::assertion::{self, Assertion, AssertionError};
+use crate::upstream::assertion::{self, Assertion, AssertionError, AssertionProvider};
 use crate::upstream::diagnosis::home_tenant;
-use crate::upstream::Upstream;
 
 /// An assertion this close to expiry is worth a warning: fedimds refuses to present one with
 /// less than [`assertion::MIN_REMAINING`] left, so this warns before that starts to bite.
@@ -20,13 +19,15 @@ const AKS_ISSUER_HOST: &str = ".oic.prod-aks.azure.com";
 /// The prefix of a Kubernetes service-account subject.
 const K8S_SUBJECT_PREFIX: &str = "system:serviceaccount:";
 
+/// `source`'s assertion, for the exchanging `targets` that use it.
 pub(super) async fn check_assertion(
     config: &Config,
-    upstream: &Upstream,
+    provider: &AssertionProvider,
+    targets: &[&Target],
     report: &mut Report,
     out: &mut impl Write,
 ) -> Option<Assertion> {
-    let source = &config.source;
+    let source = provider.source();
     let system_assigned = match &source.kind {
         SourceKind::Imds {
             endpoint,
@@ -66,11 +67,11 @@ pub(super) async fn check_assertion(
         );
     }
 
-    let assertion = match upstream.assertion.get(None).await {
+    let assertion = match provider.get(None).await {
         Ok(a) => a,
         Err(e) => {
             report.fail(out, &e);
-            if let Some(hint) = assertion_hint(&e, config) {
+            if let Some(hint) = assertion_hint(&e, source) {
                 field(out, 4, "fix", hint);
             }
             return None;
@@ -80,9 +81,9 @@ pub(super) async fn check_assertion(
         out,
         format!(
             "fetched from {} (fingerprint {})",
-            match config.source.kind {
+            match source.kind {
                 SourceKind::Imds { .. } => "IMDS".to_owned(),
-                _ => format!("the {}", upstream.assertion.source_name()),
+                _ => format!("the {}", provider.source_name()),
             },
             assertion.token.fingerprint()
         ),
@@ -118,7 +119,7 @@ pub(super) async fn check_assertion(
     field(out, 4, "subject", &claims.sub);
     field(out, 4, "audience", &claims.aud);
     let is_mi = !matches!(source.kind, SourceKind::TokenFile { .. });
-    let apps = apps_and_targets(&config.targets);
+    let apps = apps_and_targets(targets);
     let home = if is_mi {
         home_tenant(&claims.iss)
     } else {
@@ -214,8 +215,8 @@ fn warn_traps(config: &Config, claims: &Claims, report: &mut Report, out: &mut i
 }
 
 /// What to do about an assertion failure.
-fn assertion_hint(error: &AssertionError, config: &Config) -> Option<String> {
-    let client_id = match &config.source.kind {
+pub(super) fn assertion_hint(error: &AssertionError, source: &Source) -> Option<String> {
+    let client_id = match &source.kind {
         SourceKind::Imds { client_id, .. } | SourceKind::AppService { client_id, .. } => {
             client_id.as_deref()
         }
@@ -241,7 +242,7 @@ fn assertion_hint(error: &AssertionError, config: &Config) -> Option<String> {
             "the source is failing transiently; try again in a minute".to_owned()
         }
         AssertionError::Status { .. } | AssertionError::Malformed { .. } => return None,
-        AssertionError::Unreachable { .. } => match &config.source.kind {
+        AssertionError::Unreachable { .. } => match &source.kind {
             SourceKind::Imds { .. } => "no IMDS answers here: this must run on an Azure VM, \
                                         VM scale set or AKS node (or set source.endpoint)"
                 .to_owned(),
@@ -261,9 +262,9 @@ fn assertion_hint(error: &AssertionError, config: &Config) -> Option<String> {
 }
 
 /// `app X (a, b) and app Y (c)`: each distinct app with the targets that use it.
-fn apps_and_targets(targets: &[Target]) -> String {
+fn apps_and_targets(targets: &[&Target]) -> String {
     let mut apps: Vec<(&str, Vec<&str>)> = Vec::new();
-    for t in targets {
+    for t in targets.iter().filter(|t| t.exchange) {
         match apps.iter_mut().find(|(app, _)| *app == t.client_id) {
             Some((_, names)) => names.push(&t.name),
             None => apps.push((&t.client_id, vec![&t.name])),

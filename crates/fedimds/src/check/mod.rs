@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::config::{Config, EntraRoute, SourceKind};
+use crate::config::{Config, EntraRoute, Source, SourceKind, Target};
 use crate::upstream::Upstream;
 
 /// Writes a line; a closed stdout must not turn a check into a panic.
@@ -27,7 +27,7 @@ mod target;
 use assertion::check_assertion;
 use callers::check_callers;
 use report::{field, Report};
-use target::check_target;
+use target::{check_home_target, check_target};
 
 /// Checks `config` read from `path`: a heading naming the file, then [`run`].
 pub async fn run_file(path: &Path, config: &Config, out: &mut impl Write) -> bool {
@@ -45,19 +45,38 @@ fn paths(config: &Config, out: &mut impl Write) {
             url.port_or_known_default().unwrap_or_default()
         )
     };
-    let assertion = match &config.source.kind {
-        SourceKind::Imds { endpoint, .. } | SourceKind::AppService { endpoint, .. } => {
-            format!("direct to {} (never through a proxy)", host_port(endpoint))
+    let used = used_sources(config);
+    for source in &used {
+        let path = match &source.kind {
+            SourceKind::Imds { endpoint, .. } | SourceKind::AppService { endpoint, .. } => {
+                format!("direct to {} (never through a proxy)", host_port(endpoint))
+            }
+            SourceKind::TokenFile { .. } => "a local file (no network)".to_owned(),
+        };
+        match used.as_slice() {
+            [_] => field(out, 2, "assertion", path),
+            _ => field(
+                out,
+                2,
+                "assertion",
+                format!("source '{}': {path}", source.name),
+            ),
         }
-        SourceKind::TokenFile { .. } => "a local file (no network)".to_owned(),
-    };
-    field(out, 2, "assertion", assertion);
+    }
     let entra = host_port(&config.cloud.authority_host);
     let entra = match &config.upstream.entra_route {
         EntraRoute::Direct { why } => format!("direct to {entra} ({why})"),
         EntraRoute::Proxy(p) => format!("to {entra} through the proxy {} ({})", p.shown, p.from),
     };
     field(out, 2, "entra", entra);
+}
+
+/// The sources some target uses, `[source]` first.
+fn used_sources(config: &Config) -> Vec<&Source> {
+    config
+        .all_sources()
+        .filter(|s| config.targets.iter().any(|t| t.source == s.name))
+        .collect()
 }
 
 /// Walks the chain for `config`, writing the report to `out`. True when every step passed.
@@ -98,24 +117,69 @@ pub async fn run(config: &Config, out: &mut impl Write) -> bool {
         }
     };
 
-    say!(out);
-    say!(out, "Home-tenant assertion");
-    let assertion = check_assertion(config, &upstream, &mut report, out).await;
+    // Each source's assertion is what its exchanging targets need; home-identity targets ask
+    // their source for their own resource instead.
+    let used = used_sources(config);
+    let mut assertions = Vec::new();
+    for source in &used {
+        let exchanging: Vec<&Target> = config
+            .targets
+            .iter()
+            .filter(|t| t.exchange && t.source == source.name)
+            .collect();
+        let Some(provider) = upstream.source(&source.name) else {
+            continue;
+        };
+        if exchanging.is_empty() {
+            continue;
+        }
+        say!(out);
+        if used.len() == 1 {
+            say!(out, "Home-tenant assertion");
+        } else {
+            say!(out, "Home-tenant assertion · source '{}'", source.name);
+        }
+        let assertion = check_assertion(config, provider, &exchanging, &mut report, out).await;
+        assertions.push((source.name.as_str(), assertion));
+    }
 
     say!(out);
-    say!(out, "Targets (one exchange each, no retries)");
-    match &assertion {
-        Some(assertion) => {
-            for target in &config.targets {
-                check_target(config, &upstream, target, assertion, &mut report, out).await;
+    if config.targets.iter().all(|t| t.exchange) {
+        say!(out, "Targets (one exchange each, no retries)");
+    } else {
+        say!(out, "Targets (one exchange or home token each, no retries)");
+    }
+    let mut unchecked = false;
+    for target in &config.targets {
+        let Some(provider) = upstream.source(&target.source) else {
+            continue;
+        };
+        let assertion = assertions
+            .iter()
+            .find(|(name, _)| *name == target.source)
+            .and_then(|(_, a)| a.as_ref());
+        match (assertion, target.exchange) {
+            (_, false) => check_home_target(config, provider, target, &mut report, out).await,
+            (Some(assertion), true) => {
+                check_target(
+                    config,
+                    &upstream,
+                    provider,
+                    target,
+                    assertion,
+                    &mut report,
+                    out,
+                )
+                .await
             }
+            (None, true) => unchecked = true,
         }
-        None => {
-            report.fail(
-                out,
-                "not checked: there is no assertion to exchange (see above)",
-            );
-        }
+    }
+    if unchecked {
+        report.fail(
+            out,
+            "not checked: there is no assertion to exchange (see above)",
+        );
     }
     report.summary(out, config)
 }

@@ -6,13 +6,16 @@ use std::io::Write;
 use super::report::{duration, field, or_none, Report, KEY_WIDTH};
 use crate::cloud::CloudName;
 use crate::config::{Config, Target};
-use crate::upstream::assertion::Assertion;
+use crate::token::Claims;
+use crate::upstream::assertion::{Assertion, AssertionProvider};
+use crate::upstream::diagnosis::home_tenant;
 use crate::upstream::exchange::{self, ExchangeError, ExchangeRequest, Turn};
 use crate::upstream::Upstream;
 
 pub(super) async fn check_target(
     config: &Config,
     upstream: &Upstream,
+    provider: &AssertionProvider,
     target: &Target,
     assertion: &Assertion,
     report: &mut Report,
@@ -52,7 +55,7 @@ pub(super) async fn check_target(
     };
     match &error {
         ExchangeError::Rejected(r) => {
-            let d = upstream.diagnose(r.code, req, Some(&assertion.claims));
+            let d = upstream.diagnose(r.code, req, Some(&assertion.claims), provider);
             let code = r.code.map_or_else(String::new, |c| format!("AADSTS{c} "));
             field(
                 out,
@@ -131,6 +134,67 @@ pub(super) async fn check_target(
         // check waits for its turn as long as it takes, so this is never its answer.
         ExchangeError::Malformed { .. } | ExchangeError::OverBudget { .. } => {
             field(out, 6, "error", &error)
+        }
+    }
+}
+
+/// A home-identity target (`exchange = false`): the source's own token for the target's
+/// resource, its issuer's tenant beside the configured `tenant_id`.
+pub(super) async fn check_home_target(
+    config: &Config,
+    provider: &AssertionProvider,
+    target: &Target,
+    report: &mut Report,
+    out: &mut impl Write,
+) {
+    let (resource, why) = resource_for(target, config.cloud.name);
+    let outcome = provider.home_token(resource, None).await;
+    report.target(out, &target.name, outcome.is_ok());
+    field(
+        out,
+        6,
+        "kind",
+        "home identity's own token (exchange = false): no exchange, served to any caller that may use this target",
+    );
+    field(out, 6, "tenant", format!("{} (home)", target.tenant_id));
+    field(
+        out,
+        6,
+        "identity",
+        format!("{} (source '{}')", target.client_id, target.source),
+    );
+    field(out, 6, "resource", format!("{resource} ({why})"));
+    match outcome {
+        Ok(token) => {
+            field(
+                out,
+                6,
+                "token",
+                format!(
+                    "valid for {}, fingerprint {}",
+                    duration(token.lifetime),
+                    token.secret.fingerprint()
+                ),
+            );
+            let claims = Claims::peek(token.secret.expose()).unwrap_or_default();
+            if let Some(tenant) = home_tenant(&claims.iss) {
+                if !tenant.eq_ignore_ascii_case(&target.tenant_id) {
+                    report.warn_at(
+                        out,
+                        6,
+                        format!(
+                            "the token's issuer is tenant {tenant}, not tenant_id {}: set tenant_id to the identity's home tenant, so audit lines and grants name the tenant served",
+                            target.tenant_id
+                        ),
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            field(out, 6, "error", &e);
+            if let Some(hint) = super::assertion::assertion_hint(&e, provider.source()) {
+                field(out, 6, "fix", hint);
+            }
         }
     }
 }

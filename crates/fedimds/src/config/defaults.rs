@@ -161,3 +161,5 @@ pub const PASSTHROUGH_MAX_ANSWER: usize = 1024 * 1024;
 /// dialect disagree: pre-2022 azure-identity (Python 1.5, JS 1.x–2.x) parse only the date App
 /// Service wrote, MSAL-era ones only epoch seconds (`docs/client-protocols.md#app-service-2017`).
 pub const DEFAULT_LEGACY_EXPIRES_ON: super::LegacyExpiresOn = super::LegacyExpiresOn::Auto;
+/// The name of the `[source]` table among the sources: what a target that names no source uses.
+pub const DEFAULT_SOURCE: &str = "default";

@@ -120,6 +120,18 @@ impl Config {
         raw.validate_recorded(env)
     }
 
+    /// The source with this name: `[source]` for "default", else a `[[sources]]` entry.
+    pub fn source_named(&self, name: &str) -> Option<&Source> {
+        std::iter::once(&self.source)
+            .chain(&self.sources)
+            .find(|s| s.name == name)
+    }
+
+    /// Every source, `[source]` first, then `[[sources]]` in file order.
+    pub fn all_sources(&self) -> impl Iterator<Item = &Source> {
+        std::iter::once(&self.source).chain(&self.sources)
+    }
+
     /// The target with this name.
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
@@ -196,14 +208,23 @@ impl Config {
         widened
     }
 
-    /// What is valid but probably not meant, for start-up, reload and `check` to say: targets
-    /// whose tenants overlap with the same app, and `allowed_tenants = ["*"]` beside per-caller
-    /// grants.
+    /// What is valid but probably not meant, for start-up, reload and `check` to say: a
+    /// `[[sources]]` entry no target uses, targets whose tenants overlap with the same app, and
+    /// `allowed_tenants = ["*"]` beside per-caller grants.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        for source in &self.sources {
+            if !self.targets.iter().any(|t| t.source == source.name) {
+                warnings.push(format!(
+                    "[[sources]] entry '{}' is used by no target (targets[].source names it)",
+                    source.name
+                ));
+            }
+        }
         for (i, a) in self.targets.iter().enumerate() {
             for b in self.targets.iter().skip(i + 1) {
-                let same_app = a.client_id.eq_ignore_ascii_case(&b.client_id);
+                let same_app =
+                    a.exchange == b.exchange && a.client_id.eq_ignore_ascii_case(&b.client_id);
                 if same_app && a.tenant_id.eq_ignore_ascii_case(&b.tenant_id) {
                     warnings.push(format!(
                         "targets '{}' and '{}' are the same tenant and app: they hand out the same tokens, so a grant of either is a grant of both",

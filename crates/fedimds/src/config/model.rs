@@ -15,8 +15,10 @@ use crate::token::Secret;
 pub struct Config {
     /// The token listener.
     pub server: Server,
-    /// Where the home-tenant assertion comes from.
+    /// Where the home-tenant assertion comes from: `[source]`, the source named "default".
     pub source: Source,
+    /// The `[[sources]]` entries, in file order: more home identities, by name.
+    pub sources: Vec<Source>,
     /// Which Azure cloud.
     pub cloud: Cloud,
     /// Timeouts for every upstream call.
@@ -316,10 +318,30 @@ pub enum SourceKind {
 /// The assertion source and the audience it is asked for.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// Its name: "default" for `[source]`, else its `[[sources]]` entry's.
+    pub name: String,
     /// Which source.
     pub kind: SourceKind,
     /// The resource the managed-identity token is requested for.
     pub audience: String,
+}
+
+impl Source {
+    /// The user-assigned identity's client id, when the source names one.
+    pub fn client_id(&self) -> Option<&str> {
+        match &self.kind {
+            SourceKind::Imds { client_id, .. } | SourceKind::AppService { client_id, .. } => {
+                client_id.as_deref()
+            }
+            SourceKind::TokenFile { .. } => None,
+        }
+    }
+
+    /// Whether the source can be asked for a token for any resource (a managed-identity
+    /// endpoint), not only for the one audience its file was minted for.
+    pub fn serves_any_resource(&self) -> bool {
+        !matches!(self.kind, SourceKind::TokenFile { .. })
+    }
 }
 
 /// The cloud profile in force.
@@ -441,6 +463,12 @@ pub struct Target {
     pub resource_id: Option<String>,
     /// Resources to fetch at start, before `/readyz` says ready.
     pub prefetch: Vec<String>,
+    /// `true`: the home assertion is exchanged for a token of `tenant_id` and `client_id`.
+    /// `false`: the home identity's own token for the resource is served as it comes
+    /// (`tenant_id` is then the home tenant, `client_id` the identity's).
+    pub exchange: bool,
+    /// The name of the source whose identity it uses (its assertion, or its own token).
+    pub source: String,
 }
 
 /// Tenants other than its own that a target may be asked for.
@@ -455,6 +483,15 @@ pub enum AllowedTenants {
 }
 
 impl Target {
+    /// What it hands out, as audit lines and `fedimds check` name it: `exchange` or `home`.
+    pub fn kind(&self) -> &'static str {
+        if self.exchange {
+            "exchange"
+        } else {
+            "home"
+        }
+    }
+
     /// Whether `tenant` may be asked for through this target.
     pub fn allows_tenant(&self, tenant: &str) -> bool {
         tenant.eq_ignore_ascii_case(&self.tenant_id)

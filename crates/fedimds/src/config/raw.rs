@@ -20,9 +20,12 @@ pub struct RawConfig {
     /// `[server]`: the token listener.
     #[serde(default, skip_serializing_if = "is_default")]
     pub server: RawServer,
-    /// `[source]`: where the home-tenant assertion comes from.
+    /// `[source]`: where the home-tenant assertion comes from (the source named "default").
     #[serde(default, skip_serializing_if = "is_default")]
     pub source: RawSource,
+    /// `[[sources]]`: more home identities, by name, for targets that name one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<RawNamedSource>,
     /// `[cloud]`: which Azure cloud.
     #[serde(default, skip_serializing_if = "is_default")]
     pub cloud: RawCloud,
@@ -190,6 +193,41 @@ pub struct RawSource {
     pub audience: Option<String>,
 }
 
+/// One `[[sources]]` entry: a name and the keys of `[source]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNamedSource {
+    /// What targets call it (`targets[].source`).
+    pub name: Option<String>,
+    /// `imds`, `app-service` or `token-file`.
+    pub kind: Option<String>,
+    /// IMDS's base URL, or the identity endpoint's token URL.
+    pub endpoint: Option<String>,
+    /// A user-assigned identity's client id.
+    pub client_id: Option<String>,
+    /// The identity endpoint's secret.
+    pub header: Option<RawSecret>,
+    /// The token file.
+    pub path: Option<PathBuf>,
+    /// The audience the managed-identity token is asked for.
+    pub audience: Option<String>,
+}
+
+impl RawNamedSource {
+    /// Its name, and its keys as a `[source]` table.
+    pub fn split(self) -> (Option<String>, RawSource) {
+        let source = RawSource {
+            kind: self.kind,
+            endpoint: self.endpoint,
+            client_id: self.client_id,
+            header: self.header,
+            path: self.path,
+            audience: self.audience,
+        };
+        (self.name, source)
+    }
+}
+
 /// `[cloud]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +300,10 @@ pub struct RawTarget {
     pub resource_id: Option<String>,
     /// Resources fetched at start.
     pub prefetch: Option<Vec<String>>,
+    /// `false`: serve the home identity's own token for the resource, with no exchange.
+    pub exchange: Option<bool>,
+    /// The `[[sources]]` entry whose identity it uses; unset = `[source]` ("default").
+    pub source: Option<String>,
 }
 
 /// A secret as the file writes it: serialized as itself (a rendered config must keep it), but

@@ -48,6 +48,7 @@ pub(super) fn tenants_are_ids(targets: &[Target]) -> Result<(), ConfigError> {
 pub(super) fn validate_targets(
     r: &mut Reader<'_>,
     raw: Vec<RawTarget>,
+    sources: &[&Source],
 ) -> Result<Vec<Target>, ConfigError> {
     if raw.is_empty() {
         return Err(invalid("targets", "[]", "at least one [[targets]] entry"));
@@ -62,14 +63,54 @@ pub(super) fn validate_targets(
             r.opt(&key(k), v, NONE)
                 .ok_or_else(|| invalid(key(k), "", what))
         };
+        let source_name = r.or(&key("source"), t.source, DEFAULT_SOURCE.to_owned());
+        let Some(source) = sources.iter().find(|s| s.name == source_name) else {
+            let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+            return Err(invalid(
+                key("source"),
+                &source_name,
+                format!(
+                    "the name of a source: one of {} (\"default\" is [source], the others [[sources]] entries)",
+                    known.join(", ")
+                ),
+            ));
+        };
+        let exchange = r.or(&key("exchange"), t.exchange, true);
+        if !exchange && !source.serves_any_resource() {
+            return Err(invalid(
+                key("exchange"),
+                "false",
+                "true: the source is a token file (kind = \"token-file\"), which holds one token for one audience and cannot be asked for another resource; a home-identity target needs kind = \"imds\" or \"app-service\"",
+            ));
+        }
+        let given_client = t
+            .client_id
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        // A home-identity target serves the source's identity: its client id is that one's.
+        let identity = (!exchange).then(|| source.client_id()).flatten();
+        if let (Some(given), Some(id)) = (&given_client, identity) {
+            if !given.eq_ignore_ascii_case(id) {
+                return Err(invalid(
+                    key("client_id"),
+                    given,
+                    format!("the client id of the identity it serves, {id} (source '{}'): with exchange = false the target hands out that identity's own tokens", source.name),
+                ));
+            }
+        }
+        let derived_client = given_client.clone().or(identity.map(str::to_owned));
         // The name is shown first; its default is the app's client id, checked just below.
-        let default_name = t.client_id.as_deref().unwrap_or_default().trim().to_owned();
+        let default_name = derived_client.clone().unwrap_or_default();
         let name = r.or(&key("name"), t.name, default_name);
         let tenant_id = required(
             r,
             t.tenant_id,
             "tenant_id",
-            "the target tenant's id or verified domain",
+            if exchange {
+                "the target tenant's id or verified domain"
+            } else {
+                "the home tenant's id: with exchange = false the target serves the home identity's own tokens"
+            },
         )?;
         if MULTI_TENANT_ALIASES.contains(&tenant_id.to_ascii_lowercase().as_str()) {
             return Err(invalid(
@@ -78,12 +119,28 @@ pub(super) fn validate_targets(
                 "a specific tenant: Entra refuses common/consumers/organizations for app tokens",
             ));
         }
-        let client_id = required(
-            r,
-            t.client_id,
-            "client_id",
-            "the multi-tenant app's client id",
-        )?;
+        let client_id = if exchange || given_client.is_some() {
+            required(
+                r,
+                given_client,
+                "client_id",
+                if exchange {
+                    "the multi-tenant app's client id"
+                } else {
+                    "the managed identity's client id (the source names none: the system-assigned identity's), which callers select this target by"
+                },
+            )?
+        } else {
+            let id = derived_client.unwrap_or_default();
+            if id.is_empty() {
+                return Err(invalid(
+                    key("client_id"),
+                    "",
+                    "the managed identity's client id (the source names none: the system-assigned identity's), which callers select this target by",
+                ));
+            }
+            r.or(&key("client_id"), None, id)
+        };
         if name.is_empty()
             || !name
                 .chars()
@@ -101,6 +158,13 @@ pub(super) fn validate_targets(
         let resources = r.opt(&key("resources"), t.resources, "(any)");
         let allowed_tenants = match r.opt(&key("allowed_tenants"), t.allowed_tenants, NONE) {
             None => AllowedTenants::None,
+            Some(_) if !exchange => {
+                return Err(invalid(
+                    key("allowed_tenants"),
+                    "(set)",
+                    "nothing: with exchange = false the target serves the home identity's own tenant only",
+                ))
+            }
             Some(list) if list.iter().any(|t| t == "*") => AllowedTenants::Any,
             Some(list) => AllowedTenants::Listed(list),
         };
@@ -127,6 +191,8 @@ pub(super) fn validate_targets(
             object_id,
             resource_id,
             prefetch,
+            exchange,
+            source: source_name,
         });
     }
     if targets.iter().filter(|t| t.default).count() > 1 {
@@ -135,6 +201,25 @@ pub(super) fn validate_targets(
             "true",
             "at most one target with default = true",
         ));
+    }
+    // A request that names no target goes to the home-identity target listing its resource
+    // (target.rs): two listing one resource would make that a guess.
+    let homes: Vec<&Target> = targets.iter().filter(|t| !t.exchange).collect();
+    for (i, a) in homes.iter().enumerate() {
+        for b in &homes[i + 1..] {
+            if let Some(res) = a
+                .resources
+                .iter()
+                .flatten()
+                .find(|res| b.resources.as_ref().is_some_and(|_| b.allows_resource(res)))
+            {
+                return Err(invalid(
+                    format!("targets.{}.resources", b.name),
+                    res,
+                    format!("a resource no other home-identity target lists: target '{}' (exchange = false) lists it too, and a request naming no target is routed to the one home-identity target that lists its resource", a.name),
+                ));
+            }
+        }
     }
     for t in &targets {
         for res in &t.prefetch {

@@ -446,3 +446,104 @@ fn imds_passthrough_is_off_and_its_upstream_stays_on_the_host() {
         assert_eq!(invalid_key(&text), "imds.upstream", "{upstream}");
     }
 }
+
+const HOME: &str = r#"
+[[targets]]
+name = "home"
+tenant_id = "11111111-1111-1111-1111-111111111111"
+exchange = false
+"#;
+
+#[test]
+fn a_home_target_takes_its_identity_from_the_source() {
+    let c = parse(&format!(
+        "[source]\nclient_id = \"bbbbbbbb-0000-4000-8000-00000000b001\"\n{MINIMAL}{HOME}"
+    ))
+    .unwrap();
+    let home = c.target("home").unwrap();
+    assert!(!home.exchange);
+    assert_eq!(home.client_id, "bbbbbbbb-0000-4000-8000-00000000b001");
+    assert!(
+        c.target("litware").unwrap().exchange,
+        "exchange defaults to true"
+    );
+    // Another client id than the source's identity is a mistake to point out.
+    assert_eq!(
+        invalid_key(&format!(
+            "[source]\nclient_id = \"bbbbbbbb-0000-4000-8000-00000000b001\"\n{HOME}client_id = \"aaaaaaaa-0000-4000-8000-00000000a001\"\n"
+        )),
+        "targets[0].client_id"
+    );
+    // The system-assigned identity: its client id must be written, to select the target by.
+    assert_eq!(invalid_key(HOME), "targets[0].client_id");
+    parse(&format!(
+        "{HOME}client_id = \"bbbbbbbb-0000-4000-8000-00000000b002\"\n"
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_home_target_needs_a_source_that_serves_any_resource() {
+    let err = parse(&format!(
+        "[source]\nkind = \"token-file\"\npath = \"/t\"\n{HOME}client_id = \"x\"\n"
+    ))
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("targets[0].exchange"), "{text}");
+    assert!(text.contains("token file"), "{text}");
+}
+
+#[test]
+fn home_targets_take_no_other_tenants_and_list_each_resource_once() {
+    let source = "[source]\nclient_id = \"bbbbbbbb-0000-4000-8000-00000000b001\"\n";
+    assert_eq!(
+        invalid_key(&format!(
+            "{source}{HOME}allowed_tenants = [\"22222222-2222-2222-2222-222222222222\"]\n"
+        )),
+        "targets[0].allowed_tenants"
+    );
+    let second = HOME.replace("\"home\"", "\"home2\"");
+    assert_eq!(
+        invalid_key(&format!(
+            "{source}{HOME}resources = [\"https://vault.azure.net\"]\n{second}resources = [\"https://vault.azure.net/\"]\n"
+        )),
+        "targets.home2.resources"
+    );
+}
+
+#[test]
+fn targets_name_their_source_and_the_source_table_is_the_default() {
+    let second =
+        "[[sources]]\nname = \"second\"\nclient_id = \"e1e1e1e1-5555-4555-8555-0000000000e1\"\n";
+    let c = parse(&format!("{second}{MINIMAL}source = \"second\"\n")).unwrap();
+    assert_eq!(c.targets[0].source, "second");
+    assert_eq!(c.source.name, "default");
+    let s = c.source_named("second").unwrap();
+    assert_eq!(s.client_id(), Some("e1e1e1e1-5555-4555-8555-0000000000e1"));
+    assert_eq!(s.audience, "api://AzureADTokenExchange");
+    assert_eq!(parse(MINIMAL).unwrap().targets[0].source, "default");
+    // An unknown name, a name used twice, and "default" (the [source] table's) are errors.
+    assert_eq!(
+        invalid_key(&format!("{second}{MINIMAL}source = \"third\"\n")),
+        "targets[0].source"
+    );
+    assert_eq!(
+        invalid_key(&format!("{second}{second}{MINIMAL}")),
+        "sources[1].name"
+    );
+    assert_eq!(
+        invalid_key(&format!("[[sources]]\nname = \"default\"\n{MINIMAL}")),
+        "sources[0].name"
+    );
+    assert_eq!(
+        invalid_key(&format!("[[sources]]\nkind = \"imds\"\n{MINIMAL}")),
+        "sources[0].name"
+    );
+    // Each entry is read as a [source] table is, its keys named by their entry.
+    assert_eq!(
+        invalid_key(&format!(
+            "[[sources]]\nname = \"k8s\"\nkind = \"token-file\"\npath = \"/t\"\nclient_id = \"x\"\n{MINIMAL}"
+        )),
+        "sources[0].client_id"
+    );
+}

@@ -10,8 +10,8 @@ use url::Url;
 
 use super::provenance::{Entry, Mode, Reader, SecretOrEnv, NONE, REDACTED};
 use super::raw::{
-    RawAdmin, RawAppService, RawAudit, RawCache, RawCloud, RawDuration, RawImds, RawServer,
-    RawServiceFabric, RawSource, RawUpstream,
+    RawAdmin, RawAppService, RawAudit, RawCache, RawCloud, RawDuration, RawImds, RawNamedSource,
+    RawServer, RawServiceFabric, RawSource, RawUpstream,
 };
 use super::rules::{tenants_are_ids, validate_callers, validate_targets};
 use super::*;
@@ -27,11 +27,15 @@ impl RawConfig {
         let mut r = Reader::new(env);
         let server = self.server.validate(&mut r)?;
         let cloud = self.cloud.validate(&mut r)?;
-        let source = self.source.validate(&mut r, &cloud)?;
+        let source = self
+            .source
+            .validate(&mut r, &cloud, "source", DEFAULT_SOURCE.to_owned())?;
+        let sources = validate_sources(&mut r, self.sources, &cloud)?;
         let upstream = self.upstream.validate(&mut r, &cloud)?;
         let cache = self.cache.validate(&mut r)?;
         let app_service = self.app_service.validate(&mut r)?;
-        let targets = validate_targets(&mut r, self.targets)?;
+        let all: Vec<&Source> = std::iter::once(&source).chain(&sources).collect();
+        let targets = validate_targets(&mut r, self.targets, &all)?;
         let callers = validate_callers(&mut r, self.callers, &targets)?;
         if !callers.is_empty() {
             tenants_are_ids(&targets)?;
@@ -43,6 +47,7 @@ impl RawConfig {
         let config = Config {
             server,
             source,
+            sources,
             cloud,
             upstream,
             cache,
@@ -246,13 +251,22 @@ impl RawCloud {
 }
 
 impl RawSource {
-    fn validate(self, r: &mut Reader<'_>, cloud: &Cloud) -> Result<Source, ConfigError> {
-        let kind_text = r.or("source.kind", self.kind, "imds".to_owned());
+    /// `[source]` (`prefix` "source", named "default") or a `[[sources]]` entry
+    /// (`prefix` "sources[i]").
+    fn validate(
+        self,
+        r: &mut Reader<'_>,
+        cloud: &Cloud,
+        prefix: &str,
+        name: String,
+    ) -> Result<Source, ConfigError> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let kind_text = r.or(&key("kind"), self.kind, "imds".to_owned());
         // A key the chosen kind does not read is a mistake to point out, not to ignore.
         let unused = |key: &str, set: bool, kinds: &str| {
             if set {
                 Err(invalid(
-                    format!("source.{key}"),
+                    format!("{prefix}.{key}"),
                     "(set)",
                     format!(
                         "nothing: it applies only to kind = {kinds}, and kind = \"{kind_text}\""
@@ -267,49 +281,44 @@ impl RawSource {
                 unused("header", self.header.is_some(), "\"app-service\"")?;
                 unused("path", self.path.is_some(), "\"token-file\"")?;
                 let endpoint = r.or(
-                    "source.endpoint",
+                    &key("endpoint"),
                     self.endpoint,
                     DEFAULT_IMDS_ENDPOINT.to_owned(),
                 );
                 SourceKind::Imds {
-                    endpoint: upstream_url("source.endpoint", &endpoint)?,
-                    client_id: r.opt("source.client_id", self.client_id, NONE),
+                    endpoint: upstream_url(&key("endpoint"), &endpoint)?,
+                    client_id: r.opt(&key("client_id"), self.client_id, NONE),
                 }
             }
             "app-service" => {
                 unused("path", self.path.is_some(), "\"token-file\"")?;
                 let endpoint = r
-                    .or_env(
-                        "source.endpoint",
-                        self.endpoint,
-                        ENV_IDENTITY_ENDPOINT,
-                        NONE,
-                    )
+                    .or_env(&key("endpoint"), self.endpoint, ENV_IDENTITY_ENDPOINT, NONE)
                     .ok_or_else(|| {
                         invalid(
-                            "source.endpoint",
+                            key("endpoint"),
                             "",
                             format!("the identity endpoint URL (or ${ENV_IDENTITY_ENDPOINT})"),
                         )
                     })?;
                 let header = r
                     .secret(
-                        "source.header",
+                        &key("header"),
                         self.header.map(|s| s.0),
                         Some(ENV_IDENTITY_HEADER),
                         NONE,
                     )
                     .ok_or_else(|| {
                         invalid(
-                            "source.header",
+                            key("header"),
                             "",
                             format!("the identity header secret (or ${ENV_IDENTITY_HEADER})"),
                         )
                     })?;
                 SourceKind::AppService {
-                    endpoint: upstream_url("source.endpoint", &endpoint)?,
+                    endpoint: upstream_url(&key("endpoint"), &endpoint)?,
                     header: Secret::new(header),
-                    client_id: r.opt("source.client_id", self.client_id, NONE),
+                    client_id: r.opt(&key("client_id"), self.client_id, NONE),
                 }
             }
             "token-file" => {
@@ -326,14 +335,14 @@ impl RawSource {
                 unused("header", self.header.is_some(), "\"app-service\"")?;
                 let path = r
                     .or_env(
-                        "source.path",
+                        &key("path"),
                         self.path.map(|p| p.display().to_string()),
                         ENV_FEDERATED_TOKEN_FILE,
                         NONE,
                     )
                     .ok_or_else(|| {
                         invalid(
-                            "source.path",
+                            key("path"),
                             "",
                             format!("the token file's path (or ${ENV_FEDERATED_TOKEN_FILE})"),
                         )
@@ -344,19 +353,66 @@ impl RawSource {
             }
             other => {
                 return Err(invalid(
-                    "source.kind",
+                    key("kind"),
                     other,
                     "one of \"imds\", \"app-service\", \"token-file\"",
                 ))
             }
         };
         let audience = r.or(
-            "source.audience",
+            &key("audience"),
             self.audience,
             cloud.name.exchange_audience().to_owned(),
         );
-        Ok(Source { kind, audience })
+        Ok(Source {
+            name,
+            kind,
+            audience,
+        })
     }
+}
+
+/// The `[[sources]]` entries: each named (uniquely, and never "default", which is `[source]`),
+/// then read as a `[source]` table under its own key prefix.
+fn validate_sources(
+    r: &mut Reader<'_>,
+    raw: Vec<RawNamedSource>,
+    cloud: &Cloud,
+) -> Result<Vec<Source>, ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    let mut sources = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.into_iter().enumerate() {
+        let prefix = format!("sources[{i}]");
+        let (name, table) = entry.split();
+        let name = r.or(&format!("{prefix}.name"), name, String::new());
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                format!("{prefix}.name"),
+                &name,
+                "a name of letters, digits, '-', '_' or '.', for targets[].source to use",
+            ));
+        }
+        if name == DEFAULT_SOURCE {
+            return Err(invalid(
+                format!("{prefix}.name"),
+                &name,
+                "another name: \"default\" is the [source] table's",
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(invalid(
+                format!("{prefix}.name"),
+                &name,
+                "a name no other [[sources]] entry uses",
+            ));
+        }
+        sources.push(table.validate(r, cloud, &prefix, name)?);
+    }
+    Ok(sources)
 }
 
 impl RawUpstream {

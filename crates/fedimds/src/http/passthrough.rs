@@ -161,6 +161,8 @@ pub(super) async fn forward(State(app): State<Arc<App>>, req: Request) -> Respon
             target: None,
             tenant: None,
             app: None,
+            kind: None,
+            source: None,
             resource: None,
             path: Some(path),
             status,

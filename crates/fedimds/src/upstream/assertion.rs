@@ -14,7 +14,7 @@ use super::wire::{MiTokenResponse, NumberOrString};
 use crate::config::{Source, SourceKind};
 use crate::metrics::{Metrics, UpstreamName};
 use crate::retry::{self, Attempt, Transience};
-use crate::token::{refresh_delay, unix_now, Claims, Secret};
+use crate::token::{refresh_delay, unix_now, AccessToken, Claims, Secret};
 
 /// An assertion is never presented with less than this left: Entra checks `exp` against its
 /// own clock, and a request may spend seconds in retries.
@@ -192,6 +192,11 @@ impl AssertionProvider {
         }
     }
 
+    /// The source it fetches from.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
     /// A short name of the source for messages and metrics.
     pub fn source_name(&self) -> &'static str {
         source_name(&self.source.kind)
@@ -260,16 +265,18 @@ impl AssertionProvider {
         let assertion = match http {
             Err(path) => read_token_file(path).await?,
             Ok(source) => {
-                retry::run(
+                let audience = self.source.audience.as_str();
+                let (token, lifetime, _) = retry::run(
                     retry::IMDS_SCHEDULE,
-                    |_| self.fetch_once(source, deadline),
+                    |_| self.fetch_once(source, audience, UpstreamName::Assertion, deadline),
                     // A turn refused is not retried: waiting longer is what the budget refused.
                     |e| match e {
                         AssertionError::OverBudget { .. } => Transience::Permanent,
                         e => e.transience(),
                     },
                 )
-                .await?
+                .await?;
+                Assertion::new(token, lifetime, None)
             }
         };
         if !assertion.is_usable(Instant::now()) {
@@ -285,11 +292,70 @@ impl AssertionProvider {
         Ok(assertion)
     }
 
+    /// The home identity's own token for `resource`, not cached here (the token cache holds
+    /// it, under a key of its own): what a target with `exchange = false` serves.
+    pub async fn home_token(
+        &self,
+        resource: &str,
+        deadline: Option<Instant>,
+    ) -> Result<AccessToken, AssertionError> {
+        let source = match &self.source.kind {
+            SourceKind::Imds {
+                endpoint,
+                client_id,
+            } => HttpSource::Imds {
+                endpoint,
+                client_id: client_id.as_deref(),
+            },
+            SourceKind::AppService {
+                endpoint,
+                header,
+                client_id,
+            } => HttpSource::AppService {
+                endpoint,
+                header,
+                client_id: client_id.as_deref(),
+            },
+            // The config refuses exchange = false on a token file (targets[].exchange).
+            SourceKind::TokenFile { .. } => {
+                return Err(AssertionError::Malformed {
+                    source_name: self.source_name(),
+                    detail: "a token file holds one token for one audience; it cannot be asked for another resource".to_owned(),
+                })
+            }
+        };
+        let (token, lifetime, sent_at) = retry::run(
+            retry::IMDS_SCHEDULE,
+            |_| self.fetch_once(source, resource, UpstreamName::Home, deadline),
+            |e| match e {
+                AssertionError::OverBudget { .. } => Transience::Permanent,
+                e => e.transience(),
+            },
+        )
+        .await?;
+        let lifetime = lifetime.unwrap_or_else(|| {
+            Claims::peek(&token)
+                .and_then(|c| c.exp)
+                .map_or(Duration::ZERO, |exp| {
+                    Duration::from_secs(exp.saturating_sub(unix_now()))
+                })
+        });
+        Ok(AccessToken::new(
+            Secret::new(token),
+            sent_at,
+            lifetime,
+            None,
+        ))
+    }
+
     async fn fetch_once(
         &self,
         source: HttpSource<'_>,
+        resource: &str,
+        upstream: UpstreamName,
         deadline: Option<Instant>,
-    ) -> Attempt<Assertion, AssertionError> {
+    ) -> Attempt<(String, Option<Duration>, Instant), AssertionError> {
+        // The home identity's tokens come from the same endpoint: one budget for both.
         self.budgets
             .assertion
             .turn(deadline)
@@ -299,18 +365,22 @@ impl AssertionProvider {
                 wait,
             })?;
         let started = Instant::now();
-        let result = self.fetch_once_unmeasured(source).await;
+        let result = self
+            .fetch_once_unmeasured(source, resource)
+            .await
+            .map(|(token, lifetime)| (token, lifetime, started));
         self.metrics
-            .upstream(UpstreamName::Assertion, result.is_ok(), started.elapsed());
+            .upstream(upstream, result.is_ok(), started.elapsed());
         result
     }
 
+    /// One request for a managed-identity token for `resource`: the token and its lifetime.
     async fn fetch_once_unmeasured(
         &self,
         source: HttpSource<'_>,
-    ) -> Attempt<Assertion, AssertionError> {
+        audience: &str,
+    ) -> Attempt<(String, Option<Duration>), AssertionError> {
         let name = self.source_name();
-        let audience = self.source.audience.as_str();
         let request = match source {
             HttpSource::Imds {
                 endpoint,
@@ -390,7 +460,7 @@ impl AssertionProvider {
                             .map(|on| on.saturating_sub(unix_now()))
                     })
                     .map(Duration::from_secs);
-                Ok(Assertion::new(r.access_token, lifetime, None))
+                Ok((r.access_token, lifetime))
             }
             _ => Err(AssertionError::Malformed {
                 source_name: name,

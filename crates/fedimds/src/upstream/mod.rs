@@ -52,6 +52,13 @@ pub struct TokenKey {
     /// separated), sent to Entra as the `claims` parameter; `None` for none. Tokens with and
     /// without capabilities are different tokens.
     pub capabilities: Option<Arc<str>>,
+    /// The name of the source whose identity the token comes from: its assertion, or its own
+    /// token (`home`).
+    pub source: Arc<str>,
+    /// The home identity's own token for the resource, no exchange (`targets[].exchange =
+    /// false`; `tenant` is then the home tenant, `client_id` the identity's): never the same
+    /// key as a target-tenant token for the same resource.
+    pub home: bool,
 }
 
 impl TokenKey {
@@ -74,6 +81,13 @@ impl TokenKey {
 pub enum FetchError {
     /// The assertion source failed.
     Assertion(AssertionError),
+    /// The source failed to give the home identity's own token (`exchange = false`).
+    Home {
+        /// The resource asked for.
+        resource: Box<str>,
+        /// Why.
+        error: AssertionError,
+    },
     /// Entra refused or failed; the diagnosis says what to do.
     Exchange {
         /// Entra's answer.
@@ -113,6 +127,10 @@ impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FetchError::Assertion(e) => write!(f, "could not get the home-tenant assertion: {e}"),
+            FetchError::Home { resource, error } => write!(
+                f,
+                "could not get the home identity's own token for {resource}: {error}"
+            ),
             FetchError::Exchange {
                 diagnosis: Some(d), ..
             } => write!(f, "{d}"),
@@ -132,7 +150,7 @@ impl fmt::Display for FetchError {
                         "Entra",
                         "upstream.max_requests_per_second and upstream.burst",
                     ),
-                    UpstreamName::Assertion => (
+                    UpstreamName::Assertion | UpstreamName::Home => (
                         "the assertion source",
                         "upstream.assertion_requests_per_second and upstream.assertion_burst",
                     ),
@@ -164,7 +182,7 @@ impl FetchError {
     /// Whether trying again may succeed, and when.
     pub fn transience(&self) -> Transience {
         match self {
-            FetchError::Assertion(e) => e.transience(),
+            FetchError::Assertion(e) | FetchError::Home { error: e, .. } => e.transience(),
             FetchError::Exchange { error, .. } => error.transience(),
             FetchError::Internal(_) => Transience::Transient { retry_after: None },
             FetchError::OverBudget { wait, .. } => Transience::Transient {
@@ -192,6 +210,7 @@ impl FetchError {
         match self {
             FetchError::Exchange { error, .. } => error.code(),
             FetchError::Assertion(_)
+            | FetchError::Home { .. }
             | FetchError::Internal(_)
             | FetchError::OverBudget { .. }
             | FetchError::Parked { .. } => None,
@@ -204,14 +223,14 @@ impl FetchError {
     }
 }
 
-/// The upstream: one assertion provider shared by every exchange.
+/// The upstream: one assertion provider per source (each with its own assertion cache),
+/// shared by every exchange of the targets that use it.
 #[derive(Debug)]
 pub struct Upstream {
-    /// The assertion source, with its cache.
-    pub assertion: AssertionProvider,
+    /// The sources, `[source]` ("default") first, then `[[sources]]` in file order.
+    sources: Vec<AssertionProvider>,
     /// Entra.
     pub exchange: Exchange,
-    audience: String,
     cloud: CloudName,
     /// The budgets of calls to Entra and to the assertion source, which every call takes its
     /// turn from; kept across a reload that does not change them.
@@ -277,12 +296,17 @@ impl Upstream {
                 .build()?,
         };
         Ok(Upstream {
-            assertion: AssertionProvider::new(
-                config.source.clone(),
-                assertion_http,
-                metrics.clone(),
-                budgets.clone(),
-            ),
+            sources: config
+                .all_sources()
+                .map(|source| {
+                    AssertionProvider::new(
+                        source.clone(),
+                        assertion_http.clone(),
+                        metrics.clone(),
+                        budgets.clone(),
+                    )
+                })
+                .collect(),
             exchange: Exchange::new(
                 entra_http,
                 config.cloud.authority_host.clone(),
@@ -290,7 +314,6 @@ impl Upstream {
                 metrics.clone(),
                 budgets.clone(),
             ),
-            audience: config.source.audience.clone(),
             cloud: config.cloud.name,
             budgets,
             metrics,
@@ -314,7 +337,7 @@ impl Upstream {
         self.metrics.over_budget(upstream);
         let rate = match upstream {
             UpstreamName::Entra => self.budgets.entra.rate(),
-            UpstreamName::Assertion => self.budgets.assertion.rate(),
+            UpstreamName::Assertion | UpstreamName::Home => self.budgets.assertion.rate(),
         };
         FetchError::OverBudget {
             upstream,
@@ -327,16 +350,44 @@ impl Upstream {
         }
     }
 
+    /// The source with this name ("default" is `[source]`).
+    pub fn source(&self, name: &str) -> Option<&AssertionProvider> {
+        self.sources.iter().find(|s| s.source().name == name)
+    }
+
     /// Gets a token for `key`: assertion, then exchange; one retry with a fresh assertion when
     /// Entra says the assertion was expired or badly signed. Every call waits for its turn in
     /// the budgets until `deadline`; the first exchange's turn is `first` (taken already by
-    /// the cache, or to wait for).
+    /// the cache, or to wait for). A home key (`exchange = false`) is the source's own token
+    /// for the resource, with no exchange.
     pub async fn fetch(
         &self,
         key: &TokenKey,
         deadline: Option<Instant>,
         first: Turn,
     ) -> Result<AccessToken, FetchError> {
+        // The config names only sources it has; a reload that dropped one fetches no more
+        // for a key of it.
+        let Some(source) = self.source(&key.source) else {
+            return Err(FetchError::Internal(format!(
+                "the source '{}' is not in the config in force",
+                key.source
+            )));
+        };
+        if key.home {
+            return source
+                .home_token(&key.resource, deadline)
+                .await
+                .map_err(|error| match error {
+                    AssertionError::OverBudget { wait, .. } => {
+                        self.over_budget(UpstreamName::Home, key, wait)
+                    }
+                    error => FetchError::Home {
+                        resource: key.resource.clone(),
+                        error,
+                    },
+                });
+        }
         let (scope, claims) = (key.scope(), key.claims());
         let req = ExchangeRequest {
             tenant: &key.tenant,
@@ -347,7 +398,7 @@ impl Upstream {
         let (mut fresh_retry_left, mut fic_retry_left) = (true, true);
         let mut turn = first;
         loop {
-            let assertion = self.assertion.get(deadline).await.map_err(|e| match e {
+            let assertion = source.get(deadline).await.map_err(|e| match e {
                 AssertionError::OverBudget { wait, .. } => {
                     self.over_budget(UpstreamName::Assertion, key, wait)
                 }
@@ -366,7 +417,7 @@ impl Upstream {
                 {
                     tracing::warn!(error = %e, "Entra refused the assertion; retrying once with a fresh one");
                     fresh_retry_left = false;
-                    self.assertion.invalidate().await;
+                    source.invalidate().await;
                 }
                 Err(e) if fic_retry_left && e.code().is_some_and(|c| FIC_CODES.contains(&c)) => {
                     tracing::warn!(error = %e, retry_in_s = FIC_RETRY_AFTER.as_secs(), "no federated credential matched; retrying once in case one was just added");
@@ -376,7 +427,7 @@ impl Upstream {
                 Err(error) => {
                     let diagnosis = match &error {
                         ExchangeError::Rejected(r) => {
-                            Some(self.diagnose(r.code, req, Some(&assertion.claims)))
+                            Some(self.diagnose(r.code, req, Some(&assertion.claims), source))
                         }
                         _ => None,
                     };
@@ -392,6 +443,7 @@ impl Upstream {
         code: Option<u32>,
         req: ExchangeRequest<'_>,
         claims: Option<&Claims>,
+        source: &AssertionProvider,
     ) -> Diagnosis {
         diagnosis::diagnose(
             code,
@@ -402,7 +454,7 @@ impl Upstream {
                 client_id: req.client_id,
                 scope: req.scope,
                 claims,
-                audience: &self.audience,
+                audience: &source.source().audience,
             },
         )
     }

@@ -16,6 +16,7 @@ mod end_to_end;
 mod errors;
 mod files;
 mod hardening;
+mod home;
 mod leaks;
 mod legacy_dates;
 mod node_mode;

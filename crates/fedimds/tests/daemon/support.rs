@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use fedimds::app::App;
-pub use fedimds::config::raw::{RawCaller, RawConfig, RawServer, RawSource, RawTarget};
+pub use fedimds::config::raw::{
+    RawCaller, RawConfig, RawNamedSource, RawServer, RawSource, RawTarget,
+};
 use fedimds::config::Config;
 use fedimds::http;
 use fedimds_sim::{Sim, SimConfig};
