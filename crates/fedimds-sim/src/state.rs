@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::config::{Identity, SimConfig};
 use crate::fault::{Fault, FaultQueues, Route};
+use crate::latency::Jitter;
 use crate::token::{self, Keys, Signer};
 
 /// Requests received per route, faulted ones included.
@@ -51,6 +52,8 @@ pub(crate) struct State {
     /// Tokens the simulated resource refuses (revoked by the test).
     revoked: Mutex<Vec<String>>,
     issued: Mutex<Vec<String>>,
+    /// Spreads each route's configured latency.
+    jitter: Jitter,
 }
 
 /// A freshly issued managed-identity token and the times its 200 body reports.
@@ -83,11 +86,13 @@ impl State {
             exchanges: Mutex::default(),
             revoked: Mutex::default(),
             issued: Mutex::default(),
+            jitter: Jitter::new(seed()),
         })
     }
 
-    /// Counts the request and applies the route's scripted fault: sleeps its delay and returns
-    /// it (it may replace the normal answer, or shape it).
+    /// Counts the request, waits the route's configured latency, and applies the route's
+    /// scripted fault: sleeps its delay and returns it (it may replace the normal answer, or
+    /// shape it).
     pub(crate) async fn arrive(&self, route: Route) -> Option<Fault> {
         {
             let mut counters = lock(&self.counters);
@@ -96,6 +101,9 @@ impl State {
                 Route::AppService => counters.app_service += 1,
                 Route::Entra => counters.entra += 1,
             }
+        }
+        if let Some(latency) = self.config.latency(route) {
+            tokio::time::sleep(latency.at(self.jitter.next_unit())).await;
         }
         let fault = lock(&self.faults).next(route)?;
         if let Some(delay) = fault.delay {
@@ -195,6 +203,14 @@ impl State {
             expires_in: lifetime,
         })
     }
+}
+
+/// A different jitter sequence for each simulator (two simulators in one test do not wait in
+/// step); the clock is only a seed.
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Locks `mutex`, ignoring poisoning. Every mutex in this crate goes through here: each guards
