@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::latency::Latency;
+
 /// Default lifetime of managed-identity tokens; real IMDS hands out tokens valid for about 24 h.
 pub const DEFAULT_MI_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
@@ -30,6 +32,12 @@ pub struct SimConfig {
     /// OIDC issuers (e.g. a Kubernetes cluster) whose tokens Entra trusts; the simulator signs
     /// their tokens with its own key, so Entra "fetches" that key for them.
     pub k8s_issuers: Vec<String>,
+    /// How long IMDS's token route waits before every answer (faults included); none = at once.
+    pub imds_latency: Option<Latency>,
+    /// The same for the App Service identity endpoint.
+    pub app_service_latency: Option<Latency>,
+    /// The same for Entra's token route.
+    pub entra_latency: Option<Latency>,
 }
 
 /// A managed identity in the home tenant.
@@ -81,6 +89,9 @@ impl SimConfig {
             entra_token_lifetime: DEFAULT_ENTRA_TOKEN_LIFETIME,
             entra_refresh_in: None,
             k8s_issuers: Vec::new(),
+            imds_latency: None,
+            app_service_latency: None,
+            entra_latency: None,
         }
     }
 
@@ -88,6 +99,16 @@ impl SimConfig {
     /// managed identity name exactly this value.
     pub fn mi_issuer(&self) -> String {
         mi_issuer(&self.home_tenant)
+    }
+
+    /// The latency configured for `route`.
+    pub fn latency(&self, route: crate::Route) -> Option<Latency> {
+        match route {
+            // The rest of IMDS is IMDS: the same host, the same wait.
+            crate::Route::Imds | crate::Route::Metadata => self.imds_latency,
+            crate::Route::AppService => self.app_service_latency,
+            crate::Route::Entra => self.entra_latency,
+        }
     }
 }
 

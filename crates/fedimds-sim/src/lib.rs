@@ -8,22 +8,26 @@
 //! single-flight behaviour. It serves the daemon's tests, `fedimds demo` and `fedimds sim`, and
 //! must never ship as part of the daemon's request path.
 //!
-//! # Read-only debug routes
+//! # Debug routes
 //!
 //! For tests in other processes (the benchmark, the SDK conformance suite), the simulator also
-//! answers two read-only routes that a real upstream would not have:
+//! answers routes that a real upstream would not have:
 //!
 //! - `GET /_sim/counters`: `{"imds": n, "app_service": n, "entra": n}`, the requests per route;
 //! - `GET /_sim/exchanges`: every request Entra's route received, in order, as a JSON array of
 //!   `{"tenant", "client_id", "scope", "access_token"}`, with `"claims"` when the request sent
 //!   some (or `"error"` instead of `"access_token"`: an `AADSTS…` code, or `fault:<status>`). It exposes issued tokens, which
 //!   is fine only because the simulator is never a real upstream.
+//! - `POST /_sim/faults?route=entra&status=429&retry_after=30&times=forever` queues a scripted
+//!   fault (as [`Sim::push_fault`]; `times` defaults to 1), and `DELETE /_sim/faults` drops
+//!   them all: the benchmark opens and closes an Entra 429 window with them.
 //!
 //! # Layout
 //!
 //! - [`config`]: the world the simulator knows (tenants, identities, apps, lifetimes).
 //! - [`demo`]: a ready-made world with fixed ids, for the demo and for tests.
 //! - [`fault`]: scripted replies per route ([`Route`], [`Fault`]).
+//! - [`latency`]: a per-route wait with jitter before every answer ([`Latency`]).
 //! - `token`: signing keys, claim sets and the JWT helpers.
 //! - `server`: the [`Sim`] handle and the axum router; it mounts the route modules.
 //! - `imds`, `app_service`, `entra`: one module per upstream route, each owning its wire shapes;
@@ -39,6 +43,7 @@
 pub mod config;
 pub mod demo;
 pub mod fault;
+pub mod latency;
 
 mod app_service;
 mod entra;
@@ -51,6 +56,7 @@ mod wire;
 
 pub use config::{App, FederatedCredential, Identity, SimConfig};
 pub use fault::{Fault, Route};
+pub use latency::Latency;
 pub use metadata::{instance as instance_document, SERVER as METADATA_SERVER};
 pub use server::Sim;
 pub use state::{Counters, ExchangeRecord, MetadataRecord};

@@ -1,5 +1,5 @@
 //! The [`Sim`] handle and the axum router: binding, serving and stopping, the routes of each
-//! upstream, and the read-only `/_sim/*` debug routes.
+//! upstream, and the `/_sim/*` debug routes.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -258,6 +258,8 @@ fn router(state: Arc<State>) -> Router {
         .route("/_sim/counters", get(counters))
         // For the SDK conformance suite: what Entra issued, to compare with what clients got.
         .route("/_sim/exchanges", get(exchanges))
+        // For the benchmark in another process: script a fault (an Entra 429 window) and end it.
+        .route("/_sim/faults", post(push_fault).delete(clear_faults))
         .fallback(not_found)
         .with_state(state)
 }
@@ -288,6 +290,69 @@ async fn exchanges(extract::State(state): extract::State<Arc<State>>) -> Respons
         })
         .collect();
     Json(Value::Array(records)).into_response()
+}
+
+/// `POST /_sim/faults?route=entra&status=429&retry_after=30&times=forever`: queues a fault, as
+/// [`Sim::push_fault`] does (`route` is `imds`, `app_service` or `entra`; `times` a count or
+/// `forever`, default 1; `retry_after` optional). 204, or 400 naming what is wrong.
+async fn push_fault(
+    extract::State(state): extract::State<Arc<State>>,
+    extract::RawQuery(query): extract::RawQuery,
+) -> Response {
+    match fault_from_query(query.as_deref()) {
+        Ok((route, fault)) => {
+            state.push_fault(route, fault);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(message) => {
+            let body = json!({"error": "invalid_request", "error_description": message});
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
+    }
+}
+
+/// `DELETE /_sim/faults`: drops every queued fault, as [`Sim::clear_faults`] does.
+async fn clear_faults(extract::State(state): extract::State<Arc<State>>) -> Response {
+    state.clear_faults();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn fault_from_query(query: Option<&str>) -> Result<(Route, Fault), String> {
+    let params =
+        crate::wire::parse_query(query).map_err(|name| format!("{name} is given twice"))?;
+    let route = match params.get("route").map(String::as_str) {
+        Some("imds") => Route::Imds,
+        Some("app_service") => Route::AppService,
+        Some("entra") => Route::Entra,
+        Some("metadata") => Route::Metadata,
+        other => {
+            return Err(format!(
+                "route must be imds, app_service, entra or metadata, not {other:?}"
+            ))
+        }
+    };
+    let status = params
+        .get("status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|s| (200..600).contains(s))
+        .ok_or("status must be an HTTP status, e.g. status=429")?;
+    let mut fault = Fault::status(status);
+    if let Some(value) = params.get("retry_after") {
+        fault = fault.retry_after(value);
+    }
+    match params.get("times").map(String::as_str) {
+        None => {}
+        Some("forever") => fault = fault.forever(),
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n > 0 => fault = fault.times(n),
+            _ => {
+                return Err(format!(
+                    "times must be a positive count or forever, not {n:?}"
+                ))
+            }
+        },
+    }
+    Ok((route, fault))
 }
 
 async fn not_found(uri: Uri) -> Response {

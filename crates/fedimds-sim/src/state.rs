@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::config::{Identity, SimConfig};
 use crate::fault::{Fault, FaultQueues, Route};
+use crate::latency::Jitter;
 use crate::token::{self, Keys, Signer};
 
 /// Requests received per route, faulted ones included.
@@ -85,6 +86,8 @@ pub(crate) struct State {
     /// Requests to the rest of IMDS, in order.
     pub(crate) metadata_records: Mutex<Vec<MetadataRecord>>,
     pub(crate) scheduled_events: Mutex<ScheduledEvents>,
+    /// Spreads each route's configured latency.
+    jitter: Jitter,
 }
 
 /// A freshly issued managed-identity token and the times its 200 body reports.
@@ -119,11 +122,13 @@ impl State {
             issued: Mutex::default(),
             metadata_records: Mutex::default(),
             scheduled_events: Mutex::default(),
+            jitter: Jitter::new(seed()),
         })
     }
 
-    /// Counts the request and applies the route's scripted fault: sleeps its delay and returns
-    /// it (it may replace the normal answer, or shape it).
+    /// Counts the request, waits the route's configured latency, and applies the route's
+    /// scripted fault: sleeps its delay and returns it (it may replace the normal answer, or
+    /// shape it).
     pub(crate) async fn arrive(&self, route: Route) -> Option<Fault> {
         {
             let mut counters = lock(&self.counters);
@@ -133,6 +138,9 @@ impl State {
                 Route::Entra => counters.entra += 1,
                 Route::Metadata => counters.metadata += 1,
             }
+        }
+        if let Some(latency) = self.config.latency(route) {
+            tokio::time::sleep(latency.at(self.jitter.next_unit())).await;
         }
         let fault = lock(&self.faults).next(route)?;
         if let Some(delay) = fault.delay {
@@ -232,6 +240,14 @@ impl State {
             expires_in: lifetime,
         })
     }
+}
+
+/// A different jitter sequence for each simulator (two simulators in one test do not wait in
+/// step); the clock is only a seed.
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Locks `mutex`, ignoring poisoning. Every mutex in this crate goes through here: each guards

@@ -7,7 +7,7 @@ use fedimds_sim::demo::{
     MI_OBJECT_ID, MI_RESOURCE_ID, OTHER_TARGET_TENANT, SYSTEM_MI_OBJECT_ID, TARGET_TENANT,
     UNCONSENTED_APP_CLIENT_ID,
 };
-use fedimds_sim::{Fault, Route, Sim, SimConfig};
+use fedimds_sim::{Fault, Latency, Route, Sim, SimConfig};
 use serde_json::{json, Value};
 
 const EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -753,6 +753,59 @@ async fn a_slow_fault_delays_a_normal_answer() {
     let query = format!("api-version=2018-02-01&resource=x&client_id={MI_CLIENT_ID}");
     assert_eq!(imds(&sim, &query).await.0, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_configured_latency_delays_every_answer_of_its_route() {
+    let wait = Duration::from_millis(250);
+    let config = SimConfig {
+        entra_latency: Some(Latency::fixed(wait)),
+        ..SimConfig::demo()
+    };
+    let sim = start(config).await;
+    let assertion = mi_token(&sim, EXCHANGE_AUDIENCE).await;
+    let started = tokio::time::Instant::now();
+    let (status, body) = exchange(&sim, TARGET_TENANT, APP_CLIENT_ID, ARM_SCOPE, &assertion).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() >= wait, "a normal answer waited");
+    // A scripted fault's answer waits too: latency is the route's, whatever it answers.
+    sim.push_fault(Route::Entra, Fault::status(429).retry_after("30"));
+    let started = tokio::time::Instant::now();
+    let (status, _) = exchange(&sim, TARGET_TENANT, APP_CLIENT_ID, ARM_SCOPE, &assertion).await;
+    assert_eq!(status, 429);
+    assert!(started.elapsed() >= wait, "a fault's answer waited");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_are_scripted_and_cleared_from_other_processes() {
+    let sim = start(SimConfig::demo()).await;
+    let http = reqwest::Client::new();
+    let faults = format!("{}/_sim/faults", sim.url());
+    let push = |query: &'static str| {
+        let request = http.post(format!("{faults}?{query}"));
+        async move { request.send().await.expect("request").status().as_u16() }
+    };
+    assert_eq!(
+        push("route=entra&status=429&retry_after=30&times=forever").await,
+        204
+    );
+    let assertion = mi_token(&sim, EXCHANGE_AUDIENCE).await;
+    for _ in 0..3 {
+        let (status, retry_after, _) =
+            exchange_raw(&sim, TARGET_TENANT, APP_CLIENT_ID, ARM_SCOPE, &assertion).await;
+        assert_eq!((status, retry_after.as_deref()), (429, Some("30")));
+    }
+    let cleared = http.delete(&faults).send().await.expect("request");
+    assert_eq!(cleared.status().as_u16(), 204);
+    let (status, body) = exchange(&sim, TARGET_TENANT, APP_CLIENT_ID, ARM_SCOPE, &assertion).await;
+    assert_eq!(status, 200, "{body}");
+    // A mistake is named, and queues nothing.
+    assert_eq!(push("route=dns&status=429").await, 400);
+    assert_eq!(push("route=imds&status=42").await, 400);
+    assert_eq!(push("route=imds&status=503&times=0").await, 400);
+    mi_token(&sim, EXCHANGE_AUDIENCE).await;
     sim.shutdown().await;
 }
 

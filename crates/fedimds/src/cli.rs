@@ -53,7 +53,22 @@ pub enum Command {
         /// Where the simulator listens.
         #[arg(long, default_value = crate::config::DEFAULT_SIM_LISTEN)]
         listen: SocketAddr,
+        /// IMDS waits this long before every answer: MIN..MAX (uniform jitter) or one
+        /// duration, e.g. 5ms..20ms (real IMDS's range). Default: at once.
+        #[arg(long, value_parser = parse_latency)]
+        imds_latency: Option<fedimds_sim::Latency>,
+        /// The same for the App Service identity endpoint.
+        #[arg(long, value_parser = parse_latency)]
+        app_service_latency: Option<fedimds_sim::Latency>,
+        /// The same for Entra's token endpoint, e.g. 80ms..250ms (real Entra's range).
+        #[arg(long, value_parser = parse_latency)]
+        entra_latency: Option<fedimds_sim::Latency>,
     },
+}
+
+/// `5ms..20ms` or `100ms`, each part a humantime duration.
+fn parse_latency(text: &str) -> Result<fedimds_sim::Latency, String> {
+    fedimds_sim::Latency::parse(text, humantime::parse_duration)
 }
 
 /// Log line formats.

@@ -100,14 +100,27 @@ pub async fn run(
         .map_err(|e| e.to_string())
 }
 
-/// Runs only the simulator until `shutdown`.
-pub async fn run_sim(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let sim = Sim::start(SimConfig::demo(), listen)
+/// Runs only the simulator of `world` (the demo world, perhaps with latencies) until `shutdown`.
+pub async fn run_sim(
+    world: SimConfig,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let latencies = [
+        ("IMDS", world.imds_latency),
+        ("App Service", world.app_service_latency),
+        ("Entra", world.entra_latency),
+    ];
+    let sim = Sim::start(world, listen)
         .await
         .map_err(|e| format!("cannot start the simulator on {listen}: {e}"))?;
     let url = sim.url();
+    let latency: String = latencies
+        .iter()
+        .filter_map(|(route, latency)| latency.map(|l| format!("  {route} answers after {l}\n")))
+        .collect();
     println!(
-        "fedimds simulator on {url}\n  IMDS:          {url}/metadata/identity/oauth2/token\n  App Service:   {url}/msi/token  (X-IDENTITY-HEADER: {header})\n  Entra:         {url}/{{tenant}}/oauth2/v2.0/token\n\nA daemon config for it:\n\n{config}",
+        "fedimds simulator on {url}\n  IMDS:          {url}/metadata/identity/oauth2/token\n  App Service:   {url}/msi/token  (X-IDENTITY-HEADER: {header})\n  Entra:         {url}/{{tenant}}/oauth2/v2.0/token\n{latency}\nA daemon config for it:\n\n{config}",
         header = demo::IDENTITY_HEADER,
         config = config_toml(&url, config::DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!())),
     );

@@ -52,8 +52,19 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { listen } => runtime.block_on(fedimds::demo::run(listen, shutdown_signal())),
-        Command::Sim { listen } => {
-            runtime.block_on(fedimds::demo::run_sim(listen, shutdown_signal()))
+        Command::Sim {
+            listen,
+            imds_latency,
+            app_service_latency,
+            entra_latency,
+        } => {
+            let world = fedimds_sim::SimConfig {
+                imds_latency,
+                app_service_latency,
+                entra_latency,
+                ..fedimds_sim::SimConfig::demo()
+            };
+            runtime.block_on(fedimds::demo::run_sim(world, listen, shutdown_signal()))
         }
     };
     match outcome {

@@ -9,16 +9,27 @@
 //!
 //! `fedimds-bench --root REPO [--quick] [--no-build]`; normally run as `tests/bench/run`.
 
+/// Prints progress on stderr, so stdout is only the report.
+macro_rules! progress {
+    ($($arg:tt)*) => { eprintln!("[bench] {}", format_args!($($arg)*)) };
+}
+
+mod client;
+mod economy;
+mod fleet;
 mod load;
 mod procs;
 mod report;
+mod soak;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use load::{Conn, Latencies, Paths, Run};
 use procs::Proc;
@@ -60,6 +71,12 @@ pub struct Settings {
     pub keys: usize,
     /// Daemon starts timed.
     pub starts: usize,
+    /// The fleet table.
+    pub fleet: fleet::FleetSettings,
+    /// The economy table.
+    pub economy: economy::EconomySettings,
+    /// The memory soak.
+    pub soak: soak::SoakSettings,
 }
 
 impl Settings {
@@ -72,6 +89,27 @@ impl Settings {
             conns: vec![1, 32, 256],
             keys: if quick { 1000 } else { 10_000 },
             starts: if quick { 3 } else { 10 },
+            // 100 processes is what the issue asks for and what two cores start in seconds;
+            // 20 keeps CI's run short.
+            fleet: fleet::FleetSettings {
+                callers: if quick { 20 } else { 100 },
+                resources: if quick { 3 } else { 5 },
+                window: Duration::from_secs(if quick { 2 } else { 5 }),
+            },
+            economy: economy::EconomySettings {
+                processes: if quick { 10 } else { 100 },
+                resources: 3,
+                // A cron fleet started together, but not all in one instant on two cores.
+                concurrency: if quick { 5 } else { 10 },
+                calls: if quick { 50 } else { 1000 },
+            },
+            soak: soak::SoakSettings {
+                batch: 150,
+                every: Duration::from_millis(500),
+                churn: Duration::from_secs(if quick { 18 } else { 60 }),
+                warmup: Duration::from_secs(15),
+                after: Duration::from_secs(if quick { 15 } else { 30 }),
+            },
         }
     }
 }
@@ -80,6 +118,8 @@ fn main() -> ExitCode {
     let mut root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let mut quick = false;
     let mut build = true;
+    let mut target = None;
+    let mut python = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -89,6 +129,14 @@ fn main() -> ExitCode {
             "--root" => match args.next() {
                 Some(dir) => root = dir.into(),
                 None => return usage("--root needs a directory"),
+            },
+            "--target" => match args.next() {
+                Some(dir) => target = Some(PathBuf::from(dir)),
+                None => return usage("--target needs a directory"),
+            },
+            "--python" => match args.next() {
+                Some(path) => python = Some(PathBuf::from(path)),
+                None => return usage("--python needs the venv's python"),
             },
             other => return usage(&format!("unknown argument {other}")),
         }
@@ -101,7 +149,12 @@ fn main() -> ExitCode {
     };
     // block_on polls this future on the main thread, so every child is spawned from it (the
     // children's death signal follows the thread that spawned them).
-    match runtime.block_on(bench(&root, &settings, build)) {
+    let options = Options {
+        build,
+        target,
+        python,
+    };
+    match runtime.block_on(bench(&root, &settings, &options)) {
         Ok(report) => {
             println!("{}", report.render());
             if report.broken.is_empty() {
@@ -153,7 +206,7 @@ fn load_only(args: Vec<String>) -> ExitCode {
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!(
-        "fedimds-bench: {problem}\nusage: fedimds-bench [--root REPO] [--quick] [--no-build]\n       fedimds-bench load ADDR CONNS SECONDS [RESOURCE]"
+        "fedimds-bench: {problem}\nusage: fedimds-bench [--root REPO] [--target DIR] [--python VENV_PYTHON] [--quick] [--no-build]\n       fedimds-bench load ADDR CONNS SECONDS [RESOURCE]"
     );
     ExitCode::from(64)
 }
@@ -180,14 +233,22 @@ fn raise_fd_limit() {
     }
 }
 
-/// Prints progress on stderr, so stdout is only the report.
-macro_rules! progress {
-    ($($arg:tt)*) => { eprintln!("[bench] {}", format_args!($($arg)*)) };
+/// Where to build and what to run with.
+struct Options {
+    build: bool,
+    /// The daemon's cargo target directory; default `ROOT/target`.
+    target: Option<PathBuf>,
+    /// The Python with azure-identity for the economy table (`tests/bench/run` makes the venv).
+    python: Option<PathBuf>,
 }
 
-async fn bench(root: &Path, settings: &Settings, build: bool) -> Result<Report> {
+async fn bench(root: &Path, settings: &Settings, options: &Options) -> Result<Report> {
     let root = root.canonicalize()?;
-    let target = root.join("target");
+    let target = options
+        .target
+        .clone()
+        .unwrap_or_else(|| root.join("target"));
+    let build = options.build;
     let fedimds = target.join("release/fedimds");
     let baseline = std::env::current_exe()?
         .parent()
@@ -221,23 +282,12 @@ async fn bench(root: &Path, settings: &Settings, build: bool) -> Result<Report> 
     report.binary_stripped = is_stripped(&fedimds)?;
 
     progress!("starting the simulator (logs in {})", run_dir.display());
-    let (mut sim, stdout) = Proc::spawn(
-        "sim",
-        &fedimds,
-        &["sim", "--listen", "127.0.0.1:0"],
-        &run_dir,
-        &[("FEDIMDS_LOG", "fedimds=warn,warn")],
-    )?;
-    let sim_url = procs::read_line_after(stdout, "fedimds simulator on ", "the simulator")?;
-    let sim_addr: SocketAddr = sim_url
-        .trim_start_matches("http://")
-        .parse()
-        .map_err(|e| format!("simulator address {sim_url}: {e}"))?;
+    let mut sim = SimProc::spawn(&fedimds, &run_dir, "sim", &[])?;
     let world = World {
         fedimds: fedimds.clone(),
         run_dir: run_dir.clone(),
-        sim_url,
-        sim_addr,
+        sim_url: sim.url.clone(),
+        sim_addr: sim.addr,
     };
     let hit_path = token_path(RESOURCE);
 
@@ -381,29 +431,126 @@ async fn bench(root: &Path, settings: &Settings, build: bool) -> Result<Report> 
     report.keys_hit_exchanges = world.counters().await?.entra - after.entra;
     report.keys_rss_after = daemon.proc.rss_kib()?;
     drop(daemon);
-    sim.check_alive()?;
+
+    // Memory that comes back: the real binary under key churn, against the quick simulator.
+    report.soak = Some(soak::run(&world, &settings.soak).await?);
+    sim.proc.check_alive()?;
+    drop(sim);
+
+    // Fleet and economy: a simulator that answers as slowly as the real upstreams do.
+    progress!("starting the simulator with IMDS {IMDS_LATENCY} and Entra {ENTRA_LATENCY}");
+    let mut slow = SimProc::spawn(
+        &fedimds,
+        &run_dir,
+        "sim-latency",
+        &[
+            "--imds-latency",
+            IMDS_LATENCY,
+            "--app-service-latency",
+            IMDS_LATENCY,
+            "--entra-latency",
+            ENTRA_LATENCY,
+        ],
+    )?;
+    report.fleet = Some(fleet::run(&world, &slow, &settings.fleet).await?);
+    for throttled in &report
+        .fleet
+        .as_ref()
+        .map_or(vec![], |f| f.throttled.clone())
+    {
+        if throttled.calls_in_window < throttled.processes as u64 {
+            report.broken.push(format!(
+                "{}: {} Entra calls in the 429 window for {} processes: the 429s did not arrive",
+                throttled.layout.label(),
+                throttled.calls_in_window,
+                throttled.processes
+            ));
+        }
+    }
+    let python = match &options.python {
+        Some(python) => python.clone(),
+        None => {
+            return Err(
+                "--python is needed for the economy table (tests/bench/run passes it)".into(),
+            )
+        }
+    };
+    report.economy = Some(economy::run(&world, &slow, &python, &root, &settings.economy).await?);
+    slow.proc.check_alive()?;
     Ok(report)
 }
 
+/// Real IMDS answers in about 5–20 ms, Entra in about 80–250 ms (issue 16).
+const IMDS_LATENCY: &str = "5ms..20ms";
+const ENTRA_LATENCY: &str = "80ms..250ms";
+
+/// A running `fedimds sim`.
+pub struct SimProc {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub url: String,
+}
+
+impl SimProc {
+    fn spawn(fedimds: &Path, run_dir: &Path, name: &str, flags: &[&str]) -> Result<SimProc> {
+        let mut args = vec!["sim", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let (proc, stdout) = Proc::spawn(
+            name,
+            fedimds,
+            &args,
+            run_dir,
+            &[("FEDIMDS_LOG", "fedimds=warn,warn")],
+        )?;
+        let url = procs::read_line_after(stdout, "fedimds simulator on ", "the simulator")?;
+        let addr: SocketAddr = url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| format!("simulator address {url}: {e}"))?;
+        Ok(SimProc { proc, addr, url })
+    }
+
+    /// `GET /_sim/counters`.
+    pub async fn counters(&self) -> Result<Counters> {
+        counters_at(self.addr).await
+    }
+}
+
+/// `GET /_sim/counters` of the simulator at `addr`.
+pub async fn counters_at(addr: SocketAddr) -> Result<Counters> {
+    let body = Conn::open(addr).await?.get_ok("/_sim/counters").await?;
+    let value: serde_json::Value = serde_json::from_slice(&body)?;
+    let field = |name: &str| {
+        value[name]
+            .as_u64()
+            .ok_or_else(|| format!("/_sim/counters has no {name}: {value}"))
+    };
+    Ok(Counters {
+        imds: field("imds")?,
+        entra: field("entra")?,
+    })
+}
+
 /// Where everything runs.
-struct World {
-    fedimds: PathBuf,
-    run_dir: PathBuf,
+pub struct World {
+    pub fedimds: PathBuf,
+    pub run_dir: PathBuf,
     sim_url: String,
     sim_addr: SocketAddr,
 }
 
 /// A started daemon.
-struct Daemon {
-    proc: Proc,
-    addr: SocketAddr,
+pub struct Daemon {
+    pub proc: Proc,
+    pub addr: SocketAddr,
     ready_in: Duration,
 }
 
 /// The simulator's request counters.
-struct Counters {
-    imds: u64,
-    entra: u64,
+#[derive(Debug, Clone, Copy)]
+pub struct Counters {
+    pub imds: u64,
+    pub entra: u64,
 }
 
 impl World {
@@ -411,8 +558,14 @@ impl World {
     /// `/readyz`, timing spawn to the first 200.
     fn daemon(&self, name: &str) -> Result<Daemon> {
         let addr = procs::free_port()?;
-        let config = self.run_dir.join(format!("{name}.toml"));
-        std::fs::write(&config, daemon_config(addr, &self.sim_url))?;
+        self.daemon_with(name, addr, &daemon_config(addr, &self.sim_url))
+    }
+
+    /// Starts `fedimds serve` with `config` (which listens on `addr`) and waits for `/readyz`.
+    pub fn daemon_with(&self, name: &str, addr: SocketAddr, config: &str) -> Result<Daemon> {
+        let path = self.run_dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config)?;
+        let config = path;
         let started = Instant::now();
         let (mut proc, _stdout) = Proc::spawn(
             name,
@@ -421,7 +574,7 @@ impl World {
             &self.run_dir,
             &[("FEDIMDS_LOG", LOG_FILTER)],
         )?;
-        let ready_in = procs::wait_ready(addr, started, &mut proc)?;
+        let ready_in = procs::wait_ready(addr, started.into_std(), &mut proc)?;
         Ok(Daemon {
             proc,
             addr,
@@ -429,22 +582,14 @@ impl World {
         })
     }
 
-    /// `GET /_sim/counters`.
+    /// `GET /_sim/counters` of the quick simulator.
     async fn counters(&self) -> Result<Counters> {
-        let body = Conn::open(self.sim_addr)
-            .await?
-            .get_ok("/_sim/counters")
-            .await?;
-        let value: serde_json::Value = serde_json::from_slice(&body)?;
-        let field = |name: &str| {
-            value[name]
-                .as_u64()
-                .ok_or_else(|| format!("/_sim/counters has no {name}: {value}"))
-        };
-        Ok(Counters {
-            imds: field("imds")?,
-            entra: field("entra")?,
-        })
+        counters_at(self.sim_addr).await
+    }
+
+    /// The quick simulator's URL.
+    pub fn sim_url(&self) -> &str {
+        &self.sim_url
     }
 }
 
@@ -526,7 +671,7 @@ fn is_stripped(binary: &Path) -> Result<bool> {
     Ok(!bytes.windows(8).any(|w| w == b".symtab\0"))
 }
 
-fn path_str(path: &Path) -> Result<&str> {
+pub fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
         .ok_or_else(|| format!("not UTF-8: {}", path.display()).into())
 }

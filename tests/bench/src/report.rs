@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::economy::Economy;
+use crate::fleet::{Fleet, Layout};
 use crate::load::{Latencies, Run};
+use crate::soak::Soak;
 use crate::{median, median_of, quantiles, Settings};
 
 const MIB: f64 = 1024.0;
@@ -43,6 +46,9 @@ pub struct Report {
     /// ("spread" | "single", connections) → one run per round.
     pub keys: BTreeMap<(&'static str, usize), Vec<Run>>,
     pub keys_hit_exchanges: u64,
+    pub fleet: Option<Fleet>,
+    pub economy: Option<Economy>,
+    pub soak: Option<Soak>,
     /// Correctness failures: the run exits non-zero after printing the table.
     pub broken: Vec<String>,
 }
@@ -71,6 +77,9 @@ impl Report {
             keys_rss_after: 0,
             keys: BTreeMap::new(),
             keys_hit_exchanges: 0,
+            fleet: None,
+            economy: None,
+            soak: None,
             broken: Vec::new(),
         }
     }
@@ -222,6 +231,10 @@ impl Report {
             self.binary_bytes as f64 / MIB / MIB
         );
 
+        self.render_fleet(w);
+        self.render_economy(w);
+        self.render_soak(w);
+
         let _ = writeln!(w, "\n### Goals\n");
         let _ = writeln!(w, "| goal | measured | result |");
         let _ = writeln!(w, "|---|---:|:---:|");
@@ -236,6 +249,170 @@ impl Report {
             let _ = writeln!(w, "\nBROKEN: {}", self.broken.join("; "));
         }
         out
+    }
+
+    fn render_fleet(&self, w: &mut String) {
+        let Some(fleet) = &self.fleet else { return };
+        let f = &self.settings.fleet;
+        let _ = writeln!(
+            w,
+            "\n### Fleet: {} sidecars vs one node daemon for {} callers, {} resources each \
+             (simulator: IMDS {}, Entra {})\n",
+            f.callers,
+            f.callers,
+            f.resources,
+            crate::IMDS_LATENCY,
+            crate::ENTRA_LATENCY
+        );
+        let _ = writeln!(
+            w,
+            "Every caller asks for the same {} resources at once, each request on its own \
+             connection, all caches cold. Sidecars: {} `fedimds serve` processes (IMDS mode), \
+             one per caller. Node: one process, {} `[[callers]]` each with its own \
+             `secret_file`, asked in App Service mode with `X-IDENTITY-HEADER`.\n",
+            f.resources, f.callers, f.callers
+        );
+        let _ = writeln!(
+            w,
+            "| layout | processes | exchanges (Entra) | assertion fetches (IMDS) | all served after |"
+        );
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|");
+        for r in &fleet.rollouts {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {:.2} s |",
+                r.layout.label(),
+                r.processes,
+                r.exchanges,
+                r.assertions,
+                r.all_served.as_secs_f64()
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nThe same on fresh daemons while Entra answers every exchange 429 with \
+             `Retry-After: {}` (a scripted fault) for a {:.0} s window: first one request to \
+             each process (its first 429), then every caller asks for every resource, again \
+             every 250 ms on a 503 or 429 whatever `Retry-After` says, until the window ends. \
+             The daemons keep the app parked for the whole `Retry-After`, so nobody is served \
+             within the window.\n",
+            crate::fleet::RETRY_AFTER.as_secs(),
+            f.window.as_secs_f64()
+        );
+        let _ = writeln!(w, "| layout | processes | Entra calls: first requests | Entra calls after them, in the window | caller requests after them, in the window |");
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|");
+        for t in &fleet.throttled {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} |",
+                t.layout.label(),
+                t.processes,
+                t.first_calls,
+                t.beyond_first(),
+                t.caller_requests_in_window,
+            );
+        }
+    }
+
+    fn render_economy(&self, w: &mut String) {
+        let Some(economy) = &self.economy else { return };
+        let Some(e) = &economy.settings else { return };
+        let _ = writeln!(
+            w,
+            "\n### Economy: a cron fleet of {} processes, {} resources each (simulator: IMDS {}, Entra {})\n",
+            e.processes,
+            e.resources,
+            crate::IMDS_LATENCY,
+            crate::ENTRA_LATENCY
+        );
+        let _ = writeln!(
+            w,
+            "Each process is `python tests/bench/python/cron_job.py` with azure-identity \
+             (tests/bench/requirements.txt), {} running at once. *direct*: \
+             `ManagedIdentityCredential` for `api://AzureADTokenExchange` at the simulator's \
+             IMDS, then `ClientAssertionCredential` at its Entra. *fedimds*: \
+             `ManagedIdentityCredential` against one fedimds (cold at the start). Time to first \
+             token is from spawn (the interpreter's start and imports included, alike on both \
+             sides).\n",
+            e.concurrency
+        );
+        let _ = writeln!(
+            w,
+            "| each process | exchanges (Entra) | assertion fetches (IMDS) | first token p50 / p99 ms | fleet wall time |"
+        );
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|");
+        for c in &economy.cron {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {:.0} / {:.0} | {:.1} s |",
+                c.mode,
+                c.exchanges,
+                c.assertions,
+                c.first_token.quantile_us(0.5) / 1000.0,
+                c.first_token.quantile_us(0.99) / 1000.0,
+                c.wall.as_secs_f64()
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nA long-lived process with no token cache (ms-rest style) making {} token calls in \
+             a row on one keep-alive connection: *direct*, both hops per call (GET IMDS, POST \
+             Entra); *fedimds*, one GET per call to a fedimds that starts cold.\n",
+            e.calls
+        );
+        let _ = writeln!(
+            w,
+            "| per call | exchanges (Entra) | assertion fetches (IMDS) | p50 / p99 ms | total |"
+        );
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|");
+        for l in &economy.long_lived {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {:.2} / {:.2} | {:.1} s |",
+                l.mode,
+                l.exchanges,
+                l.assertions,
+                l.latency.quantile_us(0.5) / 1000.0,
+                l.latency.quantile_us(0.99) / 1000.0,
+                l.wall.as_secs_f64()
+            );
+        }
+    }
+
+    fn render_soak(&self, w: &mut String) {
+        let Some(soak) = &self.soak else { return };
+        let s = &self.settings.soak;
+        let _ = writeln!(
+            w,
+            "\n### Memory soak: `cache.idle_ttl = \"5s\"`, {} new resources every {} ms for {:.0} s, then {:.0} s idle\n",
+            s.batch,
+            s.every.as_millis(),
+            s.churn.as_secs_f64(),
+            s.after.as_secs_f64()
+        );
+        let _ = writeln!(
+            w,
+            "{} keys fetched in all. RSS after start {:.1} MiB; warmed up ({:.0} s into the \
+             churn, when as many keys age out as arrive) {:.1} MiB; peak {:.1} MiB; final {:.1} MiB \
+             ({:.2} × the warmed-up level).\n",
+            soak.keys,
+            soak.start_rss as f64 / MIB,
+            s.warmup.as_secs_f64(),
+            soak.warm_rss as f64 / MIB,
+            soak.peak_rss as f64 / MIB,
+            soak.final_rss as f64 / MIB,
+            soak.ratio()
+        );
+        let _ = writeln!(w, "| s | RSS MiB |");
+        let _ = writeln!(w, "|---:|---:|");
+        let mut next = 0.0;
+        for (at, rss) in &soak.samples {
+            if *at + 0.01 >= next {
+                let _ = writeln!(w, "| {at:.0} | {:.1} |", *rss as f64 / MIB);
+                next += 5.0;
+            }
+        }
+        let _ = writeln!(w, "| end | {:.1} |", soak.final_rss as f64 / MIB);
     }
 
     fn goals(&self) -> Vec<(String, String, bool)> {
@@ -303,6 +480,66 @@ impl Report {
                 self.binary_stripped && size <= 15.0,
             ),
         ]
+        .into_iter()
+        .chain(self.new_goals())
+        .collect()
+    }
+
+    fn new_goals(&self) -> Vec<(String, String, bool)> {
+        let mut goals = Vec::new();
+        if let Some(fleet) = &self.fleet {
+            let k = self.settings.fleet.resources as u64;
+            if let Some(node) = fleet.rollouts.iter().find(|r| r.layout == Layout::Node) {
+                goals.push((
+                    format!(
+                        "fleet, node daemon: {k} exchanges and 1 assertion fetch for all callers"
+                    ),
+                    format!("{} and {}", node.exchanges, node.assertions),
+                    node.exchanges == k && node.assertions == 1,
+                ));
+            }
+            for t in &fleet.throttled {
+                goals.push((
+                    format!(
+                        "fleet, Entra 429, {}: 0 Entra calls in the window after each process's first 429",
+                        t.layout.label()
+                    ),
+                    format!("{}", t.beyond_first()),
+                    t.beyond_first() == 0,
+                ));
+            }
+        }
+        if let Some(economy) = &self.economy {
+            if let Some(c) = economy.cron.iter().find(|c| c.mode == "fedimds") {
+                let k = self
+                    .economy
+                    .as_ref()
+                    .and_then(|e| e.settings.as_ref())
+                    .map_or(0, |e| e.resources as u64);
+                goals.push((
+                    format!(
+                        "cron fleet through fedimds: {k} exchanges and 1 assertion fetch in all"
+                    ),
+                    format!("{} and {}", c.exchanges, c.assertions),
+                    c.exchanges == k && c.assertions == 1,
+                ));
+            }
+            if let Some(l) = economy.long_lived.iter().find(|l| l.mode == "fedimds") {
+                goals.push((
+                    "long-lived process through fedimds: 1 exchange for every call".into(),
+                    format!("{}", l.exchanges),
+                    l.exchanges == 1,
+                ));
+            }
+        }
+        if let Some(soak) = &self.soak {
+            goals.push((
+                "memory soak: final RSS within 10 % of the warmed-up level".into(),
+                format!("{:+.1} %", (soak.ratio() - 1.0) * 100.0),
+                soak.ratio() <= 1.10,
+            ));
+        }
+        goals
     }
 
     fn point(
