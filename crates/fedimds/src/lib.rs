@@ -10,8 +10,10 @@
 //! - [`demo`]: the built-in simulator wired to a daemon, for `fedimds demo`.
 //! - [`check`]: `fedimds check`, the whole chain walked once with a diagnosis at each step.
 //! - [`reload`]: config reload on SIGHUP or a file change.
-//! - [`http`]: the routers, binding and serving; [`http::call`] is the one request path;
-//!   [`http::listener`] accepts connections with limits and knows each peer.
+//! - [`http`]: the routers, binding and serving; [`http::call`] is the one request path, whose
+//!   [`http::door`] refuses proxy, browser and ambiguous requests first;
+//!   [`http::passthrough`] forwards the rest of IMDS; [`http::listener`] accepts connections
+//!   (TCP, Unix, TLS with [`http::tls`]'s certificate) with limits and knows each peer.
 //! - [`app`]: the shared state ([`app::App`]): settings swapped whole on reload, cache,
 //!   metrics, audit, readiness, prefetch.
 //! - [`dialect`]: the wire dialects; each parses its requests and renders its answers.
@@ -20,8 +22,9 @@
 //! - [`target`]: which target (tenant, app) a request means.
 //! - [`audit`]: one JSON line per token served or refused.
 //! - [`cache`]: the token cache: single-flight fetches, refresh ahead, remembered failures.
-//! - [`upstream`]: a fetch = assertion ([`upstream::assertion`]), then exchange
-//!   ([`upstream::exchange`]); the cache key; [`upstream::diagnosis`] explains AADSTS codes.
+//! - [`upstream`]: a fetch = assertion ([`upstream::assertion`], one provider per source),
+//!   then exchange ([`upstream::exchange`]), each call taking its turn in
+//!   [`upstream::budget`]; the cache key; [`upstream::diagnosis`] explains AADSTS codes.
 //! - [`retry`]: retry schedules, `Retry-After`, upstream error text.
 //! - [`config`]: every key, environment variable and default; raw TOML to validated
 //!   [`config::Config`].

@@ -142,7 +142,8 @@ fn path(i: usize) -> String {
 }
 
 /// The daemon as a new user would try it, with a short `idle_ttl`; the budget of new keys per
-/// caller raised past the churn's 300 a second (the default, 50, would refuse most of it).
+/// caller and the budget of Entra calls raised past the churn's 300 a second (the defaults, 50
+/// and 20, would refuse or queue most of it, and the soak would measure the budgets).
 fn config(listen: SocketAddr, sim_url: &str) -> String {
     format!(
         r#"[server]
@@ -154,6 +155,10 @@ listen = "off"
 
 [cache]
 idle_ttl = "5s"
+
+[upstream]
+max_requests_per_second = 100000.0
+burst = 100000
 
 [source]
 kind = "imds"
