@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::fault::Route;
 use crate::latency::Latency;
 
 /// Default lifetime of managed-identity tokens; real IMDS hands out tokens valid for about 24 h.
@@ -102,12 +103,12 @@ impl SimConfig {
     }
 
     /// The latency configured for `route`.
-    pub fn latency(&self, route: crate::Route) -> Option<Latency> {
+    pub fn latency(&self, route: Route) -> Option<Latency> {
         match route {
             // The rest of IMDS is IMDS: the same host, the same wait.
-            crate::Route::Imds | crate::Route::Metadata => self.imds_latency,
-            crate::Route::AppService => self.app_service_latency,
-            crate::Route::Entra => self.entra_latency,
+            Route::Imds | Route::Metadata => self.imds_latency,
+            Route::AppService => self.app_service_latency,
+            Route::Entra => self.entra_latency,
         }
     }
 }
