@@ -39,8 +39,9 @@ pub fn dialect_of(method: &Method, headers: &HeaderMap, query: Option<&str>) -> 
     }
 }
 
-/// The checks on the request head, for the member `dialect` (see [`dialect_of`]): no proxy, a
-/// method the endpoint takes, and the secret. Made before a body is read, so a caller that
+/// The checks on the request head, for the member `dialect` (see [`dialect_of`]): a method
+/// the endpoint takes, and the secret (a proxy's headers were refused at the shared door,
+/// `http::door`). Made before a body is read, so a caller that
 /// cannot get in cannot hold a connection by dribbling one.
 pub fn door(
     dialect: Dialect,
@@ -48,9 +49,6 @@ pub fn door(
     headers: &HeaderMap,
     secret_known: &dyn Fn(&[u8]) -> bool,
 ) -> Result<(), Refusal> {
-    if headers.contains_key("x-forwarded-for") {
-        return Err(Refusal::Forwarded("X-Forwarded-For"));
-    }
     match *method {
         Method::GET | Method::POST => {}
         _ => return Err(Refusal::MethodNotAllowed),

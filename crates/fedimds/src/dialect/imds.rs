@@ -27,8 +27,9 @@ pub fn parse(
     checked(method, headers, query, &API_VERSIONS)
 }
 
-/// IMDS's request rules (GET, no `X-Forwarded-For`, `Metadata: true`, no duplicated keys, a
-/// known api-version among `versions`); Arc's requests follow them too.
+/// IMDS's request rules (GET, `Metadata: true`, no duplicated keys, a known api-version among
+/// `versions`; a proxy's headers were refused at the shared door, `http::door`); Arc's
+/// requests follow them too.
 pub fn checked(
     method: &Method,
     headers: &HeaderMap,
@@ -37,9 +38,6 @@ pub fn checked(
 ) -> Result<TokenRequest, Refusal> {
     if method != Method::GET {
         return Err(Refusal::MethodNotAllowed);
-    }
-    if headers.contains_key("x-forwarded-for") {
-        return Err(Refusal::Forwarded("X-Forwarded-For"));
     }
     // Checked before anything else so the SDKs' header-less probes get IMDS's own answer at
     // once, whatever their query holds.

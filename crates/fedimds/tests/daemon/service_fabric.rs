@@ -169,6 +169,26 @@ async fn service_fabric_errors_have_its_codes_and_statuses() {
             "{body}"
         );
     }
+    // A proxy's header is refused at the door every dialect shares, in Service Fabric's shape.
+    let url = format!(
+        "{}/metadata/identity/oauth2/token?{ok_query}",
+        h.service_fabric_url.as_ref().unwrap()
+    );
+    let (status, body) = status_json(
+        client
+            .get(&url)
+            .header("secret", &secret)
+            .header("X-Forwarded-For", "10.0.0.9")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &serde_json::json!("BadRequest")),
+        "{body}"
+    );
     assert!(h.sim.exchanges().is_empty());
     // Plain HTTP to the TLS port gets no answer at all.
     let plain = h
