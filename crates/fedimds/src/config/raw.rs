@@ -193,7 +193,10 @@ pub struct RawSource {
     pub audience: Option<String>,
 }
 
-/// One `[[sources]]` entry: a name and the keys of `[source]`.
+/// One `[[sources]]` entry: a name and the keys of `[source]`. The keys are written out again
+/// rather than `#[serde(flatten)]`ed from [`RawSource`]: serde does not refuse unknown keys
+/// inside a flattened struct, and a typo here must be an error as everywhere else;
+/// [`RawNamedSource::split`] hands them to the one `[source]` validator.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNamedSource {
