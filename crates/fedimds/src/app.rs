@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use crate::target::{self, Selector};
 use crate::token::{AccessToken, Secret};
-use crate::upstream::{TokenKey, Upstream};
+use crate::upstream::{KeyParts, Upstream};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,19 +61,18 @@ pub struct Settings {
     pub(crate) rate_limits: RateLimits,
     /// Each caller's budget of new keys.
     pub(crate) new_keys: crate::caller::NewKeys,
-    /// Per target name: its name, tenant and app id, shared (metrics labels, cache keys).
+    /// Per target name: its metric label and counters, made once.
     pub(crate) ids: HashMap<String, TargetIds>,
 }
 
-/// One target's ids and counters, made once per config so requests share rather than copy them.
+/// One target's metric label and counters, made once per config so requests share rather than
+/// copy them.
 #[derive(Debug)]
 pub(crate) struct TargetIds {
     /// The target's name as a metric label.
     pub(crate) label: Arc<str>,
     /// Whether the target exchanges (false: it serves the home identity's own tokens).
     exchange: bool,
-    tenant: Arc<str>,
-    client_id: Arc<str>,
     /// The name of its source, for its cache keys and `fedimds_target_info`.
     pub(crate) source: Arc<str>,
     /// Its "answered 200" counter per dialect, in `Dialect::ALL` order.
@@ -97,6 +96,9 @@ pub struct App {
     /// Places for requests forwarded to the real IMDS, a bound of their own
     /// ([`crate::config::PASSTHROUGH_MAX_IN_FLIGHT`]) so a slow one never holds the token paths.
     pub passthrough_slots: Arc<tokio::sync::Semaphore>,
+    /// The 200 bodies rendered lately, sent again to requests that ask for the same within
+    /// the second.
+    pub(crate) recent_bodies: crate::dialect::RecentBodies,
 }
 
 impl App {
@@ -153,6 +155,7 @@ impl App {
             passthrough_slots: Arc::new(tokio::sync::Semaphore::new(
                 crate::config::PASSTHROUGH_MAX_IN_FLIGHT,
             )),
+            recent_bodies: Default::default(),
         });
         tokio::spawn(watch_secret_files(Arc::downgrade(&app)));
         Ok(app)
@@ -317,32 +320,21 @@ impl App {
         req: &TokenRequest,
         who: Option<crate::caller::Counted>,
     ) -> Result<(Arc<AccessToken>, Lookup), Refusal> {
-        // The target's own tenant and app id are shared, not copied: this is the hit path.
-        let ids = settings.ids.get(&target.name);
-        let key = TokenKey {
+        // Borrowed, not built: this is the hit path (`cache::key`).
+        let key = KeyParts {
             cloud: settings.config.cloud.name,
-            tenant: match ids {
-                Some(ids) if *ids.tenant == *tenant => ids.tenant.clone(),
-                _ => tenant.into(),
-            },
-            client_id: ids.map_or_else(
-                || target.client_id.as_str().into(),
-                |ids| ids.client_id.clone(),
-            ),
-            resource: resource.into(),
+            tenant,
+            client_id: &target.client_id,
+            resource,
             // Client capabilities are Entra's; IMDS takes none, so a home token has none, and
             // asking for some makes no key of its own.
-            capabilities: req
-                .capabilities
-                .as_deref()
-                .filter(|_| target.exchange)
-                .map(Arc::from),
+            capabilities: req.capabilities.as_deref().filter(|_| target.exchange),
             home: !target.exchange,
-            source: ids.map_or_else(|| target.source.as_str().into(), |ids| ids.source.clone()),
+            source: &target.source,
         };
         self.cache
             .get(
-                &key,
+                key,
                 settings.config.server.miss_timeout,
                 req.refused_token.as_ref(),
                 &|| who.map_or(Ok(()), |who| settings.new_keys.take(who)),
@@ -419,8 +411,6 @@ impl Settings {
                         .collect(),
                     label,
                     exchange: t.exchange,
-                    tenant: t.tenant_id.as_str().into(),
-                    client_id: t.client_id.as_str().into(),
                     source: t.source.as_str().into(),
                 };
                 (t.name.clone(), ids)

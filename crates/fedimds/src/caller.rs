@@ -75,8 +75,8 @@ impl Caller<'_> {
 /// The caller secret from whichever header the dialect uses for it.
 pub fn presented_secret(headers: &HeaderMap) -> Option<&[u8]> {
     headers
-        .get("x-identity-header")
-        .or_else(|| headers.get("secret"))
+        .get(crate::header::X_IDENTITY_HEADER)
+        .or_else(|| headers.get(crate::header::SECRET))
         .map(|v| v.as_bytes())
 }
 

@@ -32,6 +32,7 @@
 //! - [`metrics`]: Prometheus metrics for the admin listener; a leaf.
 //! - [`peer`]: the other end of a connection, and the owner of a local TCP peer's socket.
 //! - [`fsutil`]: files other users must not read or redirect (secret, keys, audit); a leaf.
+//! - [`header`]: the request headers read on every request, as names made once; a leaf.
 //! - [`token`]: secrets and tokens as redacting types; refresh timing.
 
 pub mod app;
@@ -45,6 +46,7 @@ pub mod config;
 pub mod demo;
 pub mod dialect;
 pub mod fsutil;
+pub mod header;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -11,7 +11,7 @@ use super::*;
 use crate::upstream::exchange::Turn;
 use crate::upstream::failure_ttl;
 
-pub(super) fn start_refresh(inner: &Arc<Inner>, key: &TokenKey, slot: &Arc<Slot>, now: Instant) {
+pub(super) fn start_refresh(inner: &Arc<Inner>, key: KeyParts<'_>, slot: &Arc<Slot>, now: Instant) {
     let mut state = slot.state();
     let backing_off = state
         .failure
@@ -22,7 +22,7 @@ pub(super) fn start_refresh(inner: &Arc<Inner>, key: &TokenKey, slot: &Arc<Slot>
         // A refresh may wait for its turn in the budget while the token it replaces is valid;
         // past that it is a cold miss's job.
         let deadline = slot.token.load().as_ref().map_or(now, |t| t.expires_at);
-        spawn_fetch(inner, key.clone(), slot.clone(), &mut state, deadline);
+        spawn_fetch(inner, key.to_key(), slot.clone(), &mut state, deadline);
     }
 }
 
@@ -195,6 +195,6 @@ async fn refresh_timer(
         .as_ref()
         .is_none_or(|t| now >= t.refresh_at);
     if still_cached && due && slot.used.load(Ordering::Relaxed) {
-        start_refresh(&inner, &key, &slot, now);
+        start_refresh(&inner, key.parts(), &slot, now);
     }
 }

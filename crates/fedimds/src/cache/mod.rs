@@ -24,12 +24,14 @@ use crate::config::{
 };
 use crate::metrics::CacheFigures;
 use crate::token::AccessToken;
-use crate::upstream::{FetchError, TokenKey, Upstream};
+use crate::upstream::{FetchError, KeyParts, TokenKey, Upstream};
 
 mod fetch;
+mod key;
 mod throttle;
 
 use fetch::{spawn_fetch, start_refresh};
+use key::AsParts;
 use throttle::Parked;
 
 /// How a token was found.
@@ -203,7 +205,7 @@ struct CacheStats {
 }
 
 struct Inner {
-    slots: moka::sync::Cache<TokenKey, Arc<Slot>>,
+    slots: moka::sync::Cache<TokenKey, Arc<Slot>, foldhash::fast::RandomState>,
     /// Each cold miss waits for its first turn in the Entra budget at most this part of the
     /// caller's wait, leaving the rest for the calls themselves.
     miss_turn_share: f64,
@@ -275,7 +277,9 @@ impl TokenCache {
                             slot.evicted();
                         }
                     })
-                    .build(),
+                    // SipHash of the key was a tenth of a hit's instructions; foldhash, seeded
+                    // per process, is a fraction of that (`BENCHMARKS.md`).
+                    .build_with_hasher(foldhash::fast::RandomState::default()),
                 miss_turn_share: MISS_TURN_SHARE,
                 fetches: tokio::sync::Semaphore::new(max_fetches),
                 upstream: arc_swap::ArcSwap::new(upstream),
@@ -349,16 +353,16 @@ impl TokenCache {
     /// make one more key now (its budget of new keys): `Err(wait)` refuses, and no key is made.
     pub async fn get(
         &self,
-        key: &TokenKey,
+        key: KeyParts<'_>,
         wait: Duration,
         refused: Option<&[u8; 32]>,
         admit_new: &(dyn Fn() -> Result<(), Duration> + Sync),
     ) -> Result<(Arc<AccessToken>, Lookup), CacheError> {
-        let slot = match self.inner.slots.get(key) {
+        let slot = match self.inner.slots.get(&key as &dyn AsParts) {
             Some(slot) => slot,
             None => {
                 admit_new().map_err(CacheError::NewKeysLimited)?;
-                self.inner.slots.get_with_by_ref(key, Default::default)
+                self.inner.slots.get_with(key.to_key(), Default::default)
             }
         };
         slot.mark_used();
@@ -386,7 +390,13 @@ impl TokenCache {
                 Some(rx) => rx.clone(),
                 None => {
                     let deadline = now + wait.mul_f64(self.inner.miss_turn_share);
-                    spawn_fetch(&self.inner, key.clone(), slot.clone(), &mut state, deadline)
+                    spawn_fetch(
+                        &self.inner,
+                        key.to_key(),
+                        slot.clone(),
+                        &mut state,
+                        deadline,
+                    )
                 }
             }
         };
@@ -443,7 +453,7 @@ impl TokenCache {
     }
 
     /// Starts a background refresh unless one is running or a remembered failure says wait.
-    fn refresh(&self, key: &TokenKey, slot: &Arc<Slot>, now: Instant) {
+    fn refresh(&self, key: KeyParts<'_>, slot: &Arc<Slot>, now: Instant) {
         start_refresh(&self.inner, key, slot, now);
     }
 

@@ -24,14 +24,14 @@ pub const LEGACY_API_VERSION: &str = "2017-09-01";
 
 /// Which member of the family a request speaks.
 pub fn dialect_of(method: &Method, headers: &HeaderMap, query: Option<&str>) -> Dialect {
-    if headers.contains_key("x-identity-header") {
+    if headers.contains_key(crate::header::X_IDENTITY_HEADER) {
         Dialect::AppService
-    } else if headers.contains_key("secret")
+    } else if headers.contains_key(crate::header::SECRET)
         || query.is_some_and(|q| q.contains(LEGACY_API_VERSION))
     {
         Dialect::AppService2017
     } else if (method == Method::POST || method == Method::GET)
-        && header_is_true(headers, "metadata")
+        && header_is_true(headers, crate::header::METADATA)
     {
         Dialect::CloudShell
     } else {

@@ -41,7 +41,7 @@ pub fn checked(
     }
     // Checked before anything else so the SDKs' header-less probes get IMDS's own answer at
     // once, whatever their query holds.
-    if !header_is_true(headers, "metadata") {
+    if !header_is_true(headers, crate::header::METADATA) {
         return Err(Refusal::MissingMetadata);
     }
     let params = Params::parse(query.unwrap_or_default(), true)?;

@@ -6,6 +6,7 @@
 
 pub mod app_service;
 pub mod arc;
+mod body;
 pub mod imds;
 pub mod service_fabric;
 
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::MAX_RESOURCE_LEN;
 pub use crate::refusal::Refusal;
-use crate::token::AccessToken;
+pub use body::{token_response, ExpiresOn, RecentBodies};
 
 /// The dialects, for logs, metrics and audit lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,16 +98,32 @@ impl<'a> Params<'a> {
     /// refused, as real IMDS refuses it (two `resource`s could otherwise mean two things).
     pub fn parse(text: &'a str, unique: bool) -> Result<Params<'a>, Refusal> {
         let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(4);
-        for (key, value) in form_urlencoded::parse(text.as_bytes()) {
+        // Split as `form_urlencoded::parse` does (on `&`, empty pairs skipped, a pair without
+        // `=` an empty value). A pair of printable ASCII without `%` or `+` decodes to itself
+        // and holds no control character: it is borrowed as it is, without the decoder's
+        // byte-by-byte passes (what SDKs send, on every cache hit); any other pair is decoded.
+        for pair in text.split('&').filter(|p| !p.is_empty()) {
             if pairs.len() >= MAX_PAIRS {
                 return Err(Refusal::BadRequest(format!(
                     "More than {MAX_PAIRS} parameters"
                 )));
             }
+            let plain = pair
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'+');
+            let (key, value) = if plain {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (Cow::Borrowed(key), Cow::Borrowed(value))
+            } else {
+                match form_urlencoded::parse(pair.as_bytes()).next() {
+                    Some(decoded) => decoded,
+                    None => continue,
+                }
+            };
             // No control characters in any key or value: they have no place in a resource, an
             // id or an api-version, and echoed in a message or a text log they would forge
             // lines or drive a terminal.
-            if key.chars().chain(value.chars()).any(char::is_control) {
+            if !plain && key.chars().chain(value.chars()).any(char::is_control) {
                 return Err(Refusal::BadRequest(
                     "Parameters must not contain control characters".to_owned(),
                 ));
@@ -260,155 +277,6 @@ mod id_keys {
         &["msi_res_id", "mi_res_id", "resource_id", "msi-res-id"];
 }
 
-/// How a 200 body writes `expires_on`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpiresOn {
-    /// Unix seconds, as a string: every dialect, every current client.
-    Epoch,
-    /// The date the real App Service 2017-09-01 endpoint wrote, `MM/DD/YYYY HH:MM:SS +00:00`
-    /// (UTC), for the clients that parse nothing else (`docs/client-protocols.md#app-service-2017`).
-    AppServiceDate,
-}
-
-/// Renders the one 200 body every client accepts (`docs/client-protocols.md#token-response`):
-/// all values strings, both `expires_in` and `expires_on`, `resource` echoed exactly,
-/// `token_type`, `client_id`, and the user-assigned id echoed when the caller named one (Arc
-/// clients check).
-///
-/// Written by hand into one buffer sized up front: this is the cache-hit path, and a JWT
-/// needs no JSON escaping (checked once, when the token was stored), so the token, by far the
-/// largest part, is copied rather than scanned.
-pub fn token_response(token: &AccessToken, req: &TokenRequest, client_id: &str) -> Response {
-    token_response_with(token, req, client_id, ExpiresOn::Epoch)
-}
-
-/// [`token_response`] with `expires_on` written as `form` says (only the legacy App Service
-/// dialect asks for anything but epoch seconds); the date is written into the same buffer.
-pub fn token_response_with(
-    token: &AccessToken,
-    req: &TokenRequest,
-    client_id: &str,
-    form: ExpiresOn,
-) -> Response {
-    let now = tokio::time::Instant::now();
-    let expires_in = token.expires_in(now);
-    let secret = token.secret.expose();
-    let mut b = String::with_capacity(secret.len() + req.resource.len() + client_id.len() + 220);
-    b.push_str(r#"{"access_token":"#);
-    if token.json_safe {
-        b.push('"');
-        b.push_str(secret);
-        b.push('"');
-    } else {
-        push_json_str(&mut b, secret);
-    }
-    b.push_str(r#","client_id":"#);
-    push_json_str(&mut b, client_id);
-    push_number_field(&mut b, "expires_in", expires_in);
-    match form {
-        ExpiresOn::Epoch => push_number_field(&mut b, "expires_on", token.expires_on),
-        ExpiresOn::AppServiceDate => {
-            b.push_str(r#","expires_on":""#);
-            push_app_service_date(&mut b, token.expires_on);
-            b.push('"');
-        }
-    }
-    push_number_field(&mut b, "ext_expires_in", expires_in);
-    push_number_field(
-        &mut b,
-        "not_before",
-        token.expires_on.saturating_sub(token.lifetime.as_secs()),
-    );
-    b.push_str(r#","resource":"#);
-    push_json_str(&mut b, &req.resource);
-    b.push_str(r#","token_type":"Bearer""#);
-    if let Some(id) = &req.object_id {
-        b.push_str(r#","object_id":"#);
-        push_json_str(&mut b, id);
-    }
-    if let Some(id) = &req.resource_id {
-        b.push_str(r#","msi_res_id":"#);
-        push_json_str(&mut b, id);
-    }
-    b.push('}');
-    (no_store_json(), b).into_response()
-}
-
-/// Unix seconds as App Service 2017-09-01 wrote them on Linux, `06/20/2019 02:57:58 +00:00`:
-/// zero-padded month, day, 24-hour time, always UTC. The form every client of that dialect
-/// parses (Windows hosts wrote `1/16/2020 5:24:12 AM +00:00`, which only some do).
-fn push_app_service_date(b: &mut String, unix: u64) {
-    let (days, secs) = (unix / 86_400, unix % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    let two = |b: &mut String, n: u64| {
-        b.push(char::from(b'0' + (n / 10 % 10) as u8));
-        b.push(char::from(b'0' + (n % 10) as u8));
-    };
-    two(b, month);
-    b.push('/');
-    two(b, day);
-    b.push('/');
-    b.push_str(itoa::Buffer::new().format(year));
-    b.push(' ');
-    two(b, secs / 3600);
-    b.push(':');
-    two(b, secs / 60 % 60);
-    b.push(':');
-    two(b, secs % 60);
-    b.push_str(" +00:00");
-}
-
-/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01: Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-/// `,"name":"123"`: a number as a JSON string, as IMDS sends it (Rust's SDK insists).
-fn push_number_field(b: &mut String, name: &str, value: u64) {
-    b.push_str(",\"");
-    b.push_str(name);
-    b.push_str("\":\"");
-    b.push_str(itoa::Buffer::new().format(value));
-    b.push('"');
-}
-
-/// A JSON string literal, escaped.
-fn push_json_str(b: &mut String, s: &str) {
-    b.push('"');
-    // Resources and ids almost never need escaping: copy them whole when they do not.
-    if !s.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20) {
-        b.push_str(s);
-        b.push('"');
-        return;
-    }
-    for c in s.chars() {
-        match c {
-            '"' => b.push_str("\\\""),
-            '\\' => b.push_str("\\\\"),
-            '\n' => b.push_str("\\n"),
-            '\r' => b.push_str("\\r"),
-            '\t' => b.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                b.push_str("\\u00");
-                b.push(char::from_digit((c as u32) >> 4, 16).unwrap_or('0'));
-                b.push(char::from_digit((c as u32) & 0xf, 16).unwrap_or('0'));
-            }
-            c => b.push(c),
-        }
-    }
-    b.push('"');
-}
-
 /// Renders a refusal in `dialect`'s error shape: OAuth-style for IMDS, Cloud Shell and Arc;
 /// `statusCode`/`message` for the App Service family; `{"error":{"code",…}}` for Service
 /// Fabric.
@@ -456,7 +324,7 @@ pub fn error_response_with(
 }
 
 /// Whether a header holds `true` in any case (`Metadata: true`, Automation's `Metadata: True`).
-pub fn header_is_true(headers: &HeaderMap, name: &str) -> bool {
+pub fn header_is_true(headers: &HeaderMap, name: axum::http::HeaderName) -> bool {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -468,9 +336,46 @@ mod fuzz;
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn params_split_and_decode_exactly_as_form_urlencoded_does() {
+        // The borrowed fast path for plain pairs must agree with the decoder on every input.
+        let queries = [
+            "",
+            "a",
+            "a=",
+            "=b",
+            "a=b=c",
+            "&&a=b&&c=d&",
+            "a+b=c+d",
+            "%41=%42",
+            "a=%zz&b=%4",
+            "resource=https://management.azure.com/&api-version=2018-02-01",
+            "resource=https%3A%2F%2Fvault.azure.net&client_id=x",
+            "r=\u{e9}t\u{e9}",
+            "r=caf%C3%A9&x=%FF",
+            "k=v;w=x",
+            "a=b#c",
+        ];
+        for query in queries {
+            let ours: Vec<(String, String)> = Params::parse(query, false)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(ours, theirs, "{query:?}");
+        }
+        // Control characters are refused whether they come encoded or raw.
+        for query in ["r=a%0Ab", "r=a\u{7f}", "r=a\u{85}", "r%09=x"] {
+            assert!(Params::parse(query, false).is_err(), "{query:?}");
+        }
+    }
 
     #[test]
     fn params_decode_and_refuse_duplicates() {
@@ -479,127 +384,6 @@ mod tests {
         assert_eq!(p.get(&["client_id"]).as_deref(), Some("a/b"));
         assert!(Params::parse("resource=a&resource=b", true).is_err());
         assert!(Params::parse("resource=a&resource=b", false).is_ok());
-    }
-
-    #[test]
-    fn the_body_is_valid_json_with_string_values() {
-        use crate::token::Secret;
-        let tricky = TokenRequest {
-            resource: "https://x/\"quoted\"\\\u{1}é".to_owned(),
-            object_id: Some("obj".to_owned()),
-            ..Default::default()
-        };
-        for secret in ["eyJhbGciOi.eyJzdWIiOi.sig-_", "not \"json\" safe\n"] {
-            let token = AccessToken::new(
-                Secret::new(secret),
-                tokio::time::Instant::now(),
-                Duration::from_secs(3599),
-                None,
-            );
-            let response = token_response(&token, &tricky, "c\"id");
-            let body = futures_body(response);
-            let v: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
-            assert_eq!(v["access_token"], secret);
-            assert_eq!(v["resource"], tricky.resource.as_str());
-            assert_eq!(v["client_id"], "c\"id");
-            assert_eq!(v["object_id"], "obj");
-            assert!(v.get("msi_res_id").is_none());
-            for k in [
-                "expires_in",
-                "expires_on",
-                "ext_expires_in",
-                "not_before",
-                "token_type",
-            ] {
-                assert!(v[k].is_string(), "{k}");
-            }
-            let left: u64 = v["expires_in"].as_str().unwrap().parse().unwrap();
-            assert!((3590..=3599).contains(&left), "{left}");
-        }
-    }
-
-    fn futures_body(response: Response) -> Vec<u8> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            axum::body::to_bytes(response.into_body(), 1 << 20)
-                .await
-                .unwrap()
-                .to_vec()
-        })
-    }
-
-    #[test]
-    fn app_service_dates_are_utc_in_the_linux_form() {
-        let date = |unix| {
-            let mut b = String::new();
-            push_app_service_date(&mut b, unix);
-            b
-        };
-        // Checked against `date -u -d @N '+%m/%d/%Y %H:%M:%S +00:00'`.
-        assert_eq!(date(0), "01/01/1970 00:00:00 +00:00");
-        assert_eq!(date(1_561_000_678), "06/20/2019 03:17:58 +00:00");
-        assert_eq!(date(1_709_164_800), "02/29/2024 00:00:00 +00:00");
-        assert_eq!(date(1_798_761_599), "12/31/2026 23:59:59 +00:00");
-        assert_eq!(date(4_107_542_400), "03/01/2100 00:00:00 +00:00");
-        // Every day for 200 years: one day after another, months and leap years right.
-        let mut last = (1969, 12, 31);
-        for days in 0..73_000 {
-            let (y, m, d) = civil_from_days(days);
-            let next_day = (y, m, d) == (last.0, last.1, last.2 + 1);
-            let next_month = (y, m, d) == (last.0, last.1 + 1, 1);
-            let next_year = (y, m, d) == (last.0 + 1, 1, 1);
-            assert!(
-                next_day || next_month || next_year,
-                "{last:?} then {y}-{m}-{d}"
-            );
-            let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-            let month_len = [
-                31,
-                28 + u64::from(leap),
-                31,
-                30,
-                31,
-                30,
-                31,
-                31,
-                30,
-                31,
-                30,
-                31,
-            ];
-            assert!(d <= month_len[m as usize - 1], "{y}-{m}-{d}");
-            last = (y, m, d);
-        }
-    }
-
-    #[test]
-    fn the_date_form_changes_expires_on_alone() {
-        use crate::token::Secret;
-        let req = TokenRequest {
-            resource: "https://x".to_owned(),
-            ..Default::default()
-        };
-        let token = AccessToken::new(
-            Secret::new("eyJhbGciOi.eyJzdWIiOi.sig"),
-            tokio::time::Instant::now(),
-            Duration::from_secs(3599),
-            None,
-        );
-        let body = |form| {
-            let response = token_response_with(&token, &req, "c", form);
-            serde_json::from_slice::<serde_json::Value>(&futures_body(response)).unwrap()
-        };
-        let (epoch, dated) = (body(ExpiresOn::Epoch), body(ExpiresOn::AppServiceDate));
-        let mut want = String::new();
-        push_app_service_date(&mut want, token.expires_on);
-        assert_eq!(dated["expires_on"], want.as_str());
-        assert_eq!(epoch["expires_on"], token.expires_on.to_string().as_str());
-        let (mut epoch, mut dated) = (epoch, dated);
-        epoch["expires_on"].take();
-        dated["expires_on"].take();
-        assert_eq!(epoch, dated);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub fn door(
     if method != Method::GET {
         return Err(Refusal::MethodNotAllowed);
     }
-    match headers.get("secret") {
+    match headers.get(crate::header::SECRET) {
         None => Err(Refusal::Unauthorized(
             "Secret is not found in the request headers (send IDENTITY_HEADER as the secret header)",
         )),

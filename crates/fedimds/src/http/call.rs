@@ -382,7 +382,13 @@ impl<'a> Call<'a> {
             ),
             _ => dialect::ExpiresOn::Epoch,
         };
-        dialect::token_response_with(&served.token, req, client_id, expires_on)
+        dialect::token_response(
+            &served.token,
+            req,
+            client_id,
+            expires_on,
+            Some(&app.recent_bodies),
+        )
     }
 
     /// The caller's name for audit lines: the one identified when the call was made.

@@ -211,7 +211,7 @@ fn admit(app: &App, parts: &axum::http::request::Parts, peer: &Peer) -> Result<(
         Method::POST if class == Class::ScheduledEvents => {}
         _ => return Err(Refusal::MethodNotAllowed),
     }
-    if !header_is_true(&parts.headers, "metadata") {
+    if !header_is_true(&parts.headers, crate::header::METADATA) {
         return Err(Refusal::MissingMetadata);
     }
     Ok(())

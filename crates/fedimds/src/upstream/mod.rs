@@ -37,8 +37,9 @@ const FIC_CODES: [u32; 4] = [70021, 700211, 700212, 700213];
 /// The wait before that retry.
 const FIC_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// What a cached token is for: the cache key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What a cached token is for: the cache key. Compared and hashed as its [`KeyParts`], so a
+/// hit can look it up by borrowed parts without building one (`cache::key`).
+#[derive(Debug, Clone)]
 pub struct TokenKey {
     /// The cloud (Entra's host).
     pub cloud: CloudName,
@@ -61,7 +62,68 @@ pub struct TokenKey {
     pub home: bool,
 }
 
+/// A [`TokenKey`]'s parts, borrowed: what a request has at hand. Equal parts are equal keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyParts<'a> {
+    /// [`TokenKey::cloud`].
+    pub cloud: CloudName,
+    /// [`TokenKey::tenant`].
+    pub tenant: &'a str,
+    /// [`TokenKey::client_id`].
+    pub client_id: &'a str,
+    /// [`TokenKey::resource`].
+    pub resource: &'a str,
+    /// [`TokenKey::capabilities`].
+    pub capabilities: Option<&'a str>,
+    /// [`TokenKey::source`].
+    pub source: &'a str,
+    /// [`TokenKey::home`].
+    pub home: bool,
+}
+
+impl KeyParts<'_> {
+    /// The owned key (a miss, a refresh: not the hit path).
+    pub fn to_key(&self) -> TokenKey {
+        TokenKey {
+            cloud: self.cloud,
+            tenant: self.tenant.into(),
+            client_id: self.client_id.into(),
+            resource: self.resource.into(),
+            capabilities: self.capabilities.map(Arc::from),
+            source: self.source.into(),
+            home: self.home,
+        }
+    }
+}
+
+impl PartialEq for TokenKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for TokenKey {}
+
+impl std::hash::Hash for TokenKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
 impl TokenKey {
+    /// The key's parts, borrowed.
+    pub fn parts(&self) -> KeyParts<'_> {
+        KeyParts {
+            cloud: self.cloud,
+            tenant: &self.tenant,
+            client_id: &self.client_id,
+            resource: &self.resource,
+            capabilities: self.capabilities.as_deref(),
+            source: &self.source,
+            home: self.home,
+        }
+    }
+
     /// The v2 scope for this key.
     pub fn scope(&self) -> String {
         exchange::scope_for(&self.resource)
