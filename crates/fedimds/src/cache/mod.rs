@@ -109,8 +109,8 @@ struct Slot {
     /// Set by callers, cleared by the refresh timer: "someone still wants this key".
     used: AtomicBool,
     /// Set by callers, cleared by housekeeping, which notes when it last saw it set: the
-    /// cache's own idle clock (on tokio's time, which tests can pause; moka's runs on the
-    /// wall clock).
+    /// cache's idle clock (on tokio's time, which tests can pause; moka's would run on the
+    /// wall clock, and cost every hit a clock read).
     seen: AtomicBool,
     /// Fetch bookkeeping, touched only on misses and refreshes. A std mutex: it is never
     /// held across an await.
@@ -270,7 +270,9 @@ impl TokenCache {
                 slots: moka::sync::Cache::builder()
                     .max_capacity(settings.max_bytes)
                     .weigher(move |key: &TokenKey, slot: &Arc<Slot>| slot.weight(key).max(floor))
-                    .time_to_idle(settings.idle_ttl)
+                    // No `time_to_idle`: housekeeping's idle sweep (on tokio's clock, which tests
+                    // pause) already evicts idle keys, and moka's would read the clock and
+                    // stamp the entry on every hit.
                     .eviction_listener(|_key, slot: Arc<Slot>, cause| {
                         // Re-weighing re-inserts the same slot: that is no leaving.
                         if cause != moka::notification::RemovalCause::Replaced {

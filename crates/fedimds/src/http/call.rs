@@ -132,12 +132,11 @@ pub(super) async fn arc_token(
     }
 }
 
-/// Requests reaching the router without a listener (tests' `oneshot`) count as loopback.
-pub(super) fn peer_of(parts: &axum::http::request::Parts) -> Peer {
-    parts
-        .extensions
-        .get::<Peer>()
-        .copied()
+/// The peer of the connection the request came on ([`super::listener::PEER`]). Requests
+/// reaching the router without a listener (tests' `oneshot`) count as loopback.
+pub(super) fn peer() -> Peer {
+    super::listener::PEER
+        .try_with(|peer| *peer)
         .unwrap_or(Peer::Tcp {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             owner: None,
@@ -198,7 +197,7 @@ impl<'a> Call<'a> {
         prefix: Option<&'a str>,
         parts: &'a axum::http::request::Parts,
     ) -> Self {
-        let peer = peer_of(parts);
+        let peer = peer();
         let caller = caller::identify(
             &settings.config,
             &peer,

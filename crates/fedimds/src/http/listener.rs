@@ -248,8 +248,15 @@ pub async fn serve(
     }
 }
 
-/// Serves one connection, the peer put on each of its requests, until it closes or the
-/// graceful shutdown `watcher` ends it.
+tokio::task_local! {
+    /// The peer of the connection whose requests are being served: hyper polls each request's
+    /// handler inside the connection's future, which runs in this scope. (An extension on
+    /// each request would cost a map and two allocations per request, on every cache hit.)
+    pub(super) static PEER: Peer;
+}
+
+/// Serves one connection, its peer in [`PEER`] for each of its requests, until it closes or
+/// the graceful shutdown `watcher` ends it.
 async fn serve_connection(
     io: Io,
     peer: Peer,
@@ -258,8 +265,7 @@ async fn serve_connection(
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     {
-        let service = tower::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(peer);
+        let service = tower::service_fn(move |req: Request<Incoming>| {
             let router = router.clone();
             async move {
                 Ok::<Response, Infallible>(
@@ -273,7 +279,7 @@ async fn serve_connection(
         let connection =
             watcher.watch(http.serve_connection(io, TowerToHyperService::new(service)));
         // Errors here are the client's doing (reset, slow head, oversize head): nothing to do.
-        let _ = connection.await;
+        let _ = PEER.scope(peer, connection).await;
     }
 }
 

@@ -11,7 +11,7 @@ pub mod tls;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::app::App;
 use crate::caller::{host_allowed, HostRule};
-use crate::config::{Config, MAX_BODY, RESERVED_FDS, SHUTDOWN_GRACE};
+use crate::config::{Config, RESERVED_FDS, SHUTDOWN_GRACE};
 use crate::dialect;
 use call::{app_service_token, arc_token, imds_token, service_fabric_token};
 use listener::{Limits, Listener};
@@ -55,7 +55,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
 
@@ -70,10 +69,7 @@ pub fn service_fabric_router(app: Arc<App>) -> Router {
             router = router.route(&format!("{prefix}{path}"), any(service_fabric_token));
         }
     }
-    router
-        .fallback(service_fabric_not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(app)
+    router.fallback(service_fabric_not_found).with_state(app)
 }
 
 /// The admin router: liveness, readiness, metrics.

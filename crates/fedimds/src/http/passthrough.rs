@@ -24,7 +24,7 @@ use axum::response::Response;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::call::peer_of;
+use super::call::peer;
 use super::door;
 use crate::app::App;
 use crate::audit;
@@ -122,7 +122,7 @@ pub(super) async fn forward(State(app): State<Arc<App>>, req: Request) -> Respon
         IDENTITY_PATH => Class::Identity,
         _ => Class::Other,
     });
-    let peer = peer_of(&parts);
+    let peer = peer();
     let answer = match admit(&app, &parts, &peer) {
         Ok(()) => send(&app, &parts, body).await,
         Err(refusal) => Err(Refused::Early(refusal)),
