@@ -1,7 +1,9 @@
 //! The target-token cache: bounded, one upstream fetch per key at a time, refresh ahead of
 //! expiry in the background, failures remembered so a crowd of callers cannot hammer Entra.
 //!
-//! The hit path is one moka lookup, one lock-free `ArcSwap` load and one relaxed atomic read.
+//! The hit path is one lock-free load in the front ([`front`]: the slots of keys asked for
+//! lately; other keys are looked up in moka), one lock-free `ArcSwap` load and relaxed atomic
+//! reads.
 //! Fetches run in their own task, so a caller that gives up (its wait bound, or its connection
 //! closing) never cancels the fetch that other callers, and the next one, are waiting for.
 //!
@@ -27,10 +29,12 @@ use crate::token::AccessToken;
 use crate::upstream::{FetchError, KeyParts, TokenKey, Upstream};
 
 mod fetch;
+mod front;
 mod key;
 mod throttle;
 
 use fetch::{spawn_fetch, start_refresh};
+use front::Front;
 use key::AsParts;
 use throttle::Parked;
 
@@ -112,6 +116,8 @@ struct Slot {
     /// cache's idle clock (on tokio's time, which tests can pause; moka's would run on the
     /// wall clock, and cost every hit a clock read).
     seen: AtomicBool,
+    /// Set when the key leaves the cache, so the front ([`front`]) lets go of it.
+    left: AtomicBool,
     /// Fetch bookkeeping, touched only on misses and refreshes. A std mutex: it is never
     /// held across an await.
     state: Mutex<SlotState>,
@@ -169,6 +175,7 @@ impl Slot {
     /// The key left the cache: its timer stops and its token goes now, not at its refresh
     /// point (a fetch still running may hold the slot a little longer; it holds no token).
     fn evicted(&self) {
+        self.left.store(true, Ordering::Relaxed);
         if let Some(timer) = self.state().timer.take() {
             timer.abort();
         }
@@ -204,8 +211,13 @@ struct CacheStats {
     shortfall: std::sync::atomic::AtomicU64,
 }
 
+/// The slots, by key.
+type Slots = moka::sync::Cache<TokenKey, Arc<Slot>, foldhash::fast::RandomState>;
+
 struct Inner {
-    slots: moka::sync::Cache<TokenKey, Arc<Slot>, foldhash::fast::RandomState>,
+    slots: Slots,
+    /// The slots of keys asked for lately, found without moka.
+    front: Front,
     /// Each cold miss waits for its first turn in the Entra budget at most this part of the
     /// caller's wait, leaving the rest for the calls themselves.
     miss_turn_share: f64,
@@ -282,6 +294,7 @@ impl TokenCache {
                     // SipHash of the key was a tenth of a hit's instructions; foldhash, seeded
                     // per process, is a fraction of that (`BENCHMARKS.md`).
                     .build_with_hasher(foldhash::fast::RandomState::default()),
+                front: Front::new(),
                 miss_turn_share: MISS_TURN_SHARE,
                 fetches: tokio::sync::Semaphore::new(max_fetches),
                 upstream: arc_swap::ArcSwap::new(upstream),
@@ -321,6 +334,7 @@ impl TokenCache {
                 for key in idle {
                     inner.slots.invalidate(&*key);
                 }
+                inner.front.sweep(&inner.slots);
                 inner.lift_throttles(now);
                 inner.check_budget(held, shortest);
                 inner.slots.run_pending_tasks();
@@ -360,11 +374,18 @@ impl TokenCache {
         refused: Option<&[u8; 32]>,
         admit_new: &(dyn Fn() -> Result<(), Duration> + Sync),
     ) -> Result<(Arc<AccessToken>, Lookup), CacheError> {
-        let slot = match self.inner.slots.get(&key as &dyn AsParts) {
+        let slot = match self.inner.front.get(&key) {
             Some(slot) => slot,
             None => {
-                admit_new().map_err(CacheError::NewKeysLimited)?;
-                self.inner.slots.get_with(key.to_key(), Default::default)
+                let slot = match self.inner.slots.get(&key as &dyn AsParts) {
+                    Some(slot) => slot,
+                    None => {
+                        admit_new().map_err(CacheError::NewKeysLimited)?;
+                        self.inner.slots.get_with(key.to_key(), Default::default)
+                    }
+                };
+                self.inner.front.offer(&key, &slot);
+                slot
             }
         };
         slot.mark_used();

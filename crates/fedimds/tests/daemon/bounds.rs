@@ -183,3 +183,71 @@ async fn a_caller_has_a_budget_of_new_keys_and_others_keep_theirs() {
     assert_eq!(msi(A, "https://a0.example".to_owned()).await.0, 200);
     assert_eq!(msi(B, "https://b0.example".to_owned()).await.0, 200);
 }
+
+fn token_path(resource: &str) -> String {
+    format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}")
+}
+
+fn exchanges_for(h: &Harness, resource: &str) -> usize {
+    let scope = format!("{resource}/.default");
+    h.sim
+        .exchanges()
+        .iter()
+        .filter(|e| e.scope == scope && e.outcome.is_ok())
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_that_left_the_cache_is_fetched_anew_into_the_cache() {
+    // A hit finds a recent key's slot without moka (`cache/front.rs`): once the key leaves,
+    // that slot must not be served, nor fetched into outside the cache.
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.cache.idle_ttl = Some(Duration::from_secs(60).into());
+    })
+    .await;
+    let resource = "https://again.example";
+    for _ in 0..3 {
+        assert_eq!(h.oneshot(&token_path(resource)).await.0, 200);
+    }
+    assert_eq!(exchanges_for(&h, resource), 1);
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert_eq!(h.app.cache.key_count(), 0, "idle, so evicted");
+    assert_eq!(h.oneshot(&token_path(resource)).await.0, 200);
+    assert_eq!(exchanges_for(&h, resource), 2, "fetched anew");
+    assert_eq!(
+        h.app.cache.key_count(),
+        1,
+        "into the cache, not a slot it let go"
+    );
+    tokio::task::yield_now().await;
+    assert_eq!(h.app.cache.timers(), 1);
+    assert_eq!(h.oneshot(&token_path(resource)).await.0, 200);
+    assert_eq!(exchanges_for(&h, resource), 2, "and served from it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_in_use_stays_when_the_byte_bound_evicts() {
+    // Hits on a recent key bypass moka, whose eviction would then see the key as unused;
+    // housekeeping reads it there every ten seconds, so the bound evicts the cold keys.
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.cache.max_bytes = Some(1024 * 1024);
+    })
+    .await;
+    // Long resources: about 3.5 KB an entry, so some 300 fit.
+    let padding = "p".repeat(900);
+    let hot = "https://hot.example";
+    assert_eq!(h.oneshot(&token_path(hot)).await.0, 200);
+    for round in 0..12 {
+        for i in 0..40 {
+            let cold = format!("https://cold-{round}-{i}.example/{padding}");
+            assert_eq!(h.oneshot(&token_path(&cold)).await.0, 200);
+        }
+        for _ in 0..20 {
+            assert_eq!(h.oneshot(&token_path(hot)).await.0, 200);
+        }
+        tokio::time::sleep(Duration::from_secs(11)).await;
+    }
+    let keys = h.app.cache.key_count();
+    assert!(keys < 12 * 40, "{keys} keys: the byte bound evicted none");
+    assert_eq!(exchanges_for(&h, hot), 1, "the key in use was evicted");
+}
