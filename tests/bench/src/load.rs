@@ -2,6 +2,10 @@
 //! worker, each worker sending its next request as soon as the previous answer's body is read
 //! (closed loop), for a fixed duration after a warm-up. Every answer must be a 200; anything
 //! else ends the run with an error, because a benchmark of refusals measures nothing.
+//!
+//! An [`Endpoint`] says where the load goes: plain TCP or TLS, and the one header a dialect
+//! checks. Connections are opened, TLS handshake included, before the warm-up starts: a
+//! keep-alive client pays the handshake once per connection, and so does this one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,33 +14,76 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use crate::Result;
+
+/// Where a load goes: an address, over TLS or not, and the one header that lets a caller in.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// The listener.
+    pub addr: SocketAddr,
+    /// The TLS client, for an HTTPS listener; `None` for plain HTTP.
+    pub tls: Option<TlsConnector>,
+    /// The dialect's check: IMDS's `Metadata: true`, App Service's `X-IDENTITY-HEADER`,
+    /// Service Fabric's `secret` (a secret's value is marked sensitive, so `Debug` hides it).
+    pub header: (HeaderName, HeaderValue),
+}
+
+impl Endpoint {
+    /// IMDS at `addr`: plain HTTP, `Metadata: true`.
+    pub fn imds(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            tls: None,
+            header: (
+                HeaderName::from_static("metadata"),
+                HeaderValue::from_static("true"),
+            ),
+        }
+    }
+}
 
 /// One keep-alive HTTP/1.1 connection.
 pub struct Conn {
     sender: SendRequest<Empty<Bytes>>,
     host: Arc<str>,
+    header: (HeaderName, HeaderValue),
 }
 
 impl Conn {
-    /// Connects (with `TCP_NODELAY`, as every HTTP client sets it).
+    /// Connects to IMDS at `addr` (see [`Endpoint::imds`]).
     pub async fn open(addr: SocketAddr) -> Result<Conn> {
+        Conn::connect(&Endpoint::imds(addr)).await
+    }
+
+    /// Connects (with `TCP_NODELAY`, as every HTTP client sets it), and makes the TLS
+    /// handshake when the endpoint has TLS.
+    pub async fn connect(endpoint: &Endpoint) -> Result<Conn> {
+        let addr = endpoint.addr;
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
         stream.set_nodelay(true)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            // Ends when the sender is dropped or the server closes; either is fine here.
-            let _ = connection.await;
-        });
+        let sender = match &endpoint.tls {
+            None => handshake(stream).await?,
+            Some(tls) => {
+                let stream = tls
+                    .connect(ServerName::from(addr.ip()), stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                handshake(stream).await?
+            }
+        };
         Ok(Conn {
             sender,
             host: addr.to_string().into(),
+            header: endpoint.header.clone(),
         })
     }
 
@@ -46,17 +93,24 @@ impl Conn {
         Ok(())
     }
 
-    /// GET `path` with `Metadata: true`; the status and the whole body.
+    /// GET `path` with the endpoint's header; the status and the whole body.
     pub async fn get(&mut self, path: &str) -> Result<(u16, Bytes)> {
+        let (status, _, body) = self.get_with_headers(path).await?;
+        Ok((status, body))
+    }
+
+    /// [`Conn::get`], with the answer's headers.
+    pub async fn get_with_headers(&mut self, path: &str) -> Result<(u16, HeaderMap, Bytes)> {
         let request = hyper::Request::get(path)
             .header(hyper::header::HOST, &*self.host)
-            .header("metadata", "true")
+            .header(self.header.0.clone(), self.header.1.clone())
             .body(Empty::new())?;
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, body))
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok((status, parts.headers, body))
     }
 
     /// GET `path` and insist on a 200. The error names the status and, for a non-200, the
@@ -72,6 +126,19 @@ impl Conn {
         }
         Ok(body)
     }
+}
+
+/// The HTTP/1.1 handshake on `io`; the connection is driven by a task of its own.
+async fn handshake<T>(io: T) -> Result<SendRequest<Empty<Bytes>>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        // Ends when the sender is dropped or the server closes; either is fine here.
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 /// What one load run measured.
@@ -123,9 +190,10 @@ pub enum Paths {
     Spread(Arc<[String]>),
 }
 
-/// Runs `conns` workers against `addr` for `warmup` (not measured) then `duration`.
+/// Runs `conns` workers against `endpoint` for `warmup` (not measured) then `duration`. The
+/// connections are all opened (and their TLS handshakes made) before the warm-up starts.
 pub async fn run(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     paths: &Paths,
     conns: usize,
     warmup: Duration,
@@ -133,7 +201,7 @@ pub async fn run(
 ) -> Result<Run> {
     let mut opened = Vec::with_capacity(conns);
     for _ in 0..conns {
-        opened.push(Conn::open(addr).await?);
+        opened.push(Conn::connect(endpoint).await?);
     }
     let measure_from = Instant::now() + warmup;
     let until = measure_from + duration;

@@ -1,7 +1,8 @@
 //! The fedimds benchmark, in one run on one machine: builds the daemon, starts the simulator
 //! (`fedimds sim`), daemons (`fedimds serve`) and the baseline server (`baseline`, in this
-//! project), and measures cache-hit throughput and latency against the baseline, a cold
-//! stampede, many keys, and the footprint. Prints one table with each goal as PASS or MISS.
+//! project), and measures cache-hit throughput and latency against the baseline on the IMDS,
+//! App Service and Service Fabric paths, a cold stampede, many keys, and the footprint. Prints
+//! one table with each goal as PASS or MISS.
 //!
 //! Exits non-zero only when the driver itself breaks: a process does not start, a request
 //! fails, or the stampede does not cost exactly one exchange and one assertion fetch (that one
@@ -17,6 +18,7 @@ macro_rules! progress {
 mod client;
 mod economy;
 mod fleet;
+mod hits;
 mod load;
 mod procs;
 mod report;
@@ -31,7 +33,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use load::{Conn, Latencies, Paths, Run};
+use hits::{HitPath, Pair};
+use load::{Conn, Endpoint, Latencies, Paths, Run};
 use procs::Proc;
 use report::Report;
 
@@ -61,6 +64,8 @@ pub struct Settings {
     pub quick: bool,
     /// Rounds of alternating fedimds/baseline runs; medians are quoted.
     pub rounds: usize,
+    /// The same on the App Service and Service Fabric paths.
+    pub path_rounds: usize,
     /// Unmeasured load before each run.
     pub warmup: Duration,
     /// Measured load per run.
@@ -84,6 +89,9 @@ impl Settings {
         Settings {
             quick,
             rounds: if quick { 2 } else { 5 },
+            // One round each keeps CI's run within about 15 s more: quick mode proves the
+            // paths answer, the full run measures them.
+            path_rounds: if quick { 1 } else { 5 },
             warmup: Duration::from_millis(if quick { 200 } else { 500 }),
             duration: Duration::from_millis(if quick { 1000 } else { 5000 }),
             conns: vec![1, 32, 256],
@@ -184,7 +192,7 @@ fn load_only(args: Vec<String>) -> ExitCode {
         .map_err(Error::from)
         .and_then(|rt| {
             rt.block_on(load::run(
-                addr,
+                &Endpoint::imds(addr),
                 &paths,
                 conns,
                 Duration::from_millis(200),
@@ -322,66 +330,31 @@ async fn bench(root: &Path, settings: &Settings, options: &Options) -> Result<Re
 
     // The baseline answers with fedimds's own body, its token masked (same length).
     let body = Conn::open(daemon.addr).await?.get_ok(&hit_path).await?;
-    report.body_bytes = body.len();
-    let body_file = run_dir.join("baseline-body.json");
-    std::fs::write(&body_file, mask_token(&body)?)?;
-    let (mut base, stdout) = Proc::spawn(
-        "baseline",
-        &baseline,
-        &["--listen", "127.0.0.1:0", "--body", path_str(&body_file)?],
-        &run_dir,
-        &[],
-    )?;
-    let base_addr: SocketAddr = procs::read_line_after(stdout, "listening on ", "the baseline")?
-        .parse()
-        .map_err(|e| format!("baseline address: {e}"))?;
-    let base_body = Conn::open(base_addr).await?.get_ok(&hit_path).await?;
-    if base_body.len() != body.len() {
-        return Err(format!(
-            "the baseline body is {} bytes, fedimds's {}",
-            base_body.len(),
-            body.len()
-        )
-        .into());
-    }
+    let (mut base, base_addr) =
+        hits::spawn_baseline(&baseline, &run_dir, HitPath::Imds, &body, &[])?;
+    let (fedimds_end, base_end) = (Endpoint::imds(daemon.addr), Endpoint::imds(base_addr));
+    let body_bytes = hits::same_answer(&fedimds_end, &base_end, &hit_path).await?;
 
     // Cache hits, fedimds and the baseline alternately, each round flipping who goes first.
     let hits_before = world.counters().await?;
-    let one = Paths::One(hit_path.as_str().into());
-    for round in 0..settings.rounds {
-        for &conns in &settings.conns {
-            progress!(
-                "cache hits: round {}/{}, {conns} connections",
-                round + 1,
-                settings.rounds
-            );
-            let fedimds_first = round % 2 == 0;
-            for step in 0..2 {
-                if (step == 0) == fedimds_first {
-                    let sampler = RssSampler::start(daemon.proc.pid());
-                    let run =
-                        load::run(daemon.addr, &one, conns, settings.warmup, settings.duration)
-                            .await?;
-                    report.load_rss = report.load_rss.max(sampler.stop().await);
-                    report.hits.entry(("fedimds", conns)).or_default().push(run);
-                } else {
-                    let run = load::run(base_addr, &one, conns, settings.warmup, settings.duration)
-                        .await?;
-                    report
-                        .hits
-                        .entry(("baseline", conns))
-                        .or_default()
-                        .push(run);
-                }
-            }
-            daemon.proc.check_alive()?;
-            base.check_alive()?;
-        }
-    }
-    let hits_after = world.counters().await?;
-    report.hit_exchanges = hits_after.entra - hits_before.entra;
+    let pair = Pair {
+        fedimds: &fedimds_end,
+        daemon: &mut daemon.proc,
+        baseline: &base_end,
+        base: &mut base,
+    };
+    let mut imds =
+        hits::alternate(HitPath::Imds, body_bytes, pair, settings.rounds, settings).await?;
+    imds.exchanges = world.counters().await?.entra - hits_before.entra;
+    report.load_rss = imds.peak_rss;
+    report.hits.push(imds);
     drop(base);
     drop(daemon);
+
+    // The same on the App Service and Service Fabric paths (the secret check, TLS).
+    report
+        .hits
+        .extend(hits::dialects(&world, &baseline, settings).await?);
 
     // Many keys on a fresh daemon, so its memory is that of the keys and not of the 256
     // connections before.
@@ -401,6 +374,7 @@ async fn bench(root: &Path, settings: &Settings, options: &Options) -> Result<Re
     report.keys_rss = daemon.proc.rss_kib()?;
     let spread = Paths::Spread(paths.clone());
     let single = Paths::One(paths[0].as_str().into());
+    let keys_end = Endpoint::imds(daemon.addr);
     for round in 0..settings.rounds {
         for conns in [1, 32] {
             progress!(
@@ -415,14 +389,8 @@ async fn bench(root: &Path, settings: &Settings, options: &Options) -> Result<Re
                 } else {
                     ("single", &single)
                 };
-                let run = load::run(
-                    daemon.addr,
-                    paths,
-                    conns,
-                    settings.warmup,
-                    settings.duration,
-                )
-                .await?;
+                let run =
+                    load::run(&keys_end, paths, conns, settings.warmup, settings.duration).await?;
                 report.keys.entry((name, conns)).or_default().push(run);
             }
             daemon.proc.check_alive()?;
@@ -564,7 +532,8 @@ impl World {
     /// Starts `fedimds serve` with `config` (which listens on `addr`) and waits for `/readyz`.
     pub fn daemon_with(&self, name: &str, addr: SocketAddr, config: &str) -> Result<Daemon> {
         let path = self.run_dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config)?;
+        // The config may hold a caller secret.
+        hits::write_private(&path, config.as_bytes())?;
         let config = path;
         let started = Instant::now();
         let (mut proc, _stdout) = Proc::spawn(
