@@ -51,6 +51,26 @@ pub struct Report {
     pub broken: Vec<String>,
 }
 
+/// The heading of the section of BENCHMARKS.md a full run writes.
+const LATEST: &str = "## Latest run\n";
+
+/// BENCHMARKS.md with its "Latest run" section (up to the next `## ` heading) replaced by
+/// `report`, headed by the commit measured; the rest (what was tried, what is left) is
+/// people's prose and stays. `None` when the file has no such section.
+pub fn with_latest_run(benchmarks: &str, report: &str, commit: &str) -> Option<String> {
+    let start = benchmarks.find(LATEST)? + LATEST.len();
+    let end = benchmarks[start..]
+        .find("\n## ")
+        .map_or(benchmarks.len(), |i| start + i + 1);
+    Some(format!(
+        "{}\nWritten by `tests/bench/run` (the full run) at commit {commit}; the figures are \
+         this one run's, on the machine below.\n\n{}\n\n{}",
+        &benchmarks[..start],
+        report.trim_end(),
+        &benchmarks[end..]
+    ))
+}
+
 impl Report {
     pub fn new(settings: Settings, root: &Path) -> Report {
         Report {
@@ -86,7 +106,7 @@ impl Report {
         let w = &mut out;
         let _ = writeln!(
             w,
-            "## fedimds benchmark{}\n",
+            "### Machine and command{}\n",
             if s.quick { " (--quick)" } else { "" }
         );
         for (k, v) in &self.machine {
