@@ -62,8 +62,12 @@ pub struct Settings {
     /// Each caller's budget of new keys.
     pub(crate) new_keys: crate::caller::NewKeys,
     /// Per target name: its metric label and counters, made once.
-    pub(crate) ids: HashMap<String, TargetIds>,
+    pub(crate) ids: TargetIdsByName,
 }
+
+/// Each target's [`TargetIds`] by name: looked up on every cache hit, so hashed with foldhash
+/// (its keys are the config's target names; a caller only looks one up).
+pub(crate) type TargetIdsByName = HashMap<String, TargetIds, foldhash::fast::RandomState>;
 
 /// One target's metric label and counters, made once per config so requests share rather than
 /// copy them.
@@ -415,7 +419,7 @@ impl Settings {
                 };
                 (t.name.clone(), ids)
             })
-            .collect::<HashMap<String, TargetIds>>();
+            .collect::<TargetIdsByName>();
         metrics.set_targets(
             ids.values()
                 .map(|ids| (&ids.label, ids.exchange, &ids.source)),

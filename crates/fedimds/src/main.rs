@@ -9,11 +9,6 @@ use fedimds::cli::{Cli, Command};
 use fedimds::config::{self, Config};
 use fedimds::http;
 
-/// mimalloc: a cache hit's allocations and frees cost about half of glibc's
-/// (`BENCHMARKS.md`, the hit path).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// `EX_USAGE`: the config is wrong; nothing was started.
 const EXIT_CONFIG: u8 = 64;
 /// `EX_SOFTWARE`/runtime failure: could not bind, or the server failed.
