@@ -188,6 +188,11 @@ impl Slot {
         self.token.store(None);
     }
 
+    /// Whether the key's last fetch failed (see [`TokenCache::remembered_failures`]).
+    fn remembers_failure(&self) -> bool {
+        self.state().failure.is_some()
+    }
+
     fn mark_used(&self) {
         // Read first: on the hot path the flag is almost always set already, and a plain load
         // keeps the cache line shared between cores.
@@ -498,6 +503,20 @@ impl TokenCache {
         }
     }
 
+    /// Keys whose last fetch failed. Each remembers its failure (to answer with while it
+    /// stands, and to back off from) until a fetch for it succeeds or it leaves the cache, so
+    /// once an outage is over and every key in use has been fetched again this is zero; a
+    /// count that stays up names keys that are failing still. For metrics and tests.
+    pub fn remembered_failures(&self) -> u64 {
+        let failing = self
+            .inner
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.remembers_failure())
+            .count();
+        u64::try_from(failing).unwrap_or(u64::MAX)
+    }
+
     /// Number of keys held (approximate; for metrics and tests).
     pub fn key_count(&self) -> u64 {
         self.inner.slots.run_pending_tasks();
@@ -510,11 +529,13 @@ impl TokenCache {
         let now = Instant::now();
         let stats = &self.inner.stats;
         let mut expiries: Vec<(&TokenKey, u64)> = Vec::new();
+        let mut remembered_failures = 0;
         let slots: Vec<_> = self.inner.slots.iter().collect();
         for (key, slot) in &slots {
             if let Some(t) = slot.token.load().as_ref() {
                 expiries.push((key, t.expires_in(now)));
             }
+            remembered_failures += u64::from(slot.remembers_failure());
         }
         expiries.sort_unstable_by_key(|(_, seconds)| *seconds);
         CacheFigures {
@@ -523,6 +544,7 @@ impl TokenCache {
             forced_refreshes: stats.forced.load(Ordering::Relaxed),
             keys: self.key_count(),
             timers: self.timers(),
+            remembered_failures,
             throttled: self.inner.throttled(),
             throttles: self.inner.stats.throttles.load(Ordering::Relaxed),
             budget_shortfall: self.inner.stats.shortfall.load(Ordering::Relaxed),
