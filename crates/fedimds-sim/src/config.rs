@@ -30,6 +30,14 @@ pub struct SimConfig {
     pub entra_token_lifetime: Duration,
     /// When set, Entra's 200 carries `refresh_in` with this many seconds.
     pub entra_refresh_in: Option<Duration>,
+    /// How Entra signs the access tokens it issues: RS256 like Entra unless a soak test asks
+    /// for the cheap [`TokenSigning::Hs256`].
+    pub entra_token_signing: TokenSigning,
+    /// Whether the simulator keeps a record of every Entra exchange and every token it
+    /// issues (`Sim::exchanges`, `Sim::issued`, `GET /_sim/exchanges`): on, but for soak tests
+    /// whose hundreds of thousands of exchanges would make them a gigabyte. Off, those stay
+    /// empty and only the counters count (`Sim::counters`).
+    pub keep_records: bool,
     /// OIDC issuers (e.g. a Kubernetes cluster) whose tokens Entra trusts; the simulator signs
     /// their tokens with its own key, so Entra "fetches" that key for them.
     pub k8s_issuers: Vec<String>,
@@ -39,6 +47,21 @@ pub struct SimConfig {
     pub app_service_latency: Option<Latency>,
     /// The same for Entra's token route.
     pub entra_latency: Option<Latency>,
+}
+
+/// How the simulator's Entra signs the access tokens it issues. Assertions (managed-identity
+/// and service-account tokens) are always RS256: Entra verifies those, so they stay genuine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenSigning {
+    /// RS256 with the simulator's key and `kid`, as Entra signs: the default.
+    #[default]
+    Rs256,
+    /// HS256 with a fixed secret, for soak tests that have Entra issue hundreds of thousands
+    /// of tokens: an RSA signature costs about a millisecond, an HMAC a microsecond. A resource
+    /// that verified signatures would refuse these tokens; fedimds never verifies a target
+    /// token (it serves it as it came), so it serves these the same. Never used by
+    /// `fedimds demo` or `fedimds sim`: SDK clients there see tokens shaped like Entra's.
+    Hs256,
 }
 
 /// A managed identity in the home tenant.
@@ -89,6 +112,8 @@ impl SimConfig {
             mi_token_lifetime: DEFAULT_MI_TOKEN_LIFETIME,
             entra_token_lifetime: DEFAULT_ENTRA_TOKEN_LIFETIME,
             entra_refresh_in: None,
+            entra_token_signing: TokenSigning::Rs256,
+            keep_records: true,
             k8s_issuers: Vec::new(),
             imds_latency: None,
             app_service_latency: None,

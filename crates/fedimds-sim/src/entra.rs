@@ -10,7 +10,7 @@ use axum::extract::{self, Path};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::config::App;
+use crate::config::{App, TokenSigning};
 use crate::fault::{Fault, Route};
 use crate::state::{ExchangeRecord, State};
 use crate::token::{self, Signer, VerifyError};
@@ -214,7 +214,7 @@ fn not_found_text(client_id: &str, tenant: &str) -> String {
 }
 
 /// Signature, then the time window.
-fn verify(state: &State, assertion: &str) -> Result<Value, Rejection> {
+fn verify(state: &State, assertion: &str) -> Result<Arc<Value>, Rejection> {
     let claims = state.keys.verify(assertion).map_err(|e| match e {
         VerifyError::Malformed => reject(50027, "invalid_request", "JWT token is invalid or malformed.".to_owned()),
         VerifyError::BadSignature => reject(
@@ -341,7 +341,11 @@ fn issue(
     if !capabilities.is_empty() {
         claims["xms_cc"] = json!(capabilities);
     }
-    let access_token = state.sign(&claims, Signer::Genuine)?;
+    let signer = match state.config.entra_token_signing {
+        TokenSigning::Rs256 => Signer::Genuine,
+        TokenSigning::Hs256 => Signer::Shared,
+    };
+    let access_token = state.sign(&claims, signer)?;
     let mut body = json!({
         "token_type": "Bearer",
         "expires_in": lifetime,

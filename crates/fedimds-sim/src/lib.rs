@@ -17,10 +17,27 @@
 //! - `GET /_sim/exchanges`: every request Entra's route received, in order, as a JSON array of
 //!   `{"tenant", "client_id", "scope", "access_token"}`, with `"claims"` when the request sent
 //!   some (or `"error"` instead of `"access_token"`: an `AADSTS…` code, or `fault:<status>`). It exposes issued tokens, which
-//!   is fine only because the simulator is never a real upstream.
+//!   is fine only because the simulator is never a real upstream. (Empty in a soak world.)
 //! - `POST /_sim/faults?route=entra&status=429&retry_after=30&times=forever` queues a scripted
 //!   fault (as [`Sim::push_fault`]; `times` defaults to 1), and `DELETE /_sim/faults` drops
 //!   them all: the benchmark opens and closes an Entra 429 window with them.
+//!
+//! # Soak worlds
+//!
+//! A test that has Entra issue hundreds of thousands of tokens (`crates/fedimds/tests/soak.rs`:
+//! thirty days of hourly tokens for a thousand keys) sets two fields of [`SimConfig`], each
+//! off by default and never set by `fedimds demo` or `fedimds sim`:
+//!
+//! - [`SimConfig::entra_token_signing`] = [`TokenSigning::Hs256`]: access tokens signed with an
+//!   HMAC, a microsecond each, not RSA, a millisecond (fedimds never verifies an access token;
+//!   assertions stay RS256, and Entra verifies them);
+//! - [`SimConfig::keep_records`] = `false`: no record of each exchange and issued token, only
+//!   the counters, so the simulator's memory stays flat.
+//!
+//! Entra remembers each assertion whose signature verified, by its exact bytes, in any world:
+//! a daemon presents the same assertion to every exchange for hours, so a soak costs one RSA
+//! verification per assertion; the time window and the federated credential are checked on
+//! every exchange.
 //!
 //! # Layout
 //!
@@ -54,7 +71,7 @@ mod state;
 mod token;
 mod wire;
 
-pub use config::{App, FederatedCredential, Identity, SimConfig};
+pub use config::{App, FederatedCredential, Identity, SimConfig, TokenSigning};
 pub use fault::{Fault, Route};
 pub use latency::Latency;
 pub use metadata::{instance as instance_document, SERVER as METADATA_SERVER};

@@ -145,7 +145,8 @@ impl Sim {
         lock(&self.inner.state.metadata_records).clone()
     }
 
-    /// Every request Entra's route received, in order.
+    /// Every request Entra's route received, in order (none when the world keeps no
+    /// records: [`SimConfig::keep_records`]).
     pub fn exchanges(&self) -> Vec<ExchangeRecord> {
         self.inner.state.exchanges()
     }
@@ -161,7 +162,8 @@ impl Sim {
         !self.inner.state.is_revoked(token)
     }
 
-    /// Every token string the simulator ever issued, for leak scans.
+    /// Every token string the simulator ever issued, for leak scans (none when the world keeps
+    /// no records: [`SimConfig::keep_records`]).
     pub fn issued(&self) -> Vec<String> {
         self.inner.state.issued()
     }

@@ -149,19 +149,24 @@ impl State {
         Some(fault)
     }
 
-    /// Signs and remembers the token, so leak scans can look for it.
+    /// Signs and remembers the token (unless told to keep no records), so leak scans can look
+    /// for it.
     pub(crate) fn sign(
         &self,
         claims: &Value,
         signer: Signer,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let token = self.keys.sign(claims, signer)?;
-        lock(&self.issued).push(token.clone());
+        if self.config.keep_records {
+            lock(&self.issued).push(token.clone());
+        }
         Ok(token)
     }
 
     pub(crate) fn record(&self, record: ExchangeRecord) {
-        lock(&self.exchanges).push(record);
+        if self.config.keep_records {
+            lock(&self.exchanges).push(record);
+        }
     }
 
     /// Marks a token revoked: the simulated resource refuses it from now on.

@@ -1,8 +1,10 @@
 //! Signing keys, the claim sets of the tokens the simulator issues, and small JWT and id helpers.
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +21,13 @@ const SIGNING_PUBLIC_KEY: &[u8] = include_bytes!("../keys/signing.pub.pem");
 const ROGUE_KEY: &[u8] = include_bytes!("../keys/rogue.pem");
 /// The `kid` both keys claim; a forged token names the genuine key id, as an attacker would.
 const KEY_ID: &str = "fedimds-sim-1";
+/// The HMAC secret of [`TokenSigning::Hs256`](crate::config::TokenSigning::Hs256) access
+/// tokens: nobody verifies them, so it need not be secret, only fixed.
+const SHARED_SECRET: &[u8] = b"fedimds-sim soak-test access tokens";
+
+/// Verified assertions remembered at most (see [`Keys::verify`]): a daemon presents one per
+/// identity and audience, replaced every few hours; past this the memory starts afresh.
+const MAX_VERIFIED: usize = 64;
 
 /// Why an assertion was rejected before its claims were looked at.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,15 +41,22 @@ pub(crate) enum VerifyError {
 /// Which key signs a token.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Signer {
+    /// RS256, the simulator's key: what Entra verifies assertions against.
     Genuine,
+    /// RS256, another key under the same `kid`: a forgery.
     Rogue,
+    /// HS256 with [`SHARED_SECRET`]: cheap access tokens for soak tests.
+    Shared,
 }
 
 /// The parsed keys and the id generator.
 pub(crate) struct Keys {
     genuine: EncodingKey,
     rogue: EncodingKey,
+    shared: EncodingKey,
     public: DecodingKey,
+    /// Tokens whose signature verified, by their exact text, with their claims.
+    verified: Mutex<HashMap<String, Arc<Value>>>,
     /// Makes every `uti` differ even within one second.
     serial: AtomicU64,
     random: RandomState,
@@ -59,37 +75,60 @@ impl Keys {
         Ok(Keys {
             genuine: EncodingKey::from_rsa_pem(SIGNING_KEY).map_err(invalid)?,
             rogue: EncodingKey::from_rsa_pem(ROGUE_KEY).map_err(invalid)?,
+            shared: EncodingKey::from_secret(SHARED_SECRET),
             public: DecodingKey::from_rsa_pem(SIGNING_PUBLIC_KEY).map_err(invalid)?,
+            verified: Mutex::default(),
             serial: AtomicU64::new(0),
             random: RandomState::new(),
         })
     }
 
-    /// Signs `claims` as an RS256 JWT.
+    /// Signs `claims` as a JWT: RS256 under the simulator's `kid`, or HS256 for [`Signer::Shared`].
     pub(crate) fn sign(
         &self,
         claims: &Value,
         signer: Signer,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(KEY_ID.to_owned());
-        let key = match signer {
-            Signer::Genuine => &self.genuine,
-            Signer::Rogue => &self.rogue,
+        let (algorithm, key) = match signer {
+            Signer::Genuine => (Algorithm::RS256, &self.genuine),
+            Signer::Rogue => (Algorithm::RS256, &self.rogue),
+            Signer::Shared => (Algorithm::HS256, &self.shared),
         };
+        let mut header = Header::new(algorithm);
+        // The `kid` names the RSA key; an HMAC token has no key anyone could look up.
+        if algorithm == Algorithm::RS256 {
+            header.kid = Some(KEY_ID.to_owned());
+        }
         jsonwebtoken::encode(&header, claims, key)
     }
 
     /// Verifies the signature only; time and audience are Entra's business and checked by the
     /// caller, so that each failure gets its own AADSTS code.
-    pub(crate) fn verify(&self, token: &str) -> Result<Value, VerifyError> {
+    ///
+    /// A signature that verified is remembered by the token's exact text: the same bytes
+    /// verify the same way every time, and a daemon presents the assertion it holds for hours,
+    /// to every exchange. So a soak's hundreds of thousands of exchanges cost one RSA
+    /// verification per assertion (Entra, likewise, keeps the keys it has fetched), while the
+    /// caller still checks each exchange's time window and federated credential.
+    pub(crate) fn verify(&self, token: &str) -> Result<Arc<Value>, VerifyError> {
+        if let Some(claims) = self.verified().get(token) {
+            return Ok(claims.clone());
+        }
         let mut validation = Validation::new(Algorithm::RS256);
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
         match jsonwebtoken::decode::<Value>(token, &self.public, &validation) {
-            Ok(data) => Ok(data.claims),
+            Ok(data) => {
+                let claims = Arc::new(data.claims);
+                let mut verified = self.verified();
+                if verified.len() >= MAX_VERIFIED {
+                    verified.clear();
+                }
+                verified.insert(token.to_owned(), claims.clone());
+                Ok(claims)
+            }
             Err(e) => match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature
                 | jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
@@ -98,6 +137,11 @@ impl Keys {
                 _ => Err(VerifyError::Malformed),
             },
         }
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Value>>> {
+        // Each write is one insert or a clear: a panic cannot leave the map half-written.
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A unique token id (`uti`): a serial number plus randomness, base64url like Entra's.
@@ -249,10 +293,41 @@ mod tests {
         let claims = json!({"sub": "x"});
         let genuine = keys.sign(&claims, Signer::Genuine).expect("sign");
         let rogue = keys.sign(&claims, Signer::Rogue).expect("sign");
-        assert_eq!(keys.verify(&genuine), Ok(claims));
+        assert_eq!(keys.verify(&genuine), Ok(Arc::new(claims.clone())));
         assert_eq!(keys.verify(&rogue), Err(VerifyError::BadSignature));
+        // A soak test's cheap token is no assertion Entra would take.
+        let shared = keys.sign(&claims, Signer::Shared).expect("sign");
+        assert_eq!(keys.verify(&shared), Err(VerifyError::BadSignature));
+        assert_eq!(decode_payload(&shared), Some(json!({"sub": "x"})));
         assert_eq!(keys.verify("not.a.jwt"), Err(VerifyError::Malformed));
         assert_eq!(decode_payload(&rogue), Some(json!({"sub": "x"})));
+    }
+
+    #[test]
+    fn a_remembered_signature_is_of_exactly_those_bytes() {
+        let keys = Keys::load().expect("embedded keys parse");
+        let genuine = keys
+            .sign(&json!({"sub": "x"}), Signer::Genuine)
+            .expect("sign");
+        let claims = Ok(Arc::new(json!({"sub": "x"})));
+        assert_eq!(keys.verify(&genuine), claims);
+        assert_eq!(keys.verify(&genuine), claims, "remembered");
+        // The remembered token with another payload, or another signature, is checked anew.
+        let (head, rest) = genuine.split_once('.').expect("a JWT");
+        let (_, signature) = rest.split_once('.').expect("a JWT");
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"y"}"#);
+        let swapped = format!("{head}.{payload}.{signature}");
+        assert_eq!(keys.verify(&swapped), Err(VerifyError::BadSignature));
+        let mut forged = genuine.clone();
+        forged.pop();
+        forged.push(if genuine.ends_with('A') { 'B' } else { 'A' });
+        assert_ne!(keys.verify(&forged), claims);
+        // Bounded: past MAX_VERIFIED tokens it starts afresh, and still verifies.
+        for i in 0..2 * MAX_VERIFIED {
+            let token = keys.sign(&json!({"i": i}), Signer::Genuine).expect("sign");
+            assert_eq!(keys.verify(&token), Ok(Arc::new(json!({"i": i}))));
+        }
+        assert!(keys.verified().len() <= MAX_VERIFIED);
     }
 
     #[test]

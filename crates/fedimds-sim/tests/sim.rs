@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use fedimds_sim::demo::{
     APP_CLIENT_ID, HOME_TENANT, IDENTITY_HEADER, K8S_ISSUER, K8S_SUBJECT, MI_CLIENT_ID,
     MI_OBJECT_ID, MI_RESOURCE_ID, OTHER_TARGET_TENANT, SYSTEM_MI_OBJECT_ID, TARGET_TENANT,
     UNCONSENTED_APP_CLIENT_ID,
 };
-use fedimds_sim::{Fault, Latency, Route, Sim, SimConfig};
+use fedimds_sim::{Fault, Latency, Route, Sim, SimConfig, TokenSigning};
 use serde_json::{json, Value};
 
 const EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -823,6 +824,53 @@ async fn refresh_in_is_sent_when_configured() {
         (status, &body["refresh_in"], &body["expires_in"]),
         (200, &json!(1800), &json!(7200))
     );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_soak_world_signs_cheaply_and_keeps_no_records() {
+    let header = |token: &str| -> Value {
+        let head = token.split('.').next().expect("a JWT");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(head)
+            .expect("base64url");
+        serde_json::from_slice(&bytes).expect("a JSON header")
+    };
+    let sim = start(SimConfig::demo()).await;
+    let assertion = mi_token(&sim, EXCHANGE_AUDIENCE).await;
+    let (_, body) = exchange(&sim, TARGET_TENANT, APP_CLIENT_ID, ARM_SCOPE, &assertion).await;
+    let token = body["access_token"].as_str().expect("access_token");
+    assert_eq!(
+        header(token)["alg"],
+        "RS256",
+        "Entra's algorithm by default"
+    );
+    assert_eq!(sim.exchanges().len(), 1);
+    assert_eq!(sim.issued().len(), 2, "the assertion and the access token");
+    sim.shutdown().await;
+
+    let config = SimConfig {
+        entra_token_signing: TokenSigning::Hs256,
+        keep_records: false,
+        ..SimConfig::demo()
+    };
+    let sim = start(config).await;
+    let assertion = mi_token(&sim, EXCHANGE_AUDIENCE).await;
+    assert_eq!(
+        header(&assertion)["alg"],
+        "RS256",
+        "assertions stay genuine"
+    );
+    for _ in 0..3 {
+        let (status, body) =
+            exchange(&sim, TARGET_TENANT, APP_CLIENT_ID, ARM_SCOPE, &assertion).await;
+        assert_eq!(status, 200, "{body}");
+        let token = body["access_token"].as_str().expect("access_token");
+        assert_eq!(header(token)["alg"], "HS256");
+        assert_eq!(claims(token)["aud"], "https://management.core.windows.net/");
+    }
+    assert!(sim.exchanges().is_empty() && sim.issued().is_empty());
+    assert_eq!(sim.counters().entra, 3, "counted, not kept");
     sim.shutdown().await;
 }
 

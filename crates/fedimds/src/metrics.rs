@@ -27,6 +27,8 @@ pub struct CacheFigures {
     pub keys: u64,
     /// Refresh timers alive.
     pub timers: u64,
+    /// Keys whose last fetch failed (the failure remembered until a fetch succeeds).
+    pub remembered_failures: u64,
     /// Apps (and the assertion source) the upstream throttles now.
     pub throttled: u64,
     /// Throttles opened since start.
@@ -350,6 +352,13 @@ impl Metrics {
             "cache_timers",
             "Refresh timers alive: at most one per cached key holding a token",
             timers,
+        );
+        let remembered = Gauge::<i64>::default();
+        remembered.set(i64::try_from(cache.remembered_failures).unwrap_or(i64::MAX));
+        registry.register(
+            "cache_remembered_failures",
+            "Cached keys whose last fetch failed: each remembers the failure until a fetch succeeds, so this falls back to 0 after an outage",
+            remembered,
         );
         let bytes = Gauge::<i64>::default();
         bytes.set(i64::try_from(cache.bytes).unwrap_or(i64::MAX));

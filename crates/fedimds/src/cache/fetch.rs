@@ -83,8 +83,9 @@ pub(super) fn spawn_fetch(
                 let token = Arc::new(token);
                 slot.token.store(Some(token.clone()));
                 // Weighed again now that it holds a token (moka weighs on insert). Only if the
-                // key is still cached: a key evicted meanwhile is not brought back.
-                if inner.slots.contains_key(&key) {
+                // key is still cached with this slot: a key evicted meanwhile is not brought
+                // back, nor a newer slot made for it since replaced by this one.
+                if !slot.left.load(Ordering::Relaxed) && inner.slots.contains_key(&key) {
                     inner.slots.insert(key.clone(), slot.clone());
                 }
                 tracing::debug!(tenant = %key.tenant, resource = %key.resource, expires_in_s = token.lifetime.as_secs(), "token fetched");

@@ -18,21 +18,15 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use super::{Slot, Slots};
-use crate::upstream::{KeyParts, TokenKey};
+use crate::upstream::KeyParts;
 
 /// How many keys the front holds at most.
 const PLACES: usize = 256;
 
-/// See the module.
+/// See the module. A place holds a slot, which knows its key.
 pub(super) struct Front {
-    places: Box<[ArcSwapOption<Placed>]>,
+    places: Box<[ArcSwapOption<Slot>]>,
     hasher: foldhash::fast::RandomState,
-}
-
-/// A key in its place, with its slot.
-struct Placed {
-    key: TokenKey,
-    slot: Arc<Slot>,
 }
 
 impl Front {
@@ -43,7 +37,7 @@ impl Front {
         }
     }
 
-    fn place(&self, key: &KeyParts<'_>) -> &ArcSwapOption<Placed> {
+    fn place(&self, key: &KeyParts<'_>) -> &ArcSwapOption<Slot> {
         let hash = self.hasher.hash_one(key);
         // The modulo of a power of two: the low bits, which foldhash mixes well.
         &self.places[(hash as usize) % PLACES]
@@ -54,8 +48,8 @@ impl Front {
         let placed = self.place(key).load();
         placed
             .as_ref()
-            .filter(|p| !p.slot.left.load(Ordering::Relaxed) && p.key.parts() == *key)
-            .map(|p| p.slot.clone())
+            .filter(|slot| !slot.left.load(Ordering::Relaxed) && slot.key.parts() == *key)
+            .cloned()
     }
 
     /// Places `key` (found in moka, or just made) if its place is free.
@@ -64,12 +58,9 @@ impl Front {
         let free = place
             .load()
             .as_ref()
-            .is_none_or(|p| p.slot.left.load(Ordering::Relaxed));
+            .is_none_or(|p| p.left.load(Ordering::Relaxed));
         if free && !slot.left.load(Ordering::Relaxed) {
-            place.store(Some(Arc::new(Placed {
-                key: key.to_key(),
-                slot: slot.clone(),
-            })));
+            place.store(Some(slot.clone()));
         }
     }
 
@@ -81,7 +72,7 @@ impl Front {
             let Some(placed) = current.as_ref() else {
                 continue;
             };
-            if placed.slot.left.load(Ordering::Relaxed) {
+            if placed.left.load(Ordering::Relaxed) {
                 place.compare_and_swap(&current, None);
             } else {
                 let _ = slots.get(&placed.key);
@@ -107,10 +98,14 @@ mod tests {
         }
     }
 
+    fn slot_of(resource: &str) -> Arc<Slot> {
+        Arc::new(Slot::new(parts(resource).to_key()))
+    }
+
     #[test]
     fn a_placed_key_is_found_until_it_leaves() {
         let front = Front::new();
-        let slot = Arc::new(Slot::default());
+        let slot = slot_of("a");
         assert!(front.get(&parts("a")).is_none());
         front.offer(&parts("a"), &slot);
         let found = front.get(&parts("a")).expect("placed");
@@ -129,11 +124,11 @@ mod tests {
             front.place(&parts("a")).load().is_none(),
             "the place is freed"
         );
-        let again = Arc::new(Slot::default());
+        let again = slot_of("a");
         front.offer(&parts("a"), &again);
         assert!(Arc::ptr_eq(&front.get(&parts("a")).unwrap(), &again));
         // A slot that has left is never placed.
-        let gone = Arc::new(Slot::default());
+        let gone = slot_of("z");
         gone.evicted();
         front.offer(&parts("z"), &gone);
         assert!(front.get(&parts("z")).is_none());
@@ -148,7 +143,7 @@ mod tests {
             .iter()
             .find(|r| std::ptr::eq(front.place(&parts(r)), front.place(&parts(first))))
             .expect("two keys share a place");
-        let (a, b) = (Arc::new(Slot::default()), Arc::new(Slot::default()));
+        let (a, b) = (slot_of(first), slot_of(other));
         front.offer(&parts(first), &a);
         front.offer(&parts(other), &b);
         assert!(

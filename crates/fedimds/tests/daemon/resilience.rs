@@ -246,3 +246,32 @@ async fn an_expired_assertion_is_replaced_and_the_exchange_retried_once() {
     assert_eq!(h.sim.counters().entra, 2, "one retry");
     assert_eq!(h.sim.counters().imds, 2, "with a freshly fetched assertion");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_is_remembered_until_a_fetch_succeeds() {
+    let h = start().await;
+    let gauge = |text: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("fedimds_cache_remembered_failures "))
+            .map(str::to_owned)
+    };
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    assert_eq!(h.app.cache.remembered_failures(), 0);
+    // Entra goes down before the refresh window (2999 to 3299 s of the 3599 s token) and the
+    // key is asked for meanwhile: its refresh comes due, and fails.
+    sleep(Duration::from_secs(2900)).await;
+    h.sim.push_fault(Route::Entra, Fault::status(503).forever());
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    sleep(Duration::from_secs(400)).await;
+    let (status, body) = h.imds_token(GRAPH, "").await;
+    assert_eq!(status, 200, "the cached token carries the key: {body}");
+    assert_eq!(h.app.cache.remembered_failures(), 1);
+    assert_eq!(gauge(h.metrics().await).as_deref(), Some("1"));
+    // Entra is back: the next ask past the backoff refreshes the key, and the failure goes.
+    h.sim.clear_faults();
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.imds_token(GRAPH, "").await.0, 200);
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.app.cache.remembered_failures(), 0);
+    assert_eq!(gauge(h.metrics().await).as_deref(), Some("0"));
+}

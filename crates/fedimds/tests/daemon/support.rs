@@ -27,6 +27,9 @@ pub struct Harness {
     pub http: reqwest::Client,
     /// `https://127.0.0.1:PORT` of the Service Fabric listener, when the config turns it on.
     pub service_fabric_url: Option<String>,
+    /// The daemon's router, built once: [`Harness::oneshot`] calls a clone (building one per
+    /// request would cost more than the request, and soak tests make a million).
+    router: axum::Router,
     _stop: oneshot::Sender<()>,
 }
 
@@ -81,6 +84,7 @@ pub async fn start_with_env(
     tokio::spawn(http::run(app.clone(), listeners, async move {
         let _ = stopped.await;
     }));
+    let router = http::router(app.clone());
     Harness {
         sim,
         app,
@@ -94,6 +98,7 @@ pub async fn start_with_env(
             .build()
             .expect("an HTTP client"),
         service_fabric_url,
+        router,
         _stop: stop,
     }
 }
@@ -150,10 +155,7 @@ impl Harness {
             .header("Metadata", "true")
             .body(axum::body::Body::empty())
             .unwrap();
-        let response = http::router(self.app.clone())
-            .oneshot(request)
-            .await
-            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
