@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::cloud::CloudName;
 use crate::config::{
-    CacheSettings, CACHE_ENTRY_OVERHEAD, HOUSEKEEPING_INTERVAL, MAX_EXPIRY_SERIES,
+    housekeeping_interval, CacheSettings, CACHE_ENTRY_OVERHEAD, MAX_EXPIRY_SERIES,
 };
 use crate::metrics::CacheFigures;
 use crate::token::AccessToken;
@@ -344,13 +344,17 @@ impl TokenCache {
         }
     }
 
-    /// Runs the cache's own bookkeeping every [`HOUSEKEEPING_INTERVAL`]: keys idle past
+    /// Runs the cache's own bookkeeping every [`housekeeping_interval`]: keys idle past
     /// `cache.idle_ttl` leave (and their timers and tokens with them) even when no request
     /// comes to make moka do it. Holds the cache weakly: it ends when the cache is dropped.
     pub fn housekeeping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let inner = Arc::downgrade(&self.inner);
         async move {
-            let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+            let every = match inner.upgrade() {
+                Some(inner) => housekeeping_interval(inner.idle_ttl),
+                None => return,
+            };
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;

@@ -113,9 +113,22 @@ pub const DEFAULT_MAX_KEYS: u64 = 100_000;
 /// hash (a resource refused it): a client that retries a refused call at once gets the new
 /// token from the cache, and a caller cannot use revocation to call Entra in a loop.
 pub const DEFAULT_MIN_FORCED_REFRESH: Duration = Duration::from_secs(5);
-/// How often the cache's bookkeeping runs on its own: keys idle past `cache.idle_ttl` leave
-/// within this even when no request comes.
+/// How often the cache's bookkeeping runs on its own, at most: keys idle past
+/// `cache.idle_ttl` leave within two of its passes even when no request comes. A short
+/// `idle_ttl` makes the passes come more often ([`housekeeping_interval`]).
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The shortest time between two passes of the cache's bookkeeping.
+const MIN_HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often the cache's bookkeeping runs for a given `cache.idle_ttl`: a quarter of it, at
+/// most [`HOUSEKEEPING_INTERVAL`], so an idle key leaves within about one and a half times
+/// `idle_ttl` (it is seen idle from the first pass after its last use). Ten seconds for
+/// `idle_ttl = "5s"` kept keys four times as long as asked, and memory with them
+/// (`BENCHMARKS.md`, the memory soak).
+pub fn housekeeping_interval(idle_ttl: Duration) -> Duration {
+    (idle_ttl / 4).clamp(MIN_HOUSEKEEPING_INTERVAL, HOUSEKEEPING_INTERVAL)
+}
 /// Keys not asked for in this long are dropped and no longer refreshed.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 

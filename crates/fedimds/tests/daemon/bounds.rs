@@ -251,3 +251,23 @@ async fn a_key_in_use_stays_when_the_byte_bound_evicts() {
     assert!(keys < 12 * 40, "{keys} keys: the byte bound evicted none");
     assert_eq!(exchanges_for(&h, hot), 1, "the key in use was evicted");
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_a_short_idle_time_idle_keys_leave_soon_after_it() {
+    // Housekeeping runs every quarter of `cache.idle_ttl` (at most ten seconds): with five
+    // seconds, a key not asked for again leaves within about seven and a half, not twenty.
+    let h = start_with(SimConfig::demo(), |raw| {
+        raw.cache.idle_ttl = Some(Duration::from_secs(5).into());
+    })
+    .await;
+    let (idle, busy) = ("https://idle.example", "https://busy.example");
+    assert_eq!(h.oneshot(&token_path(idle)).await.0, 200);
+    for _ in 0..16 {
+        assert_eq!(h.oneshot(&token_path(busy)).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Eight seconds on: the idle key is gone, the busy one (asked every half second) stays.
+    assert_eq!(h.app.cache.key_count(), 1, "the idle key is still held");
+    assert_eq!(h.oneshot(&token_path(busy)).await.0, 200);
+    assert_eq!(exchanges_for(&h, busy), 1, "the busy key was evicted");
+}
