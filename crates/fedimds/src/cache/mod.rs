@@ -1,7 +1,7 @@
 //! The target-token cache: bounded, one upstream fetch per key at a time, refresh ahead of
 //! expiry in the background, failures remembered so a crowd of callers cannot hammer Entra.
 //!
-//! The hit path is one lock-free load in the front ([`front`]: the slots of keys asked for
+//! The hit path is one lock-free load in the front (`front.rs`: the slots of keys asked for
 //! lately; other keys are looked up in moka), one lock-free `ArcSwap` load and relaxed atomic
 //! reads.
 //! Fetches run in their own task, so a caller that gives up (its wait bound, or its connection
@@ -109,7 +109,7 @@ fn failed(error: Arc<FetchError>, retry_in: Duration) -> CacheError {
 struct Slot {
     /// Its key: housekeeping walks the slots, not the keys, and evicts an idle one by it.
     key: TokenKey,
-    /// Set when the key left the cache: the front ([`front`]) passes the slot over, and
+    /// Set when the key left the cache: the front (`front.rs`) passes the slot over, and
     /// housekeeping's next pass drops it from its list.
     left: AtomicBool,
     /// The current token; read lock-free on every hit.
