@@ -115,6 +115,10 @@ pub(super) fn spawn_fetch(
                 // serving, and try again when the failure lapses.
                 (Err(error), Some(old)) if old.is_valid(Instant::now()) => {
                     inner.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    // The use that made this refresh is still unanswered: the retry must not
+                    // wait for another caller (a key asked for every 45 minutes would let its
+                    // hourly token lapse after any failed refresh, and its next caller wait).
+                    slot.used.store(true, Ordering::Relaxed);
                     let (trace_id, correlation_id) = error.entra_ids();
                     tracing::warn!(
                         tenant = %key.tenant, client_id = %key.client_id, resource = %key.resource,

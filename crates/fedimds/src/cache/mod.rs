@@ -10,7 +10,8 @@
 //! Refresh ahead: when a token is stored, a timer is set for its refresh point. When it fires,
 //! the key is refreshed only if a caller used it since the last fetch; an idle key is left to
 //! expire and age out of the cache. A failed refresh keeps the old token in service while it
-//! is valid, and is retried when the remembered failure lapses.
+//! is valid, and is retried when the remembered failure lapses, whether or not another caller
+//! came meanwhile (the use that made the refresh still stands).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -275,3 +275,36 @@ async fn a_failed_refresh_is_remembered_until_a_fetch_succeeds() {
     assert_eq!(h.app.cache.remembered_failures(), 0);
     assert_eq!(gauge(h.metrics().await).as_deref(), Some("0"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_is_retried_without_waiting_for_another_caller() {
+    // Asked at 0 and 30 minutes of an hour's token; its refresh (50-55 minutes) meets an Entra
+    // outage that ends at 55:10. Nobody asks again until 61 minutes: the retries carry on
+    // (the use that made the refresh still stands), so that caller gets a new token from the
+    // cache, not a wait for a fetch after the old one lapsed.
+    let mut sim = SimConfig::demo();
+    sim.entra_token_lifetime = Duration::from_secs(3600);
+    let h = start_with(sim, |_| {}).await;
+    let path = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://r.example";
+    let fetched = |h: &Harness| {
+        h.sim
+            .exchanges()
+            .iter()
+            .filter(|e| e.outcome.is_ok())
+            .count()
+    };
+    let t0 = Instant::now();
+    let at = |min: u64, sec: u64| t0 + Duration::from_secs(min * 60 + sec);
+    assert_eq!(h.oneshot(path).await.0, 200);
+    tokio::time::sleep_until(at(30, 0)).await;
+    assert_eq!(h.oneshot(path).await.0, 200);
+    tokio::time::sleep_until(at(49, 50)).await;
+    h.sim.push_fault(Route::Entra, Fault::status(503).forever());
+    tokio::time::sleep_until(at(55, 10)).await;
+    h.sim.clear_faults();
+    tokio::time::sleep_until(at(60, 59)).await;
+    assert_eq!(fetched(&h), 2, "the failed refresh was not retried before the token lapsed");
+    tokio::time::sleep_until(at(61, 0)).await;
+    assert_eq!(h.oneshot(path).await.0, 200);
+    assert_eq!(fetched(&h), 2, "the caller waited for a fetch");
+}
