@@ -77,8 +77,9 @@ pub(crate) struct TargetIds {
     pub(crate) label: Arc<str>,
     /// Whether the target exchanges (false: it serves the home identity's own tokens).
     exchange: bool,
-    /// The name of its source, for its cache keys and `fedimds_target_info`.
-    pub(crate) source: Arc<str>,
+    /// Its tenant, app and source, which its new cache keys share (and
+    /// `fedimds_target_info` names the source).
+    names: crate::upstream::SharedNames,
     /// Its "answered 200" counter per dialect, in `Dialect::ALL` order.
     pub(crate) served: Vec<prometheus_client::metrics::counter::Counter>,
 }
@@ -335,6 +336,7 @@ impl App {
             capabilities: req.capabilities.as_deref().filter(|_| target.exchange),
             home: !target.exchange,
             source: &target.source,
+            shared: settings.ids.get(&target.name).map(|ids| &ids.names),
         };
         self.cache
             .get(
@@ -415,14 +417,18 @@ impl Settings {
                         .collect(),
                     label,
                     exchange: t.exchange,
-                    source: t.source.as_str().into(),
+                    names: crate::upstream::SharedNames {
+                        tenant: t.tenant_id.as_str().into(),
+                        client_id: t.client_id.as_str().into(),
+                        source: t.source.as_str().into(),
+                    },
                 };
                 (t.name.clone(), ids)
             })
             .collect::<TargetIdsByName>();
         metrics.set_targets(
             ids.values()
-                .map(|ids| (&ids.label, ids.exchange, &ids.source)),
+                .map(|ids| (&ids.label, ids.exchange, &ids.names.source)),
         );
         Settings {
             rate_limits: RateLimits::new(&config),

@@ -11,7 +11,7 @@ use super::*;
 use crate::upstream::exchange::Turn;
 use crate::upstream::failure_ttl;
 
-pub(super) fn start_refresh(inner: &Arc<Inner>, key: KeyParts<'_>, slot: &Arc<Slot>, now: Instant) {
+pub(super) fn start_refresh(inner: &Arc<Inner>, slot: &Arc<Slot>, now: Instant) {
     let mut state = slot.state();
     let backing_off = state
         .failure
@@ -22,7 +22,8 @@ pub(super) fn start_refresh(inner: &Arc<Inner>, key: KeyParts<'_>, slot: &Arc<Sl
         // A refresh may wait for its turn in the budget while the token it replaces is valid;
         // past that it is a cold miss's job.
         let deadline = slot.token.load().as_ref().map_or(now, |t| t.expires_at);
-        spawn_fetch(inner, key.to_key(), slot.clone(), &mut state, deadline);
+        // The slot's own key: its names are shared, not copied again for the fetch and its timer.
+        spawn_fetch(inner, slot.key.clone(), slot.clone(), &mut state, deadline);
     }
 }
 
@@ -200,6 +201,6 @@ async fn refresh_timer(
         .as_ref()
         .is_none_or(|t| now >= t.refresh_at);
     if still_cached && due && slot.used.load(Ordering::Relaxed) {
-        start_refresh(&inner, key.parts(), &slot, now);
+        start_refresh(&inner, &slot, now);
     }
 }

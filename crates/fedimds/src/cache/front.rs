@@ -95,6 +95,7 @@ mod tests {
             capabilities: None,
             source: "default",
             home: false,
+            shared: None,
         }
     }
 

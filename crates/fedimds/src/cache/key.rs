@@ -64,6 +64,7 @@ mod tests {
             capabilities: Some("cp1"),
             source: "default",
             home: false,
+            shared: None,
         };
         let key = parts.to_key();
         let hasher = std::collections::hash_map::RandomState::new();
@@ -85,5 +86,46 @@ mod tests {
             ..parts
         };
         assert_eq!(cache.get(&other as &dyn AsParts), None);
+    }
+
+    #[test]
+    fn a_new_key_shares_the_targets_names_and_they_are_no_part_of_it() {
+        use crate::upstream::SharedNames;
+        let names = SharedNames {
+            tenant: "t".into(),
+            client_id: "c".into(),
+            source: "default".into(),
+        };
+        let parts = KeyParts {
+            cloud: CloudName::Public,
+            tenant: "t",
+            client_id: "c",
+            resource: "https://r.example",
+            capabilities: None,
+            source: "default",
+            home: false,
+            shared: Some(&names),
+        };
+        let key = parts.to_key();
+        assert!(std::sync::Arc::ptr_eq(&key.tenant, &names.tenant));
+        assert!(std::sync::Arc::ptr_eq(&key.client_id, &names.client_id));
+        assert!(std::sync::Arc::ptr_eq(&key.source, &names.source));
+        // A tenant the caller named (tenant_id) is its own.
+        let other = KeyParts {
+            tenant: "u",
+            ..parts
+        }
+        .to_key();
+        assert_eq!(&*other.tenant, "u");
+        assert!(std::sync::Arc::ptr_eq(&other.client_id, &names.client_id));
+        // Where the names came from makes no other key.
+        let hasher = std::collections::hash_map::RandomState::new();
+        let unshared = KeyParts {
+            shared: None,
+            ..parts
+        };
+        assert!(parts == unshared);
+        assert_eq!(hasher.hash_one(parts), hasher.hash_one(unshared));
+        assert_eq!(key, unshared.to_key());
     }
 }

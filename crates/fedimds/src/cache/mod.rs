@@ -449,7 +449,7 @@ impl TokenCache {
                 }
                 // Past its refresh point: the timer's refresh is running, failing, or was
                 // skipped while the key was idle. Serve this one; make sure one is under way.
-                self.refresh(key, &slot, now);
+                self.refresh(&slot, now);
                 return Ok((token, Lookup::Stale));
             }
         }
@@ -466,7 +466,7 @@ impl TokenCache {
                     let deadline = now + wait.mul_f64(self.inner.miss_turn_share);
                     spawn_fetch(
                         &self.inner,
-                        key.to_key(),
+                        slot.key.clone(),
                         slot.clone(),
                         &mut state,
                         deadline,
@@ -527,8 +527,8 @@ impl TokenCache {
     }
 
     /// Starts a background refresh unless one is running or a remembered failure says wait.
-    fn refresh(&self, key: KeyParts<'_>, slot: &Arc<Slot>, now: Instant) {
-        start_refresh(&self.inner, key, slot, now);
+    fn refresh(&self, slot: &Arc<Slot>, now: Instant) {
+        start_refresh(&self.inner, slot, now);
     }
 
     /// Clears every remembered failure (after a reload: the config that caused them is gone).

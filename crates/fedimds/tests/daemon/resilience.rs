@@ -303,7 +303,11 @@ async fn a_failed_refresh_is_retried_without_waiting_for_another_caller() {
     tokio::time::sleep_until(at(55, 10)).await;
     h.sim.clear_faults();
     tokio::time::sleep_until(at(60, 59)).await;
-    assert_eq!(fetched(&h), 2, "the failed refresh was not retried before the token lapsed");
+    assert_eq!(
+        fetched(&h),
+        2,
+        "the failed refresh was not retried before the token lapsed"
+    );
     tokio::time::sleep_until(at(61, 0)).await;
     assert_eq!(h.oneshot(path).await.0, 200);
     assert_eq!(fetched(&h), 2, "the caller waited for a fetch");
