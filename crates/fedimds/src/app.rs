@@ -306,6 +306,7 @@ impl App {
             .map_err(Refusal::Target)?;
         self.cache_get(
             settings,
+            settings.ids.get(&resolved.target.name),
             resolved.target,
             resolved.tenant,
             resolved.resource,
@@ -316,9 +317,13 @@ impl App {
         .await
     }
 
+    /// The token for `target`'s key; `ids` are the target's (looked up once by the caller,
+    /// which counts with them too).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn cache_get(
         &self,
         settings: &Settings,
+        ids: Option<&TargetIds>,
         target: &Target,
         tenant: &str,
         resource: &str,
@@ -336,7 +341,7 @@ impl App {
             capabilities: req.capabilities.as_deref().filter(|_| target.exchange),
             home: !target.exchange,
             source: &target.source,
-            shared: settings.ids.get(&target.name).map(|ids| &ids.names),
+            shared: ids.map(|ids| &ids.names),
         };
         self.cache
             .get(

@@ -167,6 +167,8 @@ struct Admitted<'a> {
 /// A token served, with what the audit line needs.
 struct Served<'s> {
     token: Arc<AccessToken>,
+    /// The target's ids and counters, looked up once.
+    ids: Option<&'s crate::app::TargetIds>,
     lookup: Lookup,
     target: &'s Target,
     tenant: &'s str,
@@ -308,10 +310,12 @@ impl<'a> Call<'a> {
         if let Some(why) = caller.refusal(config, target, tenant, &req.resource) {
             return Err(refused(Refusal::Forbidden(why)));
         }
+        let ids = settings.ids.get(&target.name);
         let (token, lookup) = self
             .app
             .cache_get(
                 settings,
+                ids,
                 target,
                 tenant,
                 resource,
@@ -322,6 +326,7 @@ impl<'a> Call<'a> {
             .map_err(refused)?;
         Ok(Served {
             token,
+            ids,
             lookup,
             target,
             tenant,
@@ -363,10 +368,8 @@ impl<'a> Call<'a> {
             return self.refused(Some(req), &refused);
         }
         app.metrics.lookup(served.lookup.as_str());
-        if let Some(counter) = self
-            .settings
+        if let Some(counter) = served
             .ids
-            .get(&served.target.name)
             .and_then(|ids| ids.served.get(self.dialect.index()))
         {
             counter.inc();
