@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::client::{encode, Client};
 use crate::procs;
-use crate::{Daemon, Result, SimProc, World, APP_CLIENT_ID, MI_CLIENT_ID, TARGET_TENANT};
+use crate::{Daemon, Result, SimProc, World};
 
 /// An impatient client's pause before asking again after a 503 or 429, whatever `Retry-After`
 /// says: the worst case for the upstream.
@@ -325,23 +325,8 @@ listen = "{listen}"
 
 [admin]
 listen = "off"
-
-[source]
-kind = "imds"
-endpoint = "{sim_url}"
-client_id = "{MI_CLIENT_ID}"
-
-[cloud]
-name = "public"
-authority_host = "{sim_url}"
-
-[[targets]]
-name = "litware"
-tenant_id = "{TARGET_TENANT}"
-client_id = "{APP_CLIENT_ID}"
-default = true
 "#
-    )
+    ) + &crate::demo_world(sim_url)
 }
 
 /// The node daemon: the same target, and one `[[callers]]` per caller, each recognised by the

@@ -196,8 +196,12 @@ fn write_latest_run(root: &Path, rendered: &str) -> Result<()> {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "unknown".to_owned());
-    let new = report::with_latest_run(&text, rendered, &commit)
-        .ok_or_else(|| Error::from(format!("{} has no \"## Latest run\" section", path.display())))?;
+    let new = report::with_latest_run(&text, rendered, &commit).ok_or_else(|| {
+        Error::from(format!(
+            "{} has no \"## Latest run\" section",
+            path.display()
+        ))
+    })?;
     std::fs::write(&path, new)?;
     Ok(())
 }
@@ -587,14 +591,12 @@ impl World {
     }
 }
 
-/// The demo world's default target, with no resource allow-list, so any resource is a key.
-fn daemon_config(listen: SocketAddr, sim_url: &str) -> String {
+/// The upstream every bench daemon uses: the simulator's IMDS as the source, its Entra as the
+/// cloud, and the demo world's default target (no resource allow-list, so any resource is a
+/// key). Tables a caller appends (`[[callers]]`, `[service_fabric]`) come after it.
+pub fn demo_world(sim_url: &str) -> String {
     format!(
-        r#"[server]
-listen = "{listen}"
-# The many-keys run fills 10,000 keys from one caller as fast as it can.
-new_keys_per_second = 100000.0
-
+        r#"
 [source]
 kind = "imds"
 endpoint = "{sim_url}"
@@ -604,12 +606,6 @@ client_id = "{MI_CLIENT_ID}"
 name = "public"
 authority_host = "{sim_url}"
 
-[upstream]
-# The same fill, and the stampede, measure the cache against the simulator, which has no
-# limit of its own: fedimds's budget of Entra calls would make them measure the budget.
-max_requests_per_second = 100000.0
-burst = 100000
-
 [[targets]]
 name = "litware"
 tenant_id = "{TARGET_TENANT}"
@@ -617,6 +613,23 @@ client_id = "{APP_CLIENT_ID}"
 default = true
 "#
     )
+}
+
+/// The daemon of the hit, stampede and many-keys runs: the demo world, budgets out of the way.
+fn daemon_config(listen: SocketAddr, sim_url: &str) -> String {
+    format!(
+        r#"[server]
+listen = "{listen}"
+# The many-keys run fills 10,000 keys from one caller as fast as it can.
+new_keys_per_second = 100000.0
+
+[upstream]
+# The same fill, and the stampede, measure the cache against the simulator, which has no
+# limit of its own: fedimds's budget of Entra calls would make them measure the budget.
+max_requests_per_second = 100000.0
+burst = 100000
+"#
+    ) + &demo_world(sim_url)
 }
 
 fn token_path(resource: &str) -> String {

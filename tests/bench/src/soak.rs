@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::client::encode;
 use crate::load::Conn;
-use crate::{procs, Result, World, APP_CLIENT_ID, MI_CLIENT_ID, TARGET_TENANT};
+use crate::{procs, Result, World};
 
 /// Connections the batches are sent over.
 const CONNS: usize = 16;
@@ -159,21 +159,6 @@ idle_ttl = "5s"
 [upstream]
 max_requests_per_second = 100000.0
 burst = 100000
-
-[source]
-kind = "imds"
-endpoint = "{sim_url}"
-client_id = "{MI_CLIENT_ID}"
-
-[cloud]
-name = "public"
-authority_host = "{sim_url}"
-
-[[targets]]
-name = "litware"
-tenant_id = "{TARGET_TENANT}"
-client_id = "{APP_CLIENT_ID}"
-default = true
 "#
-    )
+    ) + &crate::demo_world(sim_url)
 }
